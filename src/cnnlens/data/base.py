@@ -1,0 +1,188 @@
+"""The dataset contract: raw uint8 pixels in memory, labels, class names, splits, statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..registry import Registry
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A whole image-classification dataset held in memory.
+
+    Attributes:
+        name: dataset kind (``"digits"``, ``"fer2013"``, ...).
+        images: ``uint8 [N, C, H, W]`` raw pixels (C = 1 or 3), the originals every figure shows.
+        labels: ``int64 [N]``; ``-1`` marks an unlabeled sample (prediction only).
+        classes: class names, ``labels`` index into it.
+        splits: split name (``train``, ``val``, ``test``, ...) -> ``int64`` indices into ``images``.
+        mean, std: per-channel normalization statistics in ``[0, 1]`` units, computed on ``train``.
+        ids: per-sample identifiers in the source's own terms (file name, CSV id or row).
+        masks: optional ``bool [N, H, W]`` ground-truth evidence masks (the ``planted`` data).
+        source: where it was read from.
+        skipped: what was skipped on load (only when skipping was asked for), as readable lines.
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    splits: dict[str, torch.Tensor]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    ids: list[str] | None = None
+    masks: torch.Tensor | None = None
+    source: str = ""
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N,C,H,W]; got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels must be [N={self.images.shape[0]}]; got {tuple(self.labels.shape)}")
+        if len(self.images) == 0:
+            raise ValueError(f"dataset {self.name!r} from {self.source or '?'} has no images")
+
+    # ---- shape facts -------------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    # ---- access ------------------------------------------------------------------------
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images uint8 [n,C,H,W], labels int64 [n])`` of one split."""
+        idx = self.indices(name)
+        return self.images[idx], self.labels[idx]
+
+    def indices(self, name: str) -> torch.Tensor:
+        if name not in self.splits:
+            raise ValueError(f"dataset {self.name!r} has no split {name!r}; it has: "
+                             f"{', '.join(self.splits) or 'none'}")
+        return self.splits[name]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float in [0,255]) ``[N,C,H,W]`` -> normalized float32, on the input's device."""
+        return normalize(images, self.mean, self.std)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """normalized float ``[N,C,H,W]`` -> float in ``[0,1]``."""
+        return denormalize(x, self.mean, self.std)
+
+    def counts(self) -> dict[str, list[int]]:
+        """Samples per class in each split (unlabeled samples are not counted)."""
+        out = {}
+        for s, idx in self.splits.items():
+            lab = self.labels[idx]
+            lab = lab[lab >= 0]
+            out[s] = torch.bincount(lab, minlength=self.num_classes).tolist()
+        return out
+
+    def with_splits(self, splits: dict[str, torch.Tensor]) -> ImageDataset:
+        return replace(self, splits=splits)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float() / 255.0
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x * s + m
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 ``[N,C,H,W]`` in ``[0,1]`` units (float64 accumulation)."""
+    c = images.shape[1]
+    x = images.transpose(0, 1).reshape(c, -1)
+    mean = torch.zeros(c, dtype=torch.float64)
+    sq = torch.zeros(c, dtype=torch.float64)
+    step = 1 << 24
+    for i in range(0, x.shape[1], step):
+        chunk = x[:, i:i + step].double()
+        mean += chunk.sum(1)
+        sq += (chunk * chunk).sum(1)
+    n = x.shape[1]
+    mean /= n
+    var = (sq / n - mean * mean).clamp_min(1e-12)
+    std = var.sqrt()
+    return tuple((mean / 255).tolist()), tuple((std / 255).clamp_min(1e-3).tolist())
+
+
+def stratified_split(labels: np.ndarray | torch.Tensor, fractions: dict[str, float], seed: int
+                     ) -> dict[str, torch.Tensor]:
+    """Split indices per class with a seeded permutation; each class keeps its proportions.
+
+    ``fractions`` maps split names to fractions summing to 1; the last split takes the remainder.
+    """
+    lab = torch.as_tensor(labels).long()
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1; got {fractions}")
+    g = torch.Generator().manual_seed(seed)
+    names = list(fractions)
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for c in torch.unique(lab).tolist():
+        idx = torch.nonzero(lab == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for i, n in enumerate(names):
+            if i == len(names) - 1:
+                k = len(idx) - start
+            else:
+                k = int(round(fractions[n] * len(idx)))
+            parts[n].append(idx[start:start + k])
+            start += k
+    return {n: torch.sort(torch.cat(p)).values for n, p in parts.items()}
+
+
+# name -> loader(path: str | None, **options) -> ImageDataset
+DATASETS: Registry = Registry("dataset")
+# detectors tried in order for a bare path: (name, predicate(path) -> bool)
+DETECTORS: list[tuple[str, object]] = []
+
+
+def load_dataset(spec: str, **options: object) -> ImageDataset:
+    """Load a dataset from a SPEC: ``name`` (bundled), ``name:PATH``, or a bare PATH.
+
+    >>> ds = load_dataset("digits")
+    >>> ds.images.shape[1:]
+    torch.Size([1, 32, 32])
+    """
+    from pathlib import Path
+
+    name, sep, path = spec.partition(":")
+    if sep and name in DATASETS:
+        return DATASETS.get(name)(path, **options)
+    if not sep and name in DATASETS:
+        return DATASETS.get(name)(None, **options)
+    p = Path(spec)
+    if p.exists():
+        for dname, detect in DETECTORS:
+            if detect(p):  # type: ignore[operator]
+                return DATASETS.get(dname)(str(p), **options)
+        raise ValueError(f"cannot tell what dataset {spec!r} is; name it explicitly as one of: "
+                         + ", ".join(f"{n}:PATH" for n in DATASETS.names()))
+    raise ValueError(f"dataset spec {spec!r}: {DATASETS.unknown_message(name)} "
+                     "(or give an existing path)")

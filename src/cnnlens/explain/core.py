@@ -1,0 +1,375 @@
+"""The explanation contract: one call, one output shape, the caller's model untouched.
+
+``explain(model, x, method, target=None, layer=None, **options) -> Explanation``.
+Each method is an :class:`Explainer` registered in ``METHODS``; it receives a :class:`Context`
+(model in eval mode, input, target spec, resolved layer) and returns maps ``[B,H,W]`` at input
+resolution plus method-specific extras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import Registry
+
+TargetSpec = None | int | str | Sequence[int] | torch.Tensor
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Attribution maps for a batch.
+
+    Attributes:
+        maps: ``float32 [B, H, W]`` at input resolution, on the input's device; raw values (signed
+            where the method is signed). Use :func:`cnnlens.explain.display.normalize_maps` to display.
+        method: registered method name.
+        targets: ``int64 [B]`` class explained for each image.
+        probs: ``float32 [B, K]`` softmax of the model's logits on the unmodified input.
+        layer: dotted name of the layer used (layer-based methods), else ``None``.
+        signed: whether the maps carry sign (positive = evidence for the target).
+        extras: method-specific results (IG's completeness gap, LIME's superpixel weights, ...).
+    """
+
+    maps: torch.Tensor
+    method: str
+    targets: torch.Tensor
+    probs: torch.Tensor
+    layer: str | None = None
+    signed: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Explainer:
+    """Base class of an attribution method. Subclasses set the class attributes and ``attribute``."""
+
+    name: str = ""
+    description: str = ""
+    uses_layer: bool = False  # needs a (conv) layer: CAM family
+    signed: bool = False  # maps carry sign
+    cost: int = 1  # rough number of forward+backward passes per image (for auto chunking)
+
+    def attribute(self, ctx: Context, **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+
+METHODS: Registry = Registry("explanation method")
+
+
+def register_method(cls: type[Explainer]) -> type[Explainer]:
+    """Class decorator: register an :class:`Explainer` subclass under ``cls.name``."""
+    METHODS.register(cls.name, description=cls.description)(cls)
+    return cls
+
+
+def methods() -> list[str]:
+    """Names of the registered explanation methods."""
+    return METHODS.names()
+
+
+# ---- the model guard ---------------------------------------------------------------------------
+
+def _hook_counts(model: nn.Module) -> list[tuple[int, ...]]:
+    return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+             len(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()]
+
+
+@contextlib.contextmanager
+def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
+    """Put ``model`` in eval mode with frozen parameters; restore everything on exit, also on error.
+
+    Yields a list; hook handles appended to it are removed on exit.
+    """
+    modes = [m.training for m in model.modules()]
+    grads = [p.requires_grad for p in model.parameters()]
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield handles
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in zip(model.modules(), modes):
+            m.training = t
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
+            p.grad = None
+
+
+# ---- context passed to methods -------------------------------------------------------------------
+
+@dataclass
+class Context:
+    model: nn.Module
+    x: torch.Tensor  # normalized input chunk [B,C,H,W] on the model's device
+    target: TargetSpec  # resolved to a LongTensor after the first forward pass
+    num_classes: int
+    layer_name: str | None
+    layer: nn.Module | None
+    handles: list[torch.utils.hooks.RemovableHandle]
+    labels: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # logits on the unmodified input (set on first forward)
+
+    # targets ----------------------------------------------------------------------------------
+    def targets_from(self, logits: torch.Tensor) -> torch.Tensor:
+        """Resolve the target spec against these logits and remember the clean logits."""
+        if self.logits is None:
+            self.logits = logits.detach()
+        if not isinstance(self.target, torch.Tensor) or self.target.dtype != torch.long:
+            self.target = resolve_targets(self.target, self.logits, self.labels)
+        return self.target
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Targets; runs a no-grad forward pass if none has been run yet."""
+        if self.logits is None:
+            with torch.no_grad():
+                self.targets_from(forward_logits(self.model, self.x))
+        return self.targets_from(self.logits)  # type: ignore[arg-type]
+
+    # hooks ------------------------------------------------------------------------------------
+    def capture(self, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Capture ``module``'s output on every forward pass (``store['act']``).
+
+        The captured output is kept in the graph and a clone is passed on, so in-place operations
+        after the layer (``ReLU(inplace=True)``) cannot change what was captured.
+        """
+        module = module if module is not None else self.layer
+        if module is None:
+            raise ValueError("this method needs a layer, and none was resolved")
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {self.layer_name!r} returns {type(out).__name__}, not a tensor; "
+                                "choose a layer whose output is a feature map")
+            store["act"] = out
+            return out.clone()
+
+        self.handles.append(module.register_forward_hook(hook))
+        return store
+
+    def forward_grad(self, x: torch.Tensor, store: dict[str, torch.Tensor] | None = None,
+                     wrt_input: bool = True, targets: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One forward + backward: ``(logits, d score/d x, d score/d layer activation)``.
+
+        ``score`` is the sum over the batch of each image's target logit.
+        """
+        # the input always requires grad: parameters are frozen, so it is what builds the graph
+        x = x.detach().requires_grad_(True)
+        logits = forward_logits(self.model, x)
+        t = targets if targets is not None else self.targets_from(logits)
+        score = logits.gather(1, t.view(-1, 1)).sum()
+        wrt: list[torch.Tensor] = []
+        if wrt_input:
+            wrt.append(x)
+        if store is not None:
+            wrt.append(store["act"])
+        grads = torch.autograd.grad(score, wrt, allow_unused=True)
+        gx = grads[0] if wrt_input else None
+        ga = grads[-1] if store is not None else None
+        if wrt_input and gx is None:
+            raise ValueError("the model's output does not depend on its input")
+        return logits, gx, ga
+
+
+def forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits [B, num_classes]; for input "
+                         f"{tuple(x.shape)} it returned {shape}. Wrap it so forward() returns the "
+                         "class scores")
+    return out
+
+
+def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """``None`` -> predicted class; int -> that class for all; sequence/tensor -> per image;
+    ``"label"`` -> ``labels``; ``"pred"`` -> predicted."""
+    b, k = logits.shape
+    dev = logits.device
+    if target is None or (isinstance(target, str) and target == "pred"):
+        return logits.argmax(1)
+    if isinstance(target, str):
+        if target == "label":
+            if labels is None:
+                raise ValueError("target='label' needs labels=...; pass the images' labels")
+            t = torch.as_tensor(labels, device=dev).long().view(-1)
+        else:
+            raise ValueError(f"target must be None, 'pred', 'label', an int or one per image; got {target!r}")
+    elif isinstance(target, int):
+        t = torch.full((b,), target, dtype=torch.long, device=dev)
+    else:
+        t = torch.as_tensor(target, device=dev).long().view(-1)
+        if t.numel() == 1:
+            t = t.expand(b).clone()
+    if t.shape != (b,):
+        raise ValueError(f"target must give one class per image ({b}); got {t.numel()}")
+    bad = (t < 0) | (t >= k)
+    if bad.any():
+        raise ValueError(f"target class {t[bad][0].item()} is out of range: the model has {k} classes "
+                         f"(0..{k - 1})")
+    return t
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
+    """A layer given by dotted name or module; ``None`` -> the last ``Conv2d``."""
+    named = dict(model.named_modules())
+    if layer is None:
+        convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError("the model has no Conv2d layer to use by default; pass layer=<name>. "
+                             f"Layers: {', '.join(n for n in named if n)}")
+        return convs[-1]
+    if isinstance(layer, nn.Module):
+        for n, m in named.items():
+            if m is layer:
+                return n, m
+        raise ValueError("the given layer module is not part of the model")
+    if layer in named and layer != "":
+        return layer, named[layer]
+    valid = [n for n in named if n]
+    raise ValueError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
+                     f"{', '.join(valid)}")
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[B,h,w]`` -> ``[B,H,W]`` bilinear (align_corners=False, as Captum and pytorch-grad-cam)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def check_input(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
+    if x.ndim == 3:
+        raise ValueError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
+    if x.ndim != 4:
+        raise ValueError(f"x must be [B,C,H,W]; got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a normalized float tensor; got {x.dtype} (normalize uint8 images "
+                         "with dataset.normalize)")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+
+
+def auto_chunk(x: torch.Tensor, cost: int) -> int:
+    per_image = x[0].numel() * max(cost, 1)
+    return int(max(1, min(256, (1 << 22) // max(per_image, 1))))
+
+
+def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec = None,
+            layer: str | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
+            chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+            **options: Any) -> Explanation:
+    """Explain the model's decision for each image of ``x``.
+
+    Args:
+        model: any classifier ``nn.Module`` returning logits ``[B, K]``; returned untouched.
+        x: normalized float ``[B, C, H, W]``.
+        method: a name from :func:`methods` (or ``captum:<ClassName>`` when Captum is installed).
+        target: ``None`` (predicted class), ``"label"`` (with ``labels``), an int, or one per image.
+        layer: dotted name or module for layer methods; default the last ``Conv2d``.
+        chunk_size: images per pass (bounds memory); auto when ``None``.
+        progress: optional callback ``(done, total)`` after each chunk.
+
+    Returns:
+        :class:`Explanation` with ``maps`` ``float32 [B, H, W]`` on ``x``'s device.
+    """
+    check_input(x)
+    impl = METHODS.get(method)
+    explainer: Explainer = impl() if isinstance(impl, type) else impl
+    dev = model_device(model)
+    out_dev = x.device
+    layer_name, layer_mod = resolve_layer(model, layer) if explainer.uses_layer else (None, None)
+    lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
+    if lab is not None and lab.numel() != x.shape[0]:
+        raise ValueError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
+    tgt = target
+    if isinstance(target, torch.Tensor) or (isinstance(target, Sequence) and not isinstance(target, str)):
+        tgt_t = torch.as_tensor(target).long().view(-1)
+        if tgt_t.numel() not in (1, x.shape[0]):
+            raise ValueError(f"target must give one class per image ({x.shape[0]}); got {tgt_t.numel()}")
+        tgt = tgt_t
+    n = x.shape[0]
+    step = chunk_size or auto_chunk(x, explainer.cost)
+    if step < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    maps, targets, probs, extras_list = [], [], [], []
+    with model_guard(model) as handles:
+        for i in range(0, n, step):
+            xc = x[i:i + step].to(dev, torch.float32)
+            tc: TargetSpec = tgt
+            if isinstance(tgt, torch.Tensor) and tgt.numel() == n and n > 1:
+                tc = tgt[i:i + step]
+            ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
+                          layer=layer_mod, handles=handles,
+                          labels=None if lab is None else lab[i:i + step].to(dev))
+            m, extra = explainer.attribute(ctx, **options)
+            for h in handles:
+                h.remove()
+            handles.clear()
+            t = ctx.targets
+            if tuple(m.shape) != (xc.shape[0], *xc.shape[-2:]):
+                raise RuntimeError(f"method {method!r} returned maps {tuple(m.shape)}; expected "
+                                   f"{(xc.shape[0], *xc.shape[-2:])}")
+            maps.append(m.detach().float().to(out_dev))
+            targets.append(t.detach().to(out_dev))
+            probs.append(ctx.logits.float().softmax(1).to(out_dev))  # type: ignore[union-attr]
+            extras_list.append(extra)
+            if progress is not None:
+                progress(min(i + step, n), n)
+    return Explanation(maps=torch.cat(maps), method=method, targets=torch.cat(targets),
+                       probs=torch.cat(probs), layer=layer_name, signed=explainer.signed,
+                       extras=merge_extras(extras_list))
+
+
+def merge_extras(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate per-chunk extras: tensors along dim 0, lists joined, the rest from the first chunk."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {}
+    for k, v in parts[0].items():
+        vals = [p[k] for p in parts]
+        if isinstance(v, torch.Tensor) and v.ndim >= 1:
+            out[k] = torch.cat(vals)
+        elif isinstance(v, list):
+            out[k] = [e for vv in vals for e in vv]
+        elif isinstance(v, float | int) and not isinstance(v, bool) and k.endswith(("_max", "max")):
+            out[k] = max(vals)
+        else:
+            out[k] = v
+    return out
+
+
+def safe_normalize_cam(cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mark all-zero CAMs: returns ``(cam, zero_mask [B])`` without dividing by zero."""
+    zero = cam.flatten(1).abs().amax(1) <= 0
+    return cam, zero
+
+
+def isfinite_or_raise(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(t).all():
+        raise FloatingPointError(f"{what} produced NaN or infinite values")
+    return t
+

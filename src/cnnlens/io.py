@@ -1,0 +1,101 @@
+"""Atomic, safe file writes. Every file cnnlens writes goes through here.
+
+A file is written to a temporary name in the same folder, flushed, fsynced and renamed over the
+target, so a kill mid-write leaves the previous version intact. Errors name the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class WriteError(OSError):
+    """A file could not be written; the message names the path and the cause."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` atomically."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as e:
+        raise WriteError(f"cannot write {target}: {e.strerror or e}. Check that the folder "
+                         "exists, is writable and has free space.") from e
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {target}: {e.strerror or e}. Nothing was replaced; "
+                         "check free space and permissions.") from e
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_yaml(path: str | os.PathLike[str], obj: Any) -> Path:
+    return write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); the file is "
+                         "damaged: re-create it with the command that wrote it") from None
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(o, torch.Tensor):
+        return o.detach().cpu().tolist()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialize {type(o).__name__} to JSON")

@@ -1,0 +1,61 @@
+"""Model registry and helpers: every architecture is built from (in_channels, num_classes, input_size)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+# name -> factory(in_channels: int, num_classes: int, input_size: int | tuple[int, int], **kw) -> nn.Module
+MODELS: Registry = Registry("model")
+
+
+def create_model(name: str, in_channels: int = 1, num_classes: int = 10,
+                 input_size: int | tuple[int, int] = 32, **kwargs: Any) -> nn.Module:
+    """Build a registered model for the given input and class count.
+
+    >>> m = create_model("compact", in_channels=3, num_classes=7, input_size=48)
+    >>> count_params(m)
+    321511
+    """
+    if in_channels not in (1, 3) and not name.startswith(("torchvision:",)):
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1; got {in_channels}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+    factory = MODELS.get(name)
+    return factory(in_channels=in_channels, num_classes=num_classes, input_size=input_size, **kwargs)
+
+
+def count_params(model: nn.Module | int, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only trainable ones); an int passes through."""
+    if isinstance(model, int):
+        return model
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def hw(input_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(input_size, int):
+        return input_size, input_size
+    h, w = input_size
+    return int(h), int(w)
+
+
+def conv_block(cin: int, cout: int, k: int = 3, pool: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, 1, k // 2), nn.BatchNorm2d(cout), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2, 2))
+    return layers
+
+
+@torch.no_grad()
+def output_shape(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    was = module.training
+    module.eval()
+    try:
+        return tuple(module(torch.zeros(1, *in_shape)).shape[1:])
+    finally:
+        module.train(was)

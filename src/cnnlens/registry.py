@@ -1,0 +1,87 @@
+"""One registry per extension point: datasets, models, explanation methods, trust metrics.
+
+A name is written once, where the thing is registered; the CLI's choices and the error for an
+unknown name both come from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str
+
+
+class Registry(Generic[T]):
+    """A named collection of factories.
+
+    >>> models = Registry("model")
+    >>> @models.register("tiny", description="a tiny net")
+    ... def tiny(): ...
+    >>> models.get("tiny") is tiny
+    True
+    """
+
+    def __init__(self, kind: str, prefixes: dict[str, Callable[[str], T]] | None = None) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        # "prefix:" names resolved by a function (e.g. "torchvision:resnet18", "captum:DeepLift")
+        self._prefixes: dict[str, Callable[[str], T]] = dict(prefixes or {})
+
+    def register(self, name: str, *, description: str = "") -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            doc = description or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+            self._entries[name] = Entry(name, obj, doc)
+            return obj
+
+        return deco
+
+    def register_prefix(self, prefix: str, resolver: Callable[[str], T]) -> None:
+        self._prefixes[prefix] = resolver
+
+    def get(self, name: str) -> T:
+        if name in self._entries:
+            return self._entries[name].obj
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self._prefixes:
+            return self._prefixes[prefix](rest)
+        raise ValueError(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        valid = ", ".join(self.names())
+        extra = "".join(f", {p}:<name>" for p in self._prefixes)
+        return f"unknown {self.kind} {name!r}; valid {self.kind} names: {valid}{extra}"
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def prefixes(self) -> list[str]:
+        return list(self._prefixes)
+
+    def entries(self) -> list[Entry[T]]:
+        return list(self._entries.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def describe(self, name: str) -> str:
+        return self._entries[name].description
+
+
+def check_choice(kind: str, value: Any, valid: list[str] | tuple[str, ...]) -> None:
+    """Raise a ValueError naming `kind`, the bad value and the valid choices."""
+    if value not in valid:
+        raise ValueError(f"{kind} must be one of {', '.join(map(str, valid))}; got {value!r}")
