@@ -270,10 +270,10 @@ class GradientXInput(GradientMethod):
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
 
-def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
+def quadrature_rule(method: str, steps: int) -> tuple[list[float], list[float]]:
     """``(alphas, weights)`` on [0, 1] for ``steps`` points; the same rules as Captum's."""
     if method not in IG_METHODS:
-        raise ValueError(f"method must be one of {', '.join(IG_METHODS)}; got {method!r}")
+        raise ValueError(f"quadrature must be one of {', '.join(IG_METHODS)}; got {method!r}")
     if not isinstance(steps, int) or steps < (1 if method == "gausslegendre" else 2):
         raise ValueError(f"steps must be an int >= 2 (>= 1 for gausslegendre); got {steps!r}")
     if method == "gausslegendre":
@@ -339,7 +339,7 @@ class IntegratedGradients(GradientMethod):
     """Integrated Gradients (Sundararajan et al. 2017):
 
     ``IG_c(x) = (x_c - x'_c) * int_0^1 d y_t/d x_c (x' + a (x - x')) da``, approximated by a
-    quadrature (``method``: Gauss-Legendre like Captum's default, or Riemann left/right/middle/
+    quadrature (option ``quadrature``: Gauss-Legendre like Captum's default, or Riemann left/right/middle/
     trapezoid) with ``steps`` points (64); map = sum over channels. Completeness says
     ``sum IG = y_t(x) - y_t(x')``; ``extras['completeness_gap']`` ``[B]`` is
     ``|sum IG - (y_t(x) - y_t(x'))| / |y_t(x) - y_t(x')|`` and ``extras['delta']`` the difference.
@@ -348,17 +348,17 @@ class IntegratedGradients(GradientMethod):
 
     name = "integrated_gradients"
     description = "Integrated Gradients from a baseline, with completeness gap (Sundararajan et al. 2017)"
-    option_names = ("baseline", "steps", "method", "blur_sigma")
+    option_names = ("baseline", "steps", "quadrature", "blur_sigma")
 
     def passes_per_image(self, steps: int = 64, **_: Any) -> int:
         return steps
 
-    def channel_attr(self, ctx, x, t, rows, baseline="zeros", steps=64, method="gausslegendre",  # type: ignore[no-untyped-def,override]
-                     blur_sigma=None):
+    def channel_attr(self, ctx, x, t, rows, baseline="zeros", steps=64,  # type: ignore[no-untyped-def,override]
+                     quadrature="gausslegendre", blur_sigma=None):
         clean = t is None
         if clean:
             t = ctx.targets
-        alphas, weights = quadrature(method, steps)
+        alphas, weights = quadrature_rule(quadrature, steps)
         base = make_baseline(x, baseline, blur_sigma)
         diff = x - base
         b = x.shape[0]
@@ -381,7 +381,7 @@ class IntegratedGradients(GradientMethod):
         delta = fx - fb
         err = (attr.flatten(1).sum(1) - delta).abs()
         gap = torch.nan_to_num(err / delta.abs(), nan=0.0)
-        return attr, {"completeness_gap": gap, "delta": delta, "steps": steps, "quadrature": method,
+        return attr, {"completeness_gap": gap, "delta": delta, "steps": steps, "quadrature": quadrature,
                       "baseline": baseline if isinstance(baseline, str) else "tensor"}
 
 
