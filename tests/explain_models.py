@@ -27,14 +27,15 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
+        # the shortcut is registered first, so the default layer (the last Conv2d) is conv2
+        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu2 = nn.ReLU(inplace=True)
-        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
 
     def forward(self, x):
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -129,3 +130,30 @@ ARCHS = [
     ("resnet", resnet, (3, 20, 20)),
     ("vgg", vgg, (3, 18, 26)),
 ]
+
+
+def planted_data(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey images [n,1,size,size]: class k has a bright 5x5 square in quadrant k (plus noise)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.randn(n, 1, size, size, generator=g) * 0.3
+    h = size // 2
+    for i, k in enumerate(y.tolist()):
+        r, c = (k // 2) * h + 1, (k % 2) * h + 1
+        x[i, 0, r:r + 5, c:c + 5] += 2.0
+    return x, y
+
+
+def trained_gray_compact(steps: int = 40) -> nn.Module:
+    """The grayscale compact model trained for a few dozen Adam steps on :func:`planted_data`."""
+    model = gray_compact()
+    x, y = planted_data(256)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for i in range(steps):
+        idx = torch.arange(i * 32, (i + 1) * 32) % 256
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

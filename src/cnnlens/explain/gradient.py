@@ -271,7 +271,7 @@ IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_rig
 
 
 def quadrature_rule(method: str, steps: int) -> tuple[list[float], list[float]]:
-    """``(alphas, weights)`` on [0, 1] for ``steps`` points; the same rules as Captum's."""
+    """``(alphas, weights)`` on [0, 1] for ``steps`` points; Captum's rules (its trapezoid corrected)."""
     if method not in IG_METHODS:
         raise ValueError(f"quadrature must be one of {', '.join(IG_METHODS)}; got {method!r}")
     if not isinstance(steps, int) or steps < (1 if method == "gausslegendre" else 2):
@@ -283,6 +283,9 @@ def quadrature_rule(method: str, steps: int) -> tuple[list[float], list[float]]:
     weights = [1 / n] * n
     kind = method.split("_")[1]
     if kind == "trapezoid":
+        # points 0, 1/(n-1), ..., 1: spacing 1/(n-1), halved at both ends. (Captum uses 1/n here, so
+        # its weights sum to (n-1)/n and its trapezoid attributions are ours times (n-1)/n.)
+        weights = [1 / (n - 1)] * n
         weights[0] /= 2
         weights[-1] /= 2
         alphas = torch.linspace(0, 1, n).tolist()
