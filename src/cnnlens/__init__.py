@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 import logging as _logging
 
 from .data import load_dataset
-from .explain import Explanation, explain, methods, normalize_maps
+from .explain import Explanation, explain, explain_many, methods, normalize_maps
 from .models import count_params, create_model
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -25,5 +25,5 @@ def __getattr__(name: str):  # lazy: training pulls in Lightning
     raise AttributeError(f"module 'cnnlens' has no attribute {name!r}")
 
 
-__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "load_dataset",
+__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many", "load_dataset",
            "load_run", "methods", "normalize_maps", "train"]
