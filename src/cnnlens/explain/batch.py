@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``uint8 [N,C,H,W]`` -> normalized ``float32``, ``(x/255 - mean) / std`` per channel."""
-    if not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
+    if (not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8
+            or images_uint8.ndim != 4):
         got = (f"{images_uint8.dtype} {tuple(images_uint8.shape)}" if isinstance(images_uint8, torch.Tensor)
                else type(images_uint8).__name__)
         raise ValueError(f"images_uint8 must be uint8 [N,C,H,W]; got {got}")
@@ -72,7 +73,8 @@ def _scalars(extras: dict[str, Any]) -> dict[str, Any]:
 
 
 def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                   methods: Sequence[str], targets: TargetSpec = None, labels: torch.Tensor | Sequence[int] | None = None,
+                   methods: Sequence[str], targets: TargetSpec = None,
+                   labels: torch.Tensor | Sequence[int] | None = None,
                    out_dir: str | os.PathLike[str] | None = None, *, layer: str | nn.Module | None = None,
                    classes: Sequence[str] | None = None, indices: Sequence[int] | torch.Tensor | None = None,
                    device: str | torch.device | None = None, chunk_size: int | None = None,
