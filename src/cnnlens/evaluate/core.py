@@ -37,7 +37,7 @@ class EvalResult:
 
     @property
     def accuracy(self) -> float:
-        return float((self.preds == self.labels).float().mean())
+        return int((self.preds == self.labels).sum()) / max(len(self.labels), 1)
 
     @property
     def confusion_normalized(self) -> torch.Tensor:
