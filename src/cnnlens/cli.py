@@ -160,6 +160,8 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
                    help="model option, e.g. hidden=1800,1050 for mlp (repeatable)")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<data>-<model>)")
     p.add_argument("--config", metavar="FILE", help="YAML with data/model/train sections; flags override it")
+    p.add_argument("--recipe", choices=["fer2013", "food11"],
+                   help="a published training recipe (docs/training.md); --config and flags override it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -195,10 +197,12 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
 
 
 def _train_from_args(args: argparse.Namespace, progress: bool = True):
-    from .config import RunConfig, load_config
+    from .config import RunConfig, load_config, recipe
     from .train import train
 
-    cfg = load_config(args.config) if args.config else RunConfig()
+    cfg = recipe(args.recipe) if getattr(args, "recipe", None) else RunConfig()
+    if args.config:
+        cfg = load_config(args.config, base=cfg)
     data_over = {"val_fraction": args.val_fraction, "image_size": args.image_size,
                  "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
     model_name = args.model or cfg.model.name
@@ -244,6 +248,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                     "cnnlens evaluate runs/demo")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--split", default="test")
+    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
+                   help="test-time augmentation: average the softmax over flipped / ten-crop views")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -252,7 +258,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     with Progress("evaluating") as cb:
-        res = evaluate_run(run, args.split, progress=cb)
+        res = evaluate_run(run, args.split, progress=cb, tta=args.tta)
     _print_eval(res)
     console.print(f"wrote {run.path / 'eval' / 'metrics.json'}")
     return 0
@@ -322,11 +328,30 @@ def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
+    if getattr(args, "baseline", None):
+        _baseline(args, run)
     with Progress("explaining") as cb:
         explain_run(run, methods, per_class=1, progress=cb)
     page = build_report(run.path)
     console.print(f"report: [b]{page}[/b]")
     return page
+
+
+def _baseline(args: argparse.Namespace, run) -> None:
+    """Train the DNN matched to the run's parameter count into RUN/baseline, evaluate, compare."""
+    from .models import count_params
+    from .pipeline import evaluate_run
+    from .report.compare import compare_runs
+    from .train import train
+
+    target = count_params(run.model)
+    log.info("training the %s baseline matched to %s parameters", args.baseline, f"{target:,}")
+    base = train(run.config.data.spec, args.baseline, out=run.path / "baseline", config=run.config.replace(
+        model={"name": args.baseline, "options": {}}), force=True, progress=True,
+        model_options={"match_params": target})
+    evaluate_run(base)
+    compare_runs([run.path, base.path], run.path / "compare",
+                 names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"])
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -350,10 +375,33 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                     "cnnlens run --data digits --model compact --out runs/digits")
     _add_train_args(p)
     p.add_argument("--methods", default="saliency,gradcam")
+    p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
+                   "and compare (RUN/compare)")
 
 
 def _run_run(args: argparse.Namespace) -> int:
     _pipeline(args, [m.strip() for m in args.methods.split(",") if m.strip()])
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "compare", "compare runs side by side (e.g. the CNN against its parameter-matched DNN)",
+                    "cnnlens compare runs/cnn runs/dnn --out runs/compare")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", default=None, metavar="DIR", help="default: FIRST_RUN/compare")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .report.compare import compare_runs
+
+    out = args.out or str(Path(args.runs[0]) / "compare")
+    res = compare_runs(args.runs, out)
+    t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
+    for r in res["runs"]:
+        t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
+                  f"{100 * r['test_acc']:.2f}%")
+    console.print(t)
+    console.print(f"wrote {Path(out) / 'index.html'}")
     return 0
 
 
@@ -365,6 +413,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_evaluate, _run_evaluate),
     (_add_explain, _run_explain),
     (_add_report, _run_report),
+    (_add_compare, _run_compare),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
 ]

@@ -20,12 +20,13 @@ from .train import Run
 log = logging.getLogger(__name__)
 
 
-def evaluate_run(run: Run, split: str = "test", progress: Callable[[int, int], None] | None = None
-                 ) -> EvalResult:
-    """Evaluate a run's model on ``split`` and write ``RUN/eval/``."""
+def evaluate_run(run: Run, split: str = "test", progress: Callable[[int, int], None] | None = None,
+                 tta: str | None = None) -> EvalResult:
+    """Evaluate a run's model on ``split`` and write ``RUN/eval/`` (``RUN/eval/tta-<mode>/`` with TTA)."""
     t0 = time.perf_counter()
-    res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std, progress=progress)
-    write_eval(res, run.path / "eval", run.dataset.ids)
+    res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std, progress=progress, tta=tta)
+    sub = run.path / "eval" if tta in (None, "none") else run.path / "eval" / f"tta-{tta}"
+    write_eval(res, sub, run.dataset.ids)
     _record_timing(run.path, "evaluate", time.perf_counter() - t0)
     log.info("test accuracy %.4f on %d images", res.accuracy, len(res.labels))
     return res

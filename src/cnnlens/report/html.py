@@ -64,6 +64,14 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     ipath = run / "explain" / "index.json"
     if ipath.exists():
         ctx["explain"] = _explain_section(run, out, read_json(ipath))
+    cpath = run / "compare" / "compare.json"
+    if cpath.exists():
+        import shutil
+
+        for f in ("curves.png", "per_class.png", "confusions.png"):
+            if (run / "compare" / f).exists():
+                shutil.copyfile(run / "compare" / f, out / f"compare_{f}")
+        ctx["compare"] = read_json(cpath)
     tpath = run / "timings.json"
     if tpath.exists():
         ctx["timings"] = read_json(tpath)

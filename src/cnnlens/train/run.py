@@ -69,15 +69,18 @@ def _history_callback(path: Path):
         def __init__(self) -> None:
             self.rows: list[dict[str, float]] = []
             self._t0 = 0.0
+            self._lr = float("nan")
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             self._t0 = time.perf_counter()
+            # the learning rate used during this epoch (schedulers step before on_train_epoch_end)
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.sanity_checking:
                 return
             m = trainer.callback_metrics
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            lr = self._lr
             row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self._t0, 3)}
             for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
                 row[k] = float(m[k]) if k in m else float("nan")
