@@ -69,7 +69,7 @@ def _fail(path: Path, msg: str) -> ValueError:
 
 def _read_header(path: Path, data: bytes) -> tuple[list[str], int]:
     """Header names and the offset where the data rows start."""
-    if not data.strip():
+    if not data or data.isspace():
         raise _fail(path, f"the file is empty; a FER2013 CSV starts with a header line ({_FORMS}) "
                           "followed by one row per image")
     end = data.find(b"\n")
