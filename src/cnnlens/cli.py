@@ -402,6 +402,58 @@ def _run_compare(args: argparse.Namespace) -> int:
                   f"{100 * r['test_acc']:.2f}%")
     console.print(t)
     console.print(f"wrote {Path(out) / 'index.html'}")
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from .data import DATASETS
+
+    p = _parser_for(sub, "data", "inspect a dataset: counts per class and split, skipped rows, sample grid",
+                    "cnnlens data inspect fer2013:data/fer2013.csv --out runs/fer-data")
+    p.add_argument("action", choices=["inspect"])
+    p.add_argument("spec", metavar="SPEC", help="dataset: " + ", ".join(
+        n if n in ("digits", "planted") else f"{n}:PATH" for n in DATASETS.names()) + ", or a bare path")
+    p.add_argument("--out", default="data-inspect", help="folder for samples.png (default ./data-inspect)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows/files instead of failing")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this side (folder data)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction when cut (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the sample choice")
+    p.add_argument("--per-class", type=int, default=8, help="sample images per class in the grid (default 8)")
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .report.fig_data import sample_grid
+
+    opts: dict[str, object] = {"skip_bad_rows": args.skip_bad_rows, "val_fraction": args.val_fraction,
+                               "seed": args.seed}
+    if args.image_size is not None:
+        opts["image_size"] = args.image_size
+    with Progress("decoding") as progress:
+        ds = load_dataset(args.spec, progress=progress, **opts)
+    splits = list(ds.splits)
+    console.print(f"{ds.name}: {len(ds):,} images {ds.channels}x{ds.size[0]}x{ds.size[1]} from {ds.source}",
+                  markup=False)
+    t = Table("class", *splits, "total", title="images per class and split")
+    counts = ds.counts()
+    for k, name in enumerate(ds.classes):
+        row = [counts[s][k] for s in splits]
+        t.add_row(name if name == str(k) else f"{k} {name}", *(f"{v:,}" for v in row), f"{sum(row):,}")
+    unl = [int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits]
+    if any(unl):
+        t.add_row("unlabeled", *(f"{v:,}" for v in unl), f"{sum(unl):,}")
+    sizes = [len(ds.splits[s]) for s in splits]
+    t.add_row("all", *(f"{v:,}" for v in sizes), f"{sum(sizes):,}", style="bold")
+    console.print(t)
+    console.print(f"mean {tuple(round(m, 4) for m in ds.mean)}  std {tuple(round(v, 4) for v in ds.std)} "
+                  "(train split)")
+    if ds.skipped:
+        console.print(f"[yellow]skipped {len(ds.skipped):,}:[/yellow]")
+        for line in ds.skipped[:20]:
+            console.print(f"  {line}", markup=False)
+        if len(ds.skipped) > 20:
+            console.print(f"  ... and {len(ds.skipped) - 20:,} more")
+    else:
+        console.print("skipped: 0")
+    path = sample_grid(ds, Path(args.out) / "samples.png", per_class=args.per_class, seed=args.seed)
+    console.print(f"sample grid: {path}")
     return 0
 
 
@@ -416,6 +468,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_compare, _run_compare),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
+    (_add_data, _run_data),
 ]
 
 
