@@ -118,7 +118,7 @@ def _from_original(arch: str, sd: dict[str, torch.Tensor], path: Any, in_channel
     adapt_input_channels(model, in_channels)
     src, own = orig.state_dict(), model.state_dict()
     fresh = [k for k in own if k not in src or src[k].shape != own[k].shape]
-    load_weights(model, {k: v for k, v in src.items() if k in own and k not in fresh}, strict=False)
+    model.load_state_dict({k: v for k, v in src.items() if k in own and k not in fresh}, strict=False)
     log.info("torchvision:%s: loaded %s (stem %r adapted to %d channels); freshly initialized: %s",
              arch, path, stem, in_channels, ", ".join(fresh) or "nothing")
     return model
