@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,7 +44,9 @@ def export_graph(model: nn.Module, input_shape: tuple[int, int, int] | list[int]
     try:
         writer = SummaryWriter(log_dir=str(tmp))
         try:
-            writer.add_graph(model, torch.zeros(1, *shape, device=dev), use_strict_trace=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
+                writer.add_graph(model, torch.zeros(1, *shape, device=dev), use_strict_trace=False)
         except RuntimeError as e:
             raise ValueError(f"{type(model).__name__} could not be traced for TensorBoard on input "
                              f"{shape}: {str(e).splitlines()[0]}") from None
