@@ -57,7 +57,8 @@ def _name(name: str, d, c: int) -> str:
 def _state(model: nn.Module):
     return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
             [p.detach().clone() for p in model.parameters()],
-            [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()])
+            [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+             for m in model.modules()])
 
 
 def _assert_untouched(model: nn.Module, before) -> None:

@@ -130,7 +130,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] | list[int]) -
             name=names.get(id(mod)) or "(model)", type=type(mod).__name__,
             output_shape=tuple(out[1:]) if isinstance(out, list | tuple) and out and isinstance(out[0], int)
             else None,
-            params=sum(p.numel() for p in own), trainable_params=sum(p.numel() for p in own if p.requires_grad),
+            params=sum(p.numel() for p in own),
+            trainable_params=sum(p.numel() for p in own if p.requires_grad),
             macs=_macs(mod, out)))
     # layers never called in forward (e.g. an unused head) still own parameters: list them too
     for n, mod in model.named_modules():

@@ -142,7 +142,8 @@ def _check_runs(model: nn.Module, arch: str, c: int, k: int, size: tuple[int, in
 def resolve(arch: str) -> Callable[..., nn.Module]:
     names = classification_names()
     if arch not in names:
-        raise ValueError(f"unknown torchvision classification model {arch!r}; valid names: {', '.join(names)}")
+        raise ValueError(f"unknown torchvision classification model {arch!r}; valid names: "
+                         f"{', '.join(names)}")
     return partial(build, arch)
 
 

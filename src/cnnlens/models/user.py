@@ -56,7 +56,8 @@ def import_file(path: str | Path) -> ModuleType:
 
 
 def build_from_file(path: str, cls_name: str, in_channels: int = 1, num_classes: int = 10,
-                    input_size: int | tuple[int, int] = 32, weights: str | None = None, **kw: Any) -> nn.Module:
+                    input_size: int | tuple[int, int] = 32, weights: str | None = None,
+                    **kw: Any) -> nn.Module:
     """Instantiate ``cls_name`` from the file; pass ``in_channels``/``num_classes``/``input_size``
     (and any extra options) to its ``__init__`` where it accepts them, else call it with none."""
     p = Path(path)

@@ -75,7 +75,8 @@ def _tensors_of(obj: object, p: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
         for key in NESTED_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if (isinstance(inner, Mapping) and inner
+                    and all(isinstance(v, torch.Tensor) for v in inner.values())):
                 log.info("%s: using the %r entry of the checkpoint", p, key)
                 obj = inner
                 break
