@@ -106,11 +106,17 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "models", "list the built-in models, or show one's layer table",
-                    "cnnlens models summary compact --input 1x48x48 --classes 7")
+                    "cnnlens models summary compact --input 1x48x48 --classes 7\n"
+                    "  cnnlens models summary torchvision:resnet18 --input 3x64x64 --tensorboard runs/tb")
     p.add_argument("action", choices=["list", "summary"])
-    p.add_argument("name", nargs="?", help="model name (for summary)")
+    p.add_argument("name", nargs="?", help="model name (for summary): a registered name, "
+                   "torchvision:<name>, FILE.py:ClassName or a TorchScript file")
     p.add_argument("--input", default="1x32x32", help="input shape CxHxW (default 1x32x32)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--weights", default=None, help="weights file (.safetensors, .pt) for torchvision/file models")
+    p.add_argument("--out", default=None, help="also write summary.json and summary.csv into this folder")
+    p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                   help="also export the model graph to TensorBoard in LOGDIR (needs tensorboard)")
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -121,17 +127,45 @@ def _run_models(args: argparse.Namespace) -> int:
         for e in MODELS.entries():
             t.add_row(e.name, e.description)
         for pfx in MODELS.prefixes():
-            t.add_row(f"{pfx}:<name>", f"{pfx} architecture")
+            t.add_row(f"{pfx}:<name>", f"any {pfx} classification architecture, adapted to channels and classes")
+        for form in MODELS.resolver_forms():
+            t.add_row(form, "your own model")
         console.print(t)
         return 0
     if not args.name:
         raise ValueError("models summary needs a model NAME, e.g. `cnnlens models summary compact`")
-    from .models import count_params, create_model
+    from .models import create_model
+    from .models.summary import summarize
 
     c, h, w = _parse_chw(args.input)
-    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w))
-    console.print(m)
-    console.print(f"parameters: {count_params(m):,}")
+    kw = {"weights": args.weights} if args.weights else {}
+    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w), **kw)
+    s = summarize(m, (c, h, w))
+    t = Table("Layer (type)", "Output Shape", "Param #", "Trainable",
+              title=f"{args.name} ({s.model}), input {c}x{h}x{w}, {args.classes} classes")
+    for r in s.rows:
+        shape = "-" if r.output_shape is None else "(None, " + ", ".join(map(str, r.output_shape)) + ")"
+        t.add_row(f"{r.name} ({r.type})", shape, f"{r.params:,}",
+                  "" if r.params == 0 else "yes" if r.trainable else f"{r.trainable_params:,}")
+    console.print(t)
+    console.print(f"Total params: {s.total:,}\nTrainable params: {s.trainable:,}\n"
+                  f"Non-trainable params: {s.non_trainable:,}\n"
+                  f"Buffers (BatchNorm running statistics, not parameters): {s.buffers:,}\n"
+                  f"Multiply-accumulates per image (Conv2d + Linear): {s.macs:,}")
+    if args.out:
+        out = Path(args.out)
+        s.to_json(out / "summary.json")
+        s.to_csv(out / "summary.csv")
+        console.print(f"wrote {out / 'summary.json'} and {out / 'summary.csv'}")
+    if args.tensorboard:
+        from .models.tensorboard import export_graph
+
+        try:
+            path = export_graph(m, (c, h, w), args.tensorboard)
+        except ImportError as e:
+            err_console.print(f"[red]error:[/red] {e}")
+            return 2
+        console.print(f"graph written to {path}; view it with: tensorboard --logdir {args.tensorboard}")
     return 0
 
 
