@@ -336,7 +336,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
         explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
-    console.print(f"wrote maps and {run.path / 'explain' / 'explanations.png'}")
+    console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
 
 
