@@ -216,6 +216,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
@@ -252,7 +253,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
                 weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                 early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision)
+                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                tensorboard=getattr(args, "tensorboard", False))
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
