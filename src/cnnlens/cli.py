@@ -361,6 +361,8 @@ def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
     from .report.html import build_report
 
     run = _train_from_args(args)
+    if run is None:  # a data-parallel worker process: rank 0 carries on alone
+        raise SystemExit(0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
