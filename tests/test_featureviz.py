@@ -76,6 +76,12 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    """Overrides conftest's per-test thread setting with the single thread explained above."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def trained() -> Trained:
     t = Trained()
