@@ -398,13 +398,15 @@ def _run_featuremaps(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     info = featuremaps_run(run, args.layer, args.image)
-    console.print(f"wrote {run.path / 'featureviz' / info['figure']} ({info['shape'][0]} maps of {info['layer']})")
+    fig = run.path / "featureviz" / info["figure"]
+    console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
     return 0
 
 
 def _add_dream(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "dream", "Deep Dream on an image: snapshots strip + animated GIF -> RUN/featureviz/",
-                    "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 --weight-decay 1e-4 --every 10")
+                    "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 "
+                    "--weight-decay 1e-4 --every 10")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--image", required=True, help="dataset index or an image file")
     p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
@@ -414,7 +416,8 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per octave (default 20)")
     p.add_argument("--every", type=int, default=10, help="snapshot every N steps (default 10)")
     p.add_argument("--lr", type=float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="pull towards the dataset mean (default 0)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="pull towards the dataset mean (default 0)")
     p.add_argument("--seed", type=int, default=0)
 
 
