@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -32,7 +31,3 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     p = cli("demo", "--fast", "--out", str(out))
     return out, p
 
-
-@pytest.fixture(autouse=True)
-def _threads() -> None:
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

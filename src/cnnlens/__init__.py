@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 import logging as _logging
 
 from .data import load_dataset
-from .explain import Explanation, explain, methods, normalize_maps
+from .explain import Explanation, explain, explain_many, methods, normalize_maps
 from .models import count_params, create_model
 
 # `cnnlens.train` and `cnnlens.evaluate` are subpackages and functions; binding the functions after the
@@ -18,5 +18,6 @@ from .train.run import Run, load_run, train  # noqa: E402
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "load_dataset",
+__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many",
+           "load_dataset",
            "load_run", "methods", "normalize_maps", "train"]

@@ -69,15 +69,18 @@ def _history_callback(path: Path):
         def __init__(self) -> None:
             self.rows: list[dict[str, float]] = []
             self._t0 = 0.0
+            self._lr = float("nan")
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             self._t0 = time.perf_counter()
+            # the learning rate used during this epoch (schedulers step before on_train_epoch_end)
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.sanity_checking:
                 return
             m = trainer.callback_metrics
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            lr = self._lr
             row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self._t0, 3)}
             for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
                 row[k] = float(m[k]) if k in m else float("nan")
@@ -147,7 +150,7 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
           force: bool = False, progress: bool = False, model_options: dict[str, Any] | None = None,
-          max_time_s: float | None = None, **train_options: Any) -> Run:
+          max_time_s: float | None = None, tensorboard: bool = False, **train_options: Any) -> Run:
     """Train a classifier with Lightning and write the run directory ``out``.
 
     Args:
@@ -158,6 +161,7 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         config: a :class:`RunConfig` or a YAML file with data/model/train sections.
         resume: continue from ``out/checkpoints/last.ckpt``.
         progress: show Lightning's rich progress bar (the CLI turns it on; the library is silent).
+        tensorboard: also write the model's graph for TensorBoard into ``out/tensorboard``.
         **train_options: any other :class:`TrainConfig` field (optimizer, scheduler, augment, ...).
 
     Returns:
@@ -239,6 +243,10 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
     meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
     save_model(out, net, meta)
+    if tensorboard:
+        from ..models.tensorboard import export_graph
+
+        export_graph(net, (c, h, w), out / "tensorboard")
     net.eval()
     return Run(path=out, model=net, classes=list(ds.classes), config=cfg, meta=meta,
                history=read_history(out / "history.csv"))
@@ -265,6 +273,8 @@ def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any
 
 def _serializable_options(net: nn.Module, mc: ModelConfig) -> dict[str, Any]:
     opts = dict(mc.options)
+    # initial weights read from a file are not needed to rebuild the run: model.safetensors holds them
+    opts.pop("weights", None)
     if "match_params" in opts and hasattr(net, "hidden"):
         # the matched widths, so the model can be rebuilt without the reference model
         opts.pop("match_params")
