@@ -160,6 +160,11 @@ def test_food11_testing_submission(food, food_run, tmp_path):
     probs = np.array([[float(v) for v in r[2:]] for r in rows])
     assert np.allclose(probs, ref.numpy(), atol=1e-5) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert [int(r[1]) for r in rows] == ref.argmax(1).tolist()
+    # a competition's own column names
+    write_predictions(pred, tmp_path / "kaggle.csv", columns=("Id", "Category"))
+    assert _read(tmp_path / "kaggle.csv") == (["Id", "Category"], [r[:2] for r in rows])
+    with pytest.raises(ValueError, match="columns must be two names"):
+        predict(food_run, f"food11:{food}", columns=("Id",))
 
 
 def test_ensemble_is_the_mean_of_probabilities_and_reports_accuracy(course, fer_runs, tmp_path):
@@ -213,8 +218,8 @@ def test_tta_views_are_averaged_batch_by_batch(course, fer_runs):
 
 def test_mismatched_runs_are_refused(fer_runs, food_run, course):
     a, b = fer_runs
-    with pytest.raises(ValueError, match=r"share their classes.*7 classes in .*s0 and 11 in .*only in the first: "
-                                         r"Angry"):
+    with pytest.raises(ValueError, match=r"share their classes.*7 classes in .*s0 and 11 in .*only in the "
+                                         r"first: Angry"):
         predict([a, food_run], f"fer2013:{course[0]}")
     shuffled = dataclasses.replace(b, classes=list(reversed(b.classes)))
     with pytest.raises(ValueError, match="same classes in a different order"):
@@ -274,8 +279,8 @@ def test_cli_predict_ensemble_on_val_and_skip_list(course, fer_runs, tmp_path):
     d, _ = course
     a, b = fer_runs
     out = tmp_path / "val.csv"
-    p = cli("predict", str(a.path), str(b.path), "--data", f"fer2013:{d}", "--split", "val", "--out", str(out),
-            "--tta", "flip", "--label", "name")
+    p = cli("predict", str(a.path), str(b.path), "--data", f"fer2013:{d}", "--split", "val",
+            "--out", str(out), "--tta", "flip", "--label", "name")
     lib = predict([a, b], f"fer2013:{d}", split="val", tta="flip", write_eval=False)
     assert f"{100 * lib.accuracy:.2f}%" in p.stdout and "ensemble" in p.stdout
     _, rows = _read(out)

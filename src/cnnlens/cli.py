@@ -494,8 +494,10 @@ def _run_data(args: argparse.Namespace) -> int:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "predict", "a submission file for a test set: one row per input, ensembles and TTA",
                     "cnnlens predict runs/fer runs/fer-s1 --data fer2013:data/test.csv --out predictions.csv "
-                    "--tta flip\n  cnnlens predict runs/digits --data digits --split val --out val.csv --probs")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="one run, or several for an ensemble (mean of probabilities)")
+                    "--tta flip\n  cnnlens predict runs/digits --data digits --split val --out val.csv "
+                    "--probs")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="one run, or several for an ensemble (mean of probabilities)")
     p.add_argument("--data", metavar="SPEC", default=None,
                    help=f"dataset: {_data_choices()}, or a bare path; default: the first run's training data")
     p.add_argument("--split", default="test", help="split to predict (default test)")
@@ -505,6 +507,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probs", action="store_true", help="add one probability column per class")
     p.add_argument("--label", choices=["index", "name"], default="index",
                    help="write the predicted class index (default, the course's Kaggle form) or name")
+    p.add_argument("--columns", default=None, metavar="ID,LABEL",
+                   help="names of the two first columns (default id,label or file,label), e.g. Id,Category")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="skip unreadable rows/files and list them in OUT_STEM.skipped.csv")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
@@ -523,7 +527,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         ds = load_data(args.data, runs, skip_bad_rows=args.skip_bad_rows, progress=cb)
     with Progress("predicting") as cb:
         pred = predict(runs, ds, args.split, tta=args.tta, batch_size=args.batch_size, progress=cb,
-                       out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows)
+                       out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows,
+                       columns=args.columns.split(",") if args.columns else None)
     what = f"{len(runs)}-run ensemble" if len(runs) > 1 else "1 run"
     console.print(f"wrote {len(pred):,} rows ({what}, tta {pred.tta}) to {args.out}", markup=False)
     if pred.skipped:

@@ -55,7 +55,8 @@ class Predictions:
     """Predictions of one model or an ensemble on one split.
 
     Attributes:
-        split, tta: what was predicted and with which test-time augmentation (``none``, ``flip``, ``tencrop``).
+        split, tta: what was predicted, with which test-time augmentation (``none``, ``flip``,
+            ``tencrop``).
         key: name of the id column: ``"id"`` (CSV data) or ``"file"`` (image folders).
         ids: ``[n]`` identifiers in the input's own order (CSV ids, file names).
         indices: ``int64 [n]`` dataset indices of the rows.
@@ -108,7 +109,8 @@ class Predictions:
         """The numbers written to ``RUN/eval/predict-*.json``."""
         members = self.member_accuracy
         return {
-            "split": self.split, "tta": self.tta, "data": self.data, "n": len(self), "ensemble": len(self.runs) > 1,
+            "split": self.split, "tta": self.tta, "data": self.data, "n": len(self),
+            "ensemble": len(self.runs) > 1,
             "accuracy": self.accuracy,
             "runs": [{"path": r, "accuracy": None if members is None else members[i]}
                      for i, r in enumerate(self.runs)],
@@ -118,7 +120,8 @@ class Predictions:
 
 # ---- runs and data ---------------------------------------------------------------------------------
 
-def _as_runs(runs: Sequence[Run | str | Path] | Run | str | Path, device: str | torch.device | None) -> list[Run]:
+def _as_runs(runs: Sequence[Run | str | Path] | Run | str | Path,
+             device: str | torch.device | None) -> list[Run]:
     if isinstance(runs, (Run, str, Path)):
         runs = [runs]
     if not runs:
@@ -147,14 +150,15 @@ def check_compatible(runs: Sequence[Run]) -> None:
             else:
                 only_a = [c for c in ref.classes if c not in r.classes]
                 only_b = [c for c in r.classes if c not in ref.classes]
-                how = (f"{len(ref.classes)} classes in {ref.path} and {len(r.classes)} in {r.path}; only in the "
-                       f"first: {', '.join(only_a) or 'none'}; only in the second: {', '.join(only_b) or 'none'}")
-            raise ValueError(f"the runs of an ensemble must share their classes, in the same order; they differ: "
-                             f"{how}. Ensemble runs trained on the same dataset")
+                how = (f"{len(ref.classes)} classes in {ref.path} and {len(r.classes)} in {r.path}; only in "
+                       f"the first: {', '.join(only_a) or 'none'}; only in the second: "
+                       f"{', '.join(only_b) or 'none'}")
+            raise ValueError("the runs of an ensemble must share their classes, in the same order; they "
+                             f"differ: {how}. Ensemble runs trained on the same dataset")
         if tuple(r.input_shape) != tuple(ref.input_shape):
             raise ValueError(f"the runs of an ensemble must share the input shape; {ref.path} takes "
-                             f"{_chw(ref.input_shape)} images but {r.path} takes {_chw(r.input_shape)}. Train "
-                             "them with the same --image-size (and channels)")
+                             f"{_chw(ref.input_shape)} images but {r.path} takes {_chw(r.input_shape)}. "
+                             "Train them with the same --image-size (and channels)")
 
 
 def _chw(shape: Sequence[int]) -> str:
@@ -210,7 +214,8 @@ def _batches(runs: list[Run], ds: ImageDataset, idx: torch.Tensor, tta: str, bat
 def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | ImageDataset | None = None,
             split: str = "test", tta: str | None = None, batch_size: int = 256,
             progress: Callable[[int, int], None] | None = None, *, out: str | Path | None = None,
-            probs: bool = False, labels: str = "index", skip_bad_rows: bool = False,
+            probs: bool = False, labels: str = "index", columns: Sequence[str] | None = None,
+            skip_bad_rows: bool = False,
             device: str | torch.device | None = None, write_eval: bool = True) -> Predictions:
     """Predict every image of ``split`` with one run or the mean of several (an ensemble).
 
@@ -224,7 +229,8 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
         progress: ``(done, total)`` callback after each batch.
         out: write the submission CSV here as the batches come (atomically: the file appears,
             complete, at the end); see :func:`write_predictions` for the columns.
-        probs, labels: with ``out``: add probability columns; write the class ``index`` or ``name``.
+        probs, labels, columns: with ``out``: add probability columns; write the class ``index`` or
+            ``name``; name the two first columns (default ``id,label`` or ``file,label``).
         skip_bad_rows: skip rows/files the loader cannot read (for a loaded ``data``: list what its
             loader skipped); they are listed in ``<out stem>.skipped.csv`` (written even when empty).
         device: where run directories are loaded (default: CUDA if available, else CPU). Given
@@ -238,6 +244,7 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
     tta = tta or "none"
     check_choice("tta", tta, TTA_MODES)
     check_choice("labels", labels, LABEL_FORMS)
+    _header("id", [], False, columns)  # bad column names fail before any work
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     rs = _as_runs(runs, device)
@@ -258,7 +265,7 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
     parts: list[_Batch] = []
     if out is not None:
         out = Path(out)
-        header = _header(key, classes, probs)
+        header = _header(key, classes, probs, columns)
         with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(header)
@@ -273,14 +280,16 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
     if p.shape != (len(idx), len(classes)):
         raise RuntimeError(f"internal error: {p.shape[0]} predictions for {len(idx)} inputs")
     pred = Predictions(
-        split=split, tta=tta, key=key, ids=ids, indices=idx, probs=p, preds=p.argmax(1), labels=ds.labels[idx],
+        split=split, tta=tta, key=key, ids=ids, indices=idx, probs=p, preds=p.argmax(1),
+        labels=ds.labels[idx],
         classes=classes, runs=[str(r.path) for r in rs],
         member_correct=[sum(b.member_correct[j] for b in parts) for j in range(len(rs))],
         skipped=skipped, data=_describe(data, ds, rs[0]))
     if out is not None and skipped is not None:
         write_skipped(skipped, skipped_path(out))
     if skipped:
-        log.warning("%d input(s) of split %r were skipped and are not in the predictions%s", len(skipped), split,
+        log.warning("%d input(s) of split %r were skipped and are not in the predictions%s",
+                    len(skipped), split,
                     f" (listed in {skipped_path(out)})" if out is not None else "")
     if write_eval and pred.labeled:
         write_eval_json(pred, rs)
@@ -302,19 +311,27 @@ def _check_data(run: Run, ds: ImageDataset, split: str) -> None:
     labeled = bool((ds.labels[ds.indices(split)] >= 0).any())
     if list(ds.classes) != list(run.classes):
         if labeled:
-            raise ValueError(f"split {split!r} of {ds.name!r} is labeled with classes {ds.classes} but {run.path} "
-                             f"predicts {run.classes}; accuracy would compare different classes. Predict data of "
-                             "the classes the run was trained on")
+            raise ValueError(f"split {split!r} of {ds.name!r} is labeled with classes {ds.classes} but "
+                             f"{run.path} predicts {run.classes}; accuracy would compare different classes. "
+                             "Predict data of the classes the run was trained on")
         log.warning("the dataset's classes %s differ from the run's %s; labels are the run's class indices",
                     ds.classes, run.classes)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
 
-def _header(key: str, classes: list[str], probs: bool) -> list[str]:
+def _header(key: str, classes: list[str], probs: bool, columns: Sequence[str] | None = None) -> list[str]:
+    if columns is not None:
+        if (isinstance(columns, str) or len(columns) != 2
+                or not all(isinstance(c, str) and c for c in columns)):
+            raise ValueError(f"columns must be two names (id column, label column), e.g. ('Id', 'Category'); "
+                             f"got {columns!r}")
+        first = [columns[0], columns[1]]
+    else:
+        first = [key, "label"]
     if not probs:
-        return [key, "label"]
-    return [key, "label", *[c if c not in (key, "label") else f"p_{c}" for c in classes]]
+        return first
+    return [*first, *[c if c not in first else f"p_{c}" for c in classes]]
 
 
 def _rows(ids: list[str], p: torch.Tensor, classes: list[str], probs: bool, labels: str) -> list[list[Any]]:
@@ -329,19 +346,21 @@ def _rows(ids: list[str], p: torch.Tensor, classes: list[str], probs: bool, labe
     return rows
 
 
-def write_predictions(pred: Predictions, out: str | Path, *, probs: bool = False, labels: str = "index") -> Path:
+def write_predictions(pred: Predictions, out: str | Path, *, probs: bool = False, labels: str = "index",
+                      columns: Sequence[str] | None = None) -> Path:
     """Write the submission CSV (atomically) and, when skipping was asked for, ``<stem>.skipped.csv``.
 
     Columns: ``id,label`` (CSV data) or ``file,label`` (image folders), one row per input in the
     input's order; ``label`` is the class index (``labels="index"``, the course's Kaggle form) or
-    name. ``probs=True`` adds one column per class (named by the class; ``p_<name>`` if a class is
-    called ``id``, ``file`` or ``label``) with the probabilities to 6 decimals.
+    name; ``columns`` renames these two (e.g. ``("Id", "Category")``). ``probs=True`` adds one
+    column per class (named by the class; ``p_<name>`` if a class has the name of one of the two
+    first columns) with the probabilities to 6 decimals.
     """
     check_choice("labels", labels, LABEL_FORMS)
     out = Path(out)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_header(pred.key, pred.classes, probs))
+    w.writerow(_header(pred.key, pred.classes, probs, columns))
     w.writerows(_rows(pred.ids, pred.probs, pred.classes, probs, labels))
     with atomic_path(out) as tmp:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
@@ -364,7 +383,8 @@ def eval_name(pred: Predictions) -> str:
     """``predict-<split>-<tta>.json``; an ensemble adds ``-ensemble-<hash of its member paths>``."""
     name = f"predict-{pred.split}-{pred.tta}"
     if len(pred.runs) > 1:
-        h = hashlib.sha1("\n".join(sorted(str(Path(r).resolve()) for r in pred.runs)).encode()).hexdigest()[:8]
+        members = "\n".join(sorted(str(Path(r).resolve()) for r in pred.runs))
+        h = hashlib.sha1(members.encode()).hexdigest()[:8]
         name += f"-ensemble-{h}"
     return name + ".json"
 
