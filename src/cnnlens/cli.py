@@ -492,6 +492,8 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from .evaluate.tta import TTA_MODES
+
     p = _parser_for(sub, "predict", "a submission file for a test set: one row per input, ensembles and TTA",
                     "cnnlens predict runs/fer runs/fer-s1 --data fer2013:data/test.csv --out predictions.csv "
                     "--tta flip\n  cnnlens predict runs/digits --data digits --split val --out val.csv "
@@ -502,7 +504,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help=f"dataset: {_data_choices()}, or a bare path; default: the first run's training data")
     p.add_argument("--split", default="test", help="split to predict (default test)")
     p.add_argument("--out", required=True, metavar="CSV", help="the predictions file to write")
-    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation: average the softmax over flipped / ten-crop views")
     p.add_argument("--probs", action="store_true", help="add one probability column per class")
     p.add_argument("--label", choices=["index", "name"], default="index",
