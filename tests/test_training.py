@@ -90,3 +90,18 @@ def test_compact_beats_its_parameter_matched_mlp(tmp_path):
     # the baseline is a complete run itself and loads like any other
     base = cnnlens.load_run(out / "baseline")
     assert cnnlens.count_params(base.model) == dnn["params"]
+
+
+def test_tensorboard_graph_and_weights_file_not_needed_to_reload(tmp_path):
+    from cnnlens.models import save_weights
+
+    src = cnnlens.create_model("compact", 1, 10, 32)
+    wfile = tmp_path / "init.safetensors"
+    save_weights(src, wfile)
+    run = cnnlens.train(data="digits", model="compact", epochs=1, out=tmp_path / "r", tensorboard=True,
+                        model_options={"weights": str(wfile)})
+    assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    wfile.unlink()  # the run must not depend on the file it started from
+    again = cnnlens.load_run(tmp_path / "r")
+    sa, sb = run.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -216,6 +216,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
@@ -252,7 +253,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
                 weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                 early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision)
+                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                tensorboard=getattr(args, "tensorboard", False))
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
@@ -336,7 +338,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
         explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
-    console.print(f"wrote maps and {run.path / 'explain' / 'explanations.png'}")
+    console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
 
 
@@ -359,6 +361,8 @@ def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
     from .report.html import build_report
 
     run = _train_from_args(args)
+    if run is None:  # a data-parallel worker process: rank 0 carries on alone
+        raise SystemExit(0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
@@ -549,6 +553,85 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_filters(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "filters", "activation maximization: what each filter of a layer responds to, "
+                    "beside its top dataset patches -> RUN/featureviz/",
+                    "cnnlens filters runs/demo --layer cnn.4 --channels 0-15")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--layer", required=True, help="layer name (e.g. cnn.4) or index into the leaf layers")
+    p.add_argument("--channels", help="filters to show, e.g. 0,3,7 or 0-15 (default: all)")
+    p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--examples", type=int, default=4, help="dataset patches per filter (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_filters(args: argparse.Namespace) -> int:
+    from .featureviz.runs import filters_run, parse_channels
+    from .train import load_run
+
+    run = load_run(args.run)
+    with Progress("rendering filters") as cb:
+        info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
+                           seed=args.seed, examples=args.examples, progress=cb)
+    console.print(f"{len(info['channels'])} filters of {info['layer']}: "
+                  f"{info['reached_dataset_max']:.0%} reach their dataset maximum")
+    console.print(f"wrote {run.path / 'featureviz' / info['figure']}")
+    return 0
+
+
+def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "featuremaps", "every filter's output of a layer for one image -> RUN/featureviz/",
+                    "cnnlens featuremaps runs/demo --layer cnn.0 --image 3")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--layer", required=True, help="layer name (e.g. cnn.0) or index into the leaf layers")
+    p.add_argument("--image", type=int, required=True, help="dataset index of the image")
+
+
+def _run_featuremaps(args: argparse.Namespace) -> int:
+    from .featureviz.runs import featuremaps_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    info = featuremaps_run(run, args.layer, args.image)
+    fig = run.path / "featureviz" / info["figure"]
+    console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
+    return 0
+
+
+def _add_dream(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "dream", "Deep Dream on an image: snapshots strip + animated GIF -> RUN/featureviz/",
+                    "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 "
+                    "--weight-decay 1e-4 --every 10")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--image", required=True, help="dataset index or an image file")
+    p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
+    p.add_argument("--channel", type=int, help="filter to amplify (default: the whole layer)")
+    p.add_argument("--octaves", type=int, default=3, help="number of scales (default 3)")
+    p.add_argument("--octave-scale", type=float, default=1.4, help="ratio between scales (default 1.4)")
+    p.add_argument("--steps", type=int, default=20, help="steps per octave (default 20)")
+    p.add_argument("--every", type=int, default=10, help="snapshot every N steps (default 10)")
+    p.add_argument("--lr", type=float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="pull towards the dataset mean (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_dream(args: argparse.Namespace) -> int:
+    from .featureviz.runs import dream_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    with Progress("dreaming") as cb:
+        info = dream_run(run, args.image, args.layer, args.channel, steps=args.steps, every=args.every,
+                         octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, progress=cb)
+    obj = ", ".join(f"{v:.3g}" for v in info["octave_objective"])
+    console.print(f"objective {info['initial_objective']:.3g} -> {obj} (per octave)")
+    console.print(f"wrote {', '.join(str(run.path / 'featureviz' / f) for f in info['files'])}")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (_add_demo, _run_demo),
@@ -556,6 +639,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_train, _run_train),
     (_add_evaluate, _run_evaluate),
     (_add_explain, _run_explain),
+    (_add_filters, _run_filters), (_add_featuremaps, _run_featuremaps), (_add_dream, _run_dream),
     (_add_report, _run_report),
     (_add_compare, _run_compare),
     (_add_methods, _run_methods),
