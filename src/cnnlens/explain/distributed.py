@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,48 +47,34 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                    methods: Sequence[str], out_dir: str | os.PathLike[str], *, target: Any = None,
-                    labels: torch.Tensor | Sequence[int] | None = None, batch_size: int = 64,
-                    accelerator: str = "auto", devices: int | str = 1, strategy: str = "auto",
-                    num_nodes: int = 1, progress: bool = False, **options: Any) -> Path | None:
-    """Explain every image of ``images_uint8`` (``uint8 [N,C,H,W]``) with each method, sharded over
-    ``devices`` x ``num_nodes`` processes (e.g. ``accelerator="cpu", devices=2, strategy="ddp"``).
-
-    ``target``: ``None``/``"pred"``, ``"label"`` (with ``labels``) or a class index. Returns the output
-    folder on rank 0 (``None`` on the other ranks). The model is returned untouched.
+def map_images(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+               images_uint8: torch.Tensor, labels: torch.Tensor | None, shard_dir: str | os.PathLike[str], *,
+               model: nn.Module | None = None, batch_size: int = 64, accelerator: str = "auto",
+               devices: int | str = 1, strategy: str = "auto", num_nodes: int = 1, progress: bool = False
+               ) -> dict[str, torch.Tensor] | None:
+    """Run ``fn(indices, images uint8 [b,C,H,W], labels [b]) -> {name: tensor [b, ...]}`` over every image,
+    sharded across processes by Lightning's ``trainer.predict``; returns on rank 0 the outputs gathered in
+    input order (``None`` on other ranks). ``model`` (if given) is moved to each rank's device and its
+    training flags and ``requires_grad`` are restored afterwards.
     """
     import lightning as L
     from lightning.pytorch.callbacks import BasePredictionWriter
 
-    from ..data.base import normalize
     from ..train.run import _lightning_quiet
-    from .many import explain_many
 
-    for m in methods:
-        METHODS.get(m)
     if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
         raise ValueError(f"images_uint8 must be uint8 [N,C,H,W]; got {images_uint8.dtype} {tuple(images_uint8.shape)}")
-    lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
-    if target == "label" and lab is None:
-        raise ValueError("target='label' needs labels=...")
-    out = Path(out_dir)
-    shards = out / ".shards"
-    mean_t, std_t = tuple(mean), tuple(std)
+    shards = Path(shard_dir)
 
-    class ExplainModule(L.LightningModule):
+    class MapModule(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.net = model
 
         def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
             idx, imgs, y = batch
-            x = normalize(imgs, mean_t, std_t)
-            tgt = y if target == "label" else target
-            res = explain_many(self.net, x, list(methods), target=tgt, **options)
-            first = next(iter(res.values()))
-            return {"idx": idx.cpu(), "targets": first.targets.cpu(), "probs": first.probs.cpu(),
-                    **{f"map:{m}": e.maps.cpu() for m, e in res.items()}}
+            out = fn(idx, imgs, y)
+            return {"idx": idx.cpu(), **{k: v.detach().cpu() for k, v in out.items()}}
 
     class ShardWriter(BasePredictionWriter):
         def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: dict[str, torch.Tensor],
@@ -98,9 +84,9 @@ def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence
             name = f"rank{trainer.global_rank:04d}-batch{batch_idx:06d}.safetensors"
             write_bytes(shards / name, save({k: v.contiguous() for k, v in prediction.items()}))
 
-    loader = DataLoader(_Indexed(images_uint8, lab), batch_size=batch_size, shuffle=False, num_workers=0)
-    was = [m.training for m in model.modules()]
-    req = [p.requires_grad for p in model.parameters()]
+    loader = DataLoader(_Indexed(images_uint8, labels), batch_size=batch_size, shuffle=False, num_workers=0)
+    was = [m.training for m in model.modules()] if model is not None else []
+    req = [p.requires_grad for p in model.parameters()] if model is not None else []
     with _lightning_quiet():
         trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
                             logger=False, enable_progress_bar=progress, enable_model_summary=False,
@@ -108,42 +94,83 @@ def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence
         if trainer.is_global_zero and shards.exists():
             shutil.rmtree(shards)
         trainer.strategy.barrier()
-        trainer.predict(ExplainModule(), loader, return_predictions=False)
+        trainer.predict(MapModule(), loader, return_predictions=False)
         trainer.strategy.barrier()
-    for m, t in zip(model.modules(), was):
-        m.training = t
-    for p, r in zip(model.parameters(), req):
-        p.requires_grad_(r)
+    if model is not None:
+        for m, t in zip(model.modules(), was):
+            m.training = t
+        for p, r in zip(model.parameters(), req):
+            p.requires_grad_(r)
     if not trainer.is_global_zero:
         return None
-    return _gather(shards, out, list(methods), len(images_uint8))
+    return _gather(shards, len(images_uint8))
 
 
-def _gather(shards: Path, out: Path, methods: list[str], n: int) -> Path:
-    """Merge the shard files into one ordered set (the distributed sampler may repeat a few images to
-    even out the shards; each index is kept once)."""
+def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                    methods: Sequence[str], out_dir: str | os.PathLike[str], *, target: Any = None,
+                    labels: torch.Tensor | Sequence[int] | None = None, batch_size: int = 64,
+                    accelerator: str = "auto", devices: int | str = 1, strategy: str = "auto",
+                    num_nodes: int = 1, progress: bool = False, **options: Any) -> Path | None:
+    """Explain every image of ``images_uint8`` (``uint8 [N,C,H,W]``) with each method, sharded over
+    ``devices`` x ``num_nodes`` processes (e.g. ``accelerator="cpu", devices=2, strategy="ddp"``).
+
+    ``target``: ``None``/``"pred"``, ``"label"`` (with ``labels``) or a class index. Writes
+    ``<method>.npy`` (``float32 [N,H,W]``), ``targets.npy``, ``probs.npy`` and ``explanations.json``
+    into ``out_dir``; returns it on rank 0 (``None`` on the other ranks). The model is returned untouched.
+    """
+    from ..data.base import normalize
+    from .many import explain_many
+
+    for m in methods:
+        METHODS.get(m)
+    lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
+    if target == "label" and lab is None:
+        raise ValueError("target='label' needs labels=...")
+    out = Path(out_dir)
+    mean_t, std_t = tuple(mean), tuple(std)
+
+    def fn(idx: torch.Tensor, imgs: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = normalize(imgs.to(_device_of(model)), mean_t, std_t)
+        res = explain_many(model, x, list(methods), target=y if target == "label" else target, **options)
+        first = next(iter(res.values()))
+        return {"targets": first.targets, "probs": first.probs, **{f"map:{m}": e.maps for m, e in res.items()}}
+
+    got = map_images(fn, images_uint8, lab, out / ".shards", model=model, batch_size=batch_size,
+                     accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+                     progress=progress)
+    if got is None:
+        return None
+    info: dict[str, Any] = {"n": int(images_uint8.shape[0]), "methods": {}}
+    for m in methods:
+        name = m.replace(":", "_").replace("/", "_")
+        write_bytes(out / f"{name}.npy", _npy(got[f"map:{m}"].numpy()))
+        info["methods"][m] = {"file": f"{name}.npy"}
+    write_bytes(out / "targets.npy", _npy(got["targets"].numpy()))
+    write_bytes(out / "probs.npy", _npy(got["probs"].numpy()))
+    write_json(out / "explanations.json", info)
+    return out
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    from .core import model_device
+
+    return model_device(model)
+
+
+def _gather(shards: Path, n: int) -> dict[str, torch.Tensor]:
+    """Merge the shard files into tensors in input order (the distributed sampler may repeat a few images
+    to even out the shards; each index is kept once), then remove the shards."""
     from safetensors.torch import load_file
 
     parts = [load_file(str(f)) for f in sorted(shards.glob("*.safetensors"))]
     if not parts:
-        raise RuntimeError(f"no explanation shards were written to {shards}")
+        raise RuntimeError(f"no shards were written to {shards}")
     idx = torch.cat([p["idx"] for p in parts])
-    seen = torch.full((n,), -1, dtype=torch.long)
-    seen[idx] = torch.arange(len(idx))  # last write wins; duplicates are identical
-    if (seen < 0).any():
-        missing = torch.nonzero(seen < 0).flatten()[:5].tolist()
-        raise RuntimeError(f"explanations are missing for images {missing} (of {n})")
-
-    def ordered(key: str) -> torch.Tensor:
-        return torch.cat([p[key] for p in parts])[seen]
-
-    info: dict[str, Any] = {"n": n, "methods": {}}
-    for m in methods:
-        name = m.replace(":", "_").replace("/", "_")
-        write_bytes(out / f"{name}.npy", _npy(ordered(f"map:{m}").numpy()))
-        info["methods"][m] = {"file": f"{name}.npy"}
-    write_bytes(out / "targets.npy", _npy(ordered("targets").numpy()))
-    write_bytes(out / "probs.npy", _npy(ordered("probs").numpy()))
-    write_json(out / "explanations.json", info)
+    pos = torch.full((n,), -1, dtype=torch.long)
+    pos[idx] = torch.arange(len(idx))  # duplicates carry identical results
+    if (pos < 0).any():
+        missing = torch.nonzero(pos < 0).flatten()[:5].tolist()
+        raise RuntimeError(f"results are missing for images {missing} (of {n})")
+    out = {k: torch.cat([p[k] for p in parts])[pos] for k in parts[0] if k != "idx"}
     shutil.rmtree(shards)
     return out
