@@ -38,9 +38,9 @@ def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Seq
         raise ValueError(f"mean and std need one value per channel ({c}); got {len(mean)} and {len(std)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std must be positive; got {tuple(std)}")
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images_uint8.float() / 255.0 - m) / s
+    from ..data.base import normalize
+
+    return normalize(images_uint8, tuple(mean), tuple(std))
 
 
 def select_per_class(labels: torch.Tensor | Sequence[int], per_class: int) -> torch.Tensor:
@@ -120,6 +120,7 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
         "targets": first.targets.tolist(),
         "predicted": first.probs.argmax(1).tolist(),
         "target_prob": first.probs.gather(1, first.targets.view(-1, 1)).squeeze(1).tolist(),
+        "probs": first.probs.tolist(),
         "classes": list(classes) if classes is not None else None,
         "methods": {},
     }
