@@ -3,7 +3,8 @@
 They share one machinery: a binary matrix says which parts of the image are kept in each perturbed
 sample (superpixels for LIME/KernelSHAP, a window for occlusion, a smooth random mask for RISE); the
 perturbed images of one chunk are built at once as ``base + mask * (x - base)`` (for superpixels,
-``mask = Z[:, segments]``, i.e. ``Z @ onehot(segments)`` without materializing the one-hot matrix),
+``mask = Z[:, segments]``, i.e. ``Z @ onehot(segments)`` without materializing the one-hot matrix,
+applied with ``torch.where`` so kept pixels are bit-exact copies of ``x``),
 scored in batched forward passes without gradients, and reduced with a few small matrix operations.
 
 Common options:
@@ -166,12 +167,11 @@ def coalition_scores(scorer: Scorer, x: torch.Tensor, base: torch.Tensor, segmen
     """
     c, h, w = x.shape
     seg = segments.to(x.device).flatten()
-    delta = x - base
-    zf = z.to(x.device, x.dtype)
+    zd = z.to(x.device, torch.bool)
     out = torch.empty(z.shape[0], dtype=torch.float32, device=x.device)
     for i in range(0, z.shape[0], batch_size):
-        keep = zf[i:i + batch_size].index_select(1, seg).view(-1, 1, h, w)  # == Z @ onehot(segments)
-        out[i:i + keep.shape[0]] = scorer(torch.addcmul(base, keep, delta), target)
+        keep = zd[i:i + batch_size].index_select(1, seg).view(-1, 1, h, w)  # == Z @ onehot(segments)
+        out[i:i + keep.shape[0]] = scorer(torch.where(keep, x, base), target)
     return out
 
 
@@ -359,7 +359,7 @@ class _SuperpixelMethod(Explainer):
         b, _, h, w = ctx.x.shape
         if segments is not None:
             seg = torch.as_tensor(segments).long()
-            if seg.ndim == 2:
+            if tuple(seg.shape) == (h, w):
                 seg = seg.expand(b, h, w)
             if tuple(seg.shape) != (b, h, w):
                 raise ValueError(f"segments must be [H,W] or [B,H,W] = {(b, h, w)}; got {tuple(seg.shape)}")
@@ -653,12 +653,35 @@ def rise_grids(n: int, s: int, p: float, h: int, w: int, seed: int
 
 def rise_masks(grids: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, cell: tuple[int, int],
                size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """``[b,s,s]`` grids -> ``float32 [b,H,W]`` smooth masks (bilinear upsampling, shifted crop)."""
-    s = grids.shape[-1]
+    """``[b,s,s]`` grids -> ``float32 [b,H,W]`` smooth masks, as the paper's code does it.
+
+    Bilinear resize of the ``s x s`` grid to ``(s+1)*cell`` (pixel centres aligned, mirror-reflected
+    borders: scikit-image's ``resize(order=1, mode="reflect")``), cropped at ``(dy, dx)``. The resize
+    is separable, so each mask is ``R_b @ grid_b @ C_b^T`` with the rows of the interpolation
+    matrices that the crop keeps: nothing larger than the chunk of masks is built.
+    """
     h, w = size
-    up = F.interpolate(grids.to(device)[:, None], size=((s + 1) * cell[0], (s + 1) * cell[1]),
-                       mode="bilinear", align_corners=False)[:, 0]
-    r = dy.to(device)[:, None] + torch.arange(h, device=device)[None, :]  # [b,H]
-    c = dx.to(device)[:, None] + torch.arange(w, device=device)[None, :]  # [b,W]
-    bi = torch.arange(up.shape[0], device=device)[:, None, None]
-    return up[bi, r[:, :, None], c[:, None, :]]
+    s = grids.shape[-1]
+    rows = _interp_matrix(s, (s + 1) * cell[0], device)[dy.to(device)[:, None] + torch.arange(h, device=device)]
+    cols = _interp_matrix(s, (s + 1) * cell[1], device)[dx.to(device)[:, None] + torch.arange(w, device=device)]
+    return rows @ grids.to(device) @ cols.transpose(1, 2)
+
+
+def _interp_matrix(n: int, out: int, device: torch.device) -> torch.Tensor:
+    """``float32 [out, n]``: linear interpolation from ``n`` to ``out`` samples, pixel centres aligned,
+    mirror-reflected at the borders (``-1 -> 1``, ``n -> n - 2``)."""
+    src = (torch.arange(out, dtype=torch.float64) + 0.5) * n / out - 0.5
+    i0 = torch.floor(src).long()
+    frac = src - i0
+    m = torch.zeros(out, n, dtype=torch.float64)
+
+    def reflect(i: torch.Tensor) -> torch.Tensor:
+        if n == 1:
+            return torch.zeros_like(i)
+        i = torch.where(i < 0, -i, i)
+        return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+    r = torch.arange(out)
+    m.index_put_((r, reflect(i0)), 1.0 - frac, accumulate=True)
+    m.index_put_((r, reflect(i0 + 1)), frac, accumulate=True)
+    return m.float().to(device)
