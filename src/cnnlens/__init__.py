@@ -7,23 +7,17 @@ __version__ = "0.1.0"
 import logging as _logging
 
 from .data import load_dataset
-from .explain import Explanation, explain, methods, normalize_maps
+from .explain import Explanation, explain, explain_many, methods, normalize_maps
 from .models import count_params, create_model
+
+# `cnnlens.train` and `cnnlens.evaluate` are subpackages and functions; binding the functions after the
+# subpackages are loaded makes the functions win (Lightning itself is imported only inside train()).
+from .evaluate.core import evaluate  # noqa: E402
+from .train.run import Run, load_run, train  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str):  # lazy: training pulls in Lightning
-    if name in ("train", "load_run", "Run"):
-        from . import train as _t
-
-        return getattr(_t, name)
-    if name == "evaluate":
-        from .evaluate import evaluate
-
-        return evaluate
-    raise AttributeError(f"module 'cnnlens' has no attribute {name!r}")
-
-
-__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "load_dataset",
+__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many",
+           "load_dataset",
            "load_run", "methods", "normalize_maps", "train"]

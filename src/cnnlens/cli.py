@@ -106,11 +106,17 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "models", "list the built-in models, or show one's layer table",
-                    "cnnlens models summary compact --input 1x48x48 --classes 7")
+                    "cnnlens models summary compact --input 1x48x48 --classes 7\n"
+                    "  cnnlens models summary torchvision:resnet18 --input 3x64x64 --tensorboard runs/tb")
     p.add_argument("action", choices=["list", "summary"])
-    p.add_argument("name", nargs="?", help="model name (for summary)")
+    p.add_argument("name", nargs="?", help="model name (for summary): a registered name, "
+                   "torchvision:<name>, FILE.py:ClassName or a TorchScript file")
     p.add_argument("--input", default="1x32x32", help="input shape CxHxW (default 1x32x32)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--weights", default=None, help="weights file (.safetensors, .pt) for torchvision/file models")
+    p.add_argument("--out", default=None, help="also write summary.json and summary.csv into this folder")
+    p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                   help="also export the model graph to TensorBoard in LOGDIR (needs tensorboard)")
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -121,17 +127,45 @@ def _run_models(args: argparse.Namespace) -> int:
         for e in MODELS.entries():
             t.add_row(e.name, e.description)
         for pfx in MODELS.prefixes():
-            t.add_row(f"{pfx}:<name>", f"{pfx} architecture")
+            t.add_row(f"{pfx}:<name>", f"any {pfx} classification architecture, adapted to channels and classes")
+        for form in MODELS.resolver_forms():
+            t.add_row(form, "your own model")
         console.print(t)
         return 0
     if not args.name:
         raise ValueError("models summary needs a model NAME, e.g. `cnnlens models summary compact`")
-    from .models import count_params, create_model
+    from .models import create_model
+    from .models.summary import summarize
 
     c, h, w = _parse_chw(args.input)
-    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w))
-    console.print(m)
-    console.print(f"parameters: {count_params(m):,}")
+    kw = {"weights": args.weights} if args.weights else {}
+    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w), **kw)
+    s = summarize(m, (c, h, w))
+    t = Table("Layer (type)", "Output Shape", "Param #", "Trainable",
+              title=f"{args.name} ({s.model}), input {c}x{h}x{w}, {args.classes} classes")
+    for r in s.rows:
+        shape = "-" if r.output_shape is None else "(None, " + ", ".join(map(str, r.output_shape)) + ")"
+        t.add_row(f"{r.name} ({r.type})", shape, f"{r.params:,}",
+                  "" if r.params == 0 else "yes" if r.trainable else f"{r.trainable_params:,}")
+    console.print(t)
+    console.print(f"Total params: {s.total:,}\nTrainable params: {s.trainable:,}\n"
+                  f"Non-trainable params: {s.non_trainable:,}\n"
+                  f"Buffers (BatchNorm running statistics, not parameters): {s.buffers:,}\n"
+                  f"Multiply-accumulates per image (Conv2d + Linear): {s.macs:,}")
+    if args.out:
+        out = Path(args.out)
+        s.to_json(out / "summary.json")
+        s.to_csv(out / "summary.csv")
+        console.print(f"wrote {out / 'summary.json'} and {out / 'summary.csv'}")
+    if args.tensorboard:
+        from .models.tensorboard import export_graph
+
+        try:
+            path = export_graph(m, (c, h, w), args.tensorboard)
+        except ImportError as e:
+            err_console.print(f"[red]error:[/red] {e}")
+            return 2
+        console.print(f"graph written to {path}; view it with: tensorboard --logdir {args.tensorboard}")
     return 0
 
 
@@ -143,10 +177,334 @@ def _parse_chw(s: str) -> tuple[int, int, int]:
     return c, h, w
 
 
+
+def _data_choices() -> str:
+    from .data import DATASETS
+
+    return ", ".join([f"{n}:PATH" if n != "digits" and n != "planted" else n for n in DATASETS.names()])
+
+
+def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    from .config import OPTIMIZERS, SCHEDULERS
+
+    p.add_argument("--data", required=data_required, metavar="SPEC",
+                   help=f"dataset: {_data_choices()}, or a bare path (recognized by its contents)")
+    p.add_argument("--model", default=None, metavar="NAME", help="model name (`cnnlens models list`); default compact")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. hidden=1800,1050 for mlp (repeatable)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<data>-<model>)")
+    p.add_argument("--config", metavar="FILE", help="YAML with data/model/train sections; flags override it")
+    p.add_argument("--recipe", choices=["fer2013", "food11"],
+                   help="a published training recipe (docs/training.md); --config and flags override it")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--scheduler", choices=SCHEDULERS)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--val-fraction", type=float, help="validation share where the data has no val split")
+    p.add_argument("--image-size", type=int, help="resize images on load (Food-11, folders)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows/files and list them")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
+    p.add_argument("--devices", help="number of devices or 'auto'")
+    p.add_argument("--strategy", help="e.g. ddp")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
+
+
+def _model_options(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    opts: dict[str, object] = {}
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--model-option must be KEY=VALUE; got {kv!r}")
+        opts[k] = v if "," in v else yaml.safe_load(v)
+    return opts
+
+
+def _train_from_args(args: argparse.Namespace, progress: bool = True):
+    from .config import RunConfig, load_config, recipe
+    from .train import train
+
+    cfg = recipe(args.recipe) if getattr(args, "recipe", None) else RunConfig()
+    if args.config:
+        cfg = load_config(args.config, base=cfg)
+    data_over = {"val_fraction": args.val_fraction, "image_size": args.image_size,
+                 "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
+    model_name = args.model or cfg.model.name
+    opts = _model_options(args.model_option) if args.model_option else None
+    cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
+    devices = args.devices
+    if devices is not None and devices != "auto":
+        devices = int(devices)
+    out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
+    log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
+    run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
+                progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
+                lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
+                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
+                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                tensorboard=getattr(args, "tensorboard", False))
+    if run is not None:
+        best = run.meta["best_val_acc"]
+        console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
+                      f"{100 * best:.2f}% at epoch {run.meta['best_epoch']} -> {run.path}")
+    return run
+
+
+def _slug(s: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).stem if "/" in s else s).strip("_") or "run"
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "train", "train a model on a dataset (Lightning); writes a run directory",
+                    "cnnlens train --data fer2013:data/fer2013.csv --model compact --epochs 30 --out runs/fer")
+    _add_train_args(p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    _train_from_args(args)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "evaluate", "accuracy, per-class metrics, confusion matrix -> RUN/eval/metrics.json",
+                    "cnnlens evaluate runs/demo")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--split", default="test")
+    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
+                   help="test-time augmentation: average the softmax over flipped / ten-crop views")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import evaluate_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    with Progress("evaluating") as cb:
+        res = evaluate_run(run, args.split, progress=cb, tta=args.tta)
+    _print_eval(res)
+    console.print(f"wrote {run.path / 'eval' / 'metrics.json'}")
+    return 0
+
+
+def _print_eval(res) -> None:
+    t = Table("class", "precision", "recall", "F1", "support", title=f"{res.split}: accuracy {100 * res.accuracy:.2f}%")
+    for r in res.per_class():
+        t.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
+    console.print(t)
+    pairs = res.confused_pairs(5)
+    if pairs:
+        console.print("most confused: " + "; ".join(f"{p['true']}→{p['pred']} ({p['count']})" for p in pairs))
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+
+    p = _parser_for(sub, "explain", "attribution maps for chosen images -> RUN/explain/ (.npy and figures)",
+                    "cnnlens explain runs/demo --methods saliency,gradcam --per-class 2")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--methods", default="saliency,gradcam",
+                   help=f"comma-separated, from: {', '.join(METHODS.names())}")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--per-class", type=int, default=1, help="correctly classified test images per class")
+    g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
+    p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from .pipeline import explain_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    indices = None
+    if args.images:
+        try:
+            indices = [int(v) for v in args.images.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
+    with Progress("explaining") as cb:
+        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
+    console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "report", "write RUN/report/index.html from what the run holds (redraws only)",
+                    "cnnlens report runs/demo")
+    p.add_argument("run", metavar="RUN")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report.html import build_report
+
+    page = build_report(args.run)
+    console.print(f"report: {page}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
+    from .pipeline import evaluate_run, explain_run
+    from .report.html import build_report
+
+    run = _train_from_args(args)
+    with Progress("evaluating") as cb:
+        res = evaluate_run(run, progress=cb)
+    _print_eval(res)
+    if getattr(args, "baseline", None):
+        _baseline(args, run)
+    with Progress("explaining") as cb:
+        explain_run(run, methods, per_class=1, progress=cb)
+    page = build_report(run.path)
+    console.print(f"report: [b]{page}[/b]")
+    return page
+
+
+def _baseline(args: argparse.Namespace, run) -> None:
+    """Train the DNN matched to the run's parameter count into RUN/baseline, evaluate, compare."""
+    from .models import count_params
+    from .pipeline import evaluate_run
+    from .report.compare import compare_runs
+    from .train import train
+
+    target = count_params(run.model)
+    log.info("training the %s baseline matched to %s parameters", args.baseline, f"{target:,}")
+    base = train(run.config.data.spec, args.baseline, out=run.path / "baseline", config=run.config.replace(
+        model={"name": args.baseline, "options": {}}), force=True, progress=True,
+        model_options={"match_params": target})
+    evaluate_run(base)
+    compare_runs([run.path, base.path], run.path / "compare",
+                 names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"])
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, report",
+                    "cnnlens demo --out runs/demo --fast")
+    p.add_argument("--out", default="runs/demo", metavar="DIR")
+    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every artifact")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    parser, _ = build_parser()
+    targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
+    targs.epochs = 2 if args.fast else 12
+    targs.seed = 0
+    _pipeline(targs, ["saliency", "gradcam"])
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "run", "train -> evaluate -> explain -> report, in one command",
+                    "cnnlens run --data digits --model compact --out runs/digits")
+    _add_train_args(p)
+    p.add_argument("--methods", default="saliency,gradcam")
+    p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
+                   "and compare (RUN/compare)")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    _pipeline(args, [m.strip() for m in args.methods.split(",") if m.strip()])
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "compare", "compare runs side by side (e.g. the CNN against its parameter-matched DNN)",
+                    "cnnlens compare runs/cnn runs/dnn --out runs/compare")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", default=None, metavar="DIR", help="default: FIRST_RUN/compare")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .report.compare import compare_runs
+
+    out = args.out or str(Path(args.runs[0]) / "compare")
+    res = compare_runs(args.runs, out)
+    t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
+    for r in res["runs"]:
+        t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
+                  f"{100 * r['test_acc']:.2f}%")
+    console.print(t)
+    console.print(f"wrote {Path(out) / 'index.html'}")
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from .data import DATASETS
+
+    p = _parser_for(sub, "data", "inspect a dataset: counts per class and split, skipped rows, sample grid",
+                    "cnnlens data inspect fer2013:data/fer2013.csv --out runs/fer-data")
+    p.add_argument("action", choices=["inspect"])
+    p.add_argument("spec", metavar="SPEC", help="dataset: " + ", ".join(
+        n if n in ("digits", "planted") else f"{n}:PATH" for n in DATASETS.names()) + ", or a bare path")
+    p.add_argument("--out", default="data-inspect", help="folder for samples.png (default ./data-inspect)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows/files instead of failing")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this side (folder data)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction when cut (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the sample choice")
+    p.add_argument("--per-class", type=int, default=8, help="sample images per class in the grid (default 8)")
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .report.fig_data import sample_grid
+
+    opts: dict[str, object] = {"skip_bad_rows": args.skip_bad_rows, "val_fraction": args.val_fraction,
+                               "seed": args.seed}
+    if args.image_size is not None:
+        opts["image_size"] = args.image_size
+    with Progress("decoding") as progress:
+        ds = load_dataset(args.spec, progress=progress, **opts)
+    splits = list(ds.splits)
+    console.print(f"{ds.name}: {len(ds):,} images {ds.channels}x{ds.size[0]}x{ds.size[1]} from {ds.source}",
+                  markup=False)
+    t = Table("class", *splits, "total", title="images per class and split")
+    counts = ds.counts()
+    for k, name in enumerate(ds.classes):
+        row = [counts[s][k] for s in splits]
+        t.add_row(name if name == str(k) else f"{k} {name}", *(f"{v:,}" for v in row), f"{sum(row):,}")
+    unl = [int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits]
+    if any(unl):
+        t.add_row("unlabeled", *(f"{v:,}" for v in unl), f"{sum(unl):,}")
+    sizes = [len(ds.splits[s]) for s in splits]
+    t.add_row("all", *(f"{v:,}" for v in sizes), f"{sum(sizes):,}", style="bold")
+    console.print(t)
+    console.print(f"mean {tuple(round(m, 4) for m in ds.mean)}  std {tuple(round(v, 4) for v in ds.std)} "
+                  "(train split)")
+    if ds.skipped:
+        console.print(f"[yellow]skipped {len(ds.skipped):,}:[/yellow]")
+        for line in ds.skipped[:20]:
+            console.print(f"  {line}", markup=False)
+        if len(ds.skipped) > 20:
+            console.print(f"  ... and {len(ds.skipped) - 20:,} more")
+    else:
+        console.print("skipped: 0")
+    path = sample_grid(ds, Path(args.out) / "samples.png", per_class=args.per_class, seed=args.seed)
+    console.print(f"sample grid: {path}")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
+    (_add_demo, _run_demo),
+    (_add_run, _run_run),
+    (_add_train, _run_train),
+    (_add_evaluate, _run_evaluate),
+    (_add_explain, _run_explain),
+    (_add_report, _run_report),
+    (_add_compare, _run_compare),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
+    (_add_data, _run_data),
 ]
 
 
