@@ -24,6 +24,7 @@ samples x pixels beyond one chunk of ``batch_size`` images.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -347,7 +348,15 @@ def _batch(batch_size: int | None, x: torch.Tensor) -> int:
     return _check_int("batch_size", batch_size, 1)
 
 
-class _SuperpixelMethod(Explainer):
+class _Perturbation(Explainer):
+    """The perturbation family: options are the keyword-only parameters of ``attribute``."""
+
+    def accepted_options(self) -> tuple[str, ...]:
+        params = inspect.signature(self.attribute).parameters.values()
+        return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
+
+
+class _SuperpixelMethod(_Perturbation):
     """Shared by LIME and KernelSHAP: segmentation, baseline, coalition scoring, pixel maps."""
 
     signed = True
@@ -521,7 +530,7 @@ class KernelShap(_SuperpixelMethod):
 
 
 @register_method
-class Occlusion(Explainer):
+class Occlusion(_Perturbation):
     """Occlusion (Zeiler & Fergus 2014), the same numbers as ``captum.attr.Occlusion``.
 
     A ``window`` (all channels) slides with ``stride`` (Captum's positions: ``ceil((H - k) / s) + 1``
@@ -590,7 +599,7 @@ def _window_masks(n: int, k: int, s: int, device: torch.device) -> torch.Tensor:
 
 
 @register_method
-class Rise(Explainer):
+class Rise(_Perturbation):
     """RISE (Petsiuk et al. 2018): ``S = 1/(N p) sum_i y(x_i) M_i``, ``x_i = base + M_i (x - base)``.
 
     Each mask ``M_i``: a ``grid x grid`` binary grid (cells kept with probability ``p``), upsampled
