@@ -143,15 +143,17 @@ def cnnlens_lime(model, x, seg, n, seed, precision, bs=None, sampling="paired") 
     return e.extras["weights"][0]
 
 
-def floor(model, shape, n: int, bs: int, precision: str = "float32") -> float:
-    xs = torch.randn(bs, *shape)
+def floor(model, shape, n: int, bs: int, precision: str = "float32", channels_last: bool = True) -> float:
+    """``n`` forward passes alone, in chunks of ``bs`` (the model must already be in the layout)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xs = torch.randn(bs, *shape).contiguous(memory_format=fmt)
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, n, bs):
             b = min(bs, n - i)
             if precision == "bfloat16":
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    model(xs[:b].contiguous(memory_format=torch.channels_last))
+                    model(xs[:b])
             else:
                 model(xs[:b])
     return time.perf_counter() - t0
@@ -188,30 +190,39 @@ def run_setting(name: str, model, images_u8: torch.Tensor, mean, std, args) -> d
     for p in model.parameters():
         p.requires_grad_(False)
 
-    # floor: chunk-size sweep, interleaved
-    sweep = [8, 16, 32, 64, 128]
-    f_times: dict[int, list[float]] = {b: [] for b in sweep}
+    # floor: chunk-size sweep in both memory layouts, interleaved; the floor is the best of all
+    import copy
+
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    sweep = [(b, cl) for b in (8, 16, 32, 64, 128) for cl in (False, True)]
+    f_times: dict[tuple[int, bool], list[float]] = {k: [] for k in sweep}
     for _ in range(args.sweep_repeats):
-        for b in sweep:
-            f_times[b].append(floor(model, (c, h, w), n, b))
-    f_med = {b: statistics.median(v) for b, v in f_times.items()}
-    best_bs = min(f_med, key=f_med.get)
-    print(f"  floor sweep (s per {n} forwards): " + ", ".join(f"{b}: {t:.3f}" for b, t in f_med.items())
-          + f"; best {best_bs}, auto {auto_bs}", flush=True)
+        for b, cl in sweep:
+            f_times[(b, cl)].append(floor(model_cl if cl else model, (c, h, w), n, b, channels_last=cl))
+    f_med = {k: statistics.median(v) for k, v in f_times.items()}
+    best_bs, best_cl = min(f_med, key=f_med.get)
+    print(f"  floor sweep (s per {n} forwards; cl = channels-last): "
+          + ", ".join(f"{b}{' cl' if cl else ''}: {t:.3f}" for (b, cl), t in f_med.items())
+          + f"; best {best_bs}{' cl' if best_cl else ''}, auto {auto_bs}", flush=True)
 
     segs = [segment(u, "slic") for u in x_all.mul(torch.tensor(std).view(1, -1, 1, 1))
             .add(torch.tensor(mean).view(1, -1, 1, 1)).clamp(0, 1)]
     n_seg = [int(s.max()) + 1 for s in segs]
     with torch.no_grad():
-        targets = model(x_all).argmax(1).tolist()
+        probs = model(x_all).softmax(1)
+    targets = probs.argmax(1).tolist()
+    top = probs.amax(1)
+    print(f"  target probabilities {top.min():.3f}..{top.max():.3f} (not saturated: LIME on probabilities "
+          "of 1 - 1e-7 would fit float32 rounding)", flush=True)
     x01 = [(u.permute(1, 2, 0).double().numpy() / 255.0) for u in images_u8]
     x01 = [a[..., 0] if c == 1 else a for a in x01]
 
     # timing: one image per call, interleaved repeats
     t_img = list(range(min(args.timing_images, len(x_all))))
     contenders: dict[str, Callable[[int], object]] = {
-        "floor f32 (best chunk)": lambda i: floor(model, (c, h, w), n, best_bs),
-        "floor bf16 (auto chunk)": lambda i: floor(model, (c, h, w), n, auto_bs, "bfloat16"),
+        "floor f32 (best chunk)": lambda i: floor(model_cl if best_cl else model, (c, h, w), n, best_bs,
+                                                  channels_last=best_cl),
+        "floor bf16 (auto chunk)": lambda i: floor(model_cl, (c, h, w), n, auto_bs, "bfloat16"),
         "lime package": lambda i: lime_package(model, x01[i], segs[i].numpy(), targets[i], n, auto_bs, 0, mean, std),
         "cnnlens f32": lambda i: cnnlens_lime(model, x_all[i:i + 1], segs[i], n, 0, "float32"),
         "cnnlens bf16": lambda i: cnnlens_lime(model, x_all[i:i + 1], segs[i], n, 0, "bfloat16"),
@@ -243,7 +254,7 @@ def run_setting(name: str, model, images_u8: torch.Tensor, mean, std, args) -> d
         bf = cnnlens_lime(model, xi, segs[i], n, 0, "bfloat16").numpy()
         bf16_same.append(set(top_superpixels(torch.as_tensor(bf))) == set(top_superpixels(torch.as_tensor(ours[-1][0]))))
     return {"name": name, "n": n, "auto_bs": auto_bs, "best_bs": best_bs, "floor_sweep": f_med,
-            "segments": n_seg, "median": med, "timing_images": len(t_img), "stability_images": len(s_img),
+            "segments": n_seg, "median": med, "best_cl": best_cl, "timing_images": len(t_img), "stability_images": len(s_img),
             "stab_cnnlens": stability(ours), "stab_cnnlens_iid": stability(ours_iid),
             "stab_lime": stability(theirs), "bf16_top5_equal": sum(bf16_same) / len(bf16_same)}
 
@@ -253,7 +264,7 @@ def report(res: dict[str, object]) -> None:
     fl = med["floor f32 (best chunk)"]
     lp = med["lime package"]
     print(f"\n### {res['name']}: {res['n']} samples, superpixels per image {res['segments']}, "
-          f"chunk auto {res['auto_bs']} / best {res['best_bs']}")
+          f"chunk auto {res['auto_bs']} / best {res['best_bs']}{' channels-last' if res['best_cl'] else ''}")
     print("| contender | median s / image | vs f32 floor | speed-up vs lime package |")
     print("|---|---:|---:|---:|")
     for k, v in med.items():
@@ -273,14 +284,16 @@ def main() -> None:
     ap.add_argument("--timing-images", type=int, default=2)
     ap.add_argument("--stability-images", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps-grey", type=int, default=8)
+    ap.add_argument("--steps-rgb", type=int, default=20)
+    ap.add_argument("--stability-images-rgb", type=int, default=4)
     ap.add_argument("--settings", default="grey48,rgb128")
     ap.add_argument("--no-captum", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script")
     args = ap.parse_args()
     if args.quick:
         args.samples, args.repeats, args.sweep_repeats, args.timing_images = 100, 1, 1, 1
-        args.stability_images, args.seeds, args.steps = 2, 2, 3
+        args.stability_images, args.stability_images_rgb, args.seeds, args.steps_grey, args.steps_rgb = 2, 2, 2, 3, 3
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu capability "
           f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
     results = []
@@ -288,14 +301,15 @@ def main() -> None:
         if setting == "grey48":
             print("grey48: compact on 48x48 LFW faces vs non-faces", flush=True)
             imgs, labels = faces_48()
-            model, mean, std = train_compact(imgs, labels, 2, args.steps, 0)
+            model, mean, std = train_compact(imgs, labels, 2, args.steps_grey, 0)
             pick = torch.cat([torch.arange(0, 100, 10), torch.arange(105, 200, 10)])  # faces and non-faces
             results.append(run_setting("48x48 grey", model, imgs[pick], mean, std, args))
         elif setting == "rgb128":
             print("rgb128: compact on 128x128 crops of 6 photos", flush=True)
             train, labels, centre = photos_128(24 if not args.quick else 4, 0)
-            model, mean, std = train_compact(train, labels, len(PHOTOS), args.steps, 0)
+            model, mean, std = train_compact(train, labels, len(PHOTOS), args.steps_rgb, 0)
             test, _, _ = photos_128(2, 1)
+            args.stability_images = args.stability_images_rgb
             results.append(run_setting("128x128 RGB", model, torch.cat([centre, test]), mean, std, args))
         else:
             raise SystemExit(f"unknown setting {setting!r}; use grey48, rgb128")
