@@ -19,7 +19,8 @@ BOUNDARY = (1.0, 1.0, 0.0)
 
 
 def evidence_image(img: torch.Tensor, segments: torch.Tensor, weights: torch.Tensor, k: int = 5,
-                   sign: str = "positive", min_weight: float = 0.0, dim_rest: float = 0.35) -> np.ndarray:
+                   sign: str = "positive", min_weight: float = 0.0, dim_rest: float = 0.35, upscale: int = 1
+                   ) -> np.ndarray:
     """RGB ``[H,W,3]`` in ``[0,1]``: the ``k`` strongest superpixels of one sign at full brightness with a
     tint and yellow boundaries around them, the rest of the image dimmed, all superpixel boundaries faint.
 
@@ -27,6 +28,8 @@ def evidence_image(img: torch.Tensor, segments: torch.Tensor, weights: torch.Ten
         img: ``uint8`` or ``[0,1]`` float ``[C,H,W]`` (the original pixels, not the normalized input).
         segments: ``int [H,W]`` superpixel labels; weights: ``[M]`` (``extras['weights'][i]``).
         sign: ``"positive"`` (evidence for the target) or ``"negative"`` (against it).
+        upscale: nearest-neighbour enlargement before drawing, so boundaries stay thin on small images;
+            the result is ``[H*upscale, W*upscale, 3]``.
     """
     from skimage.segmentation import mark_boundaries
 
@@ -37,6 +40,9 @@ def evidence_image(img: torch.Tensor, segments: torch.Tensor, weights: torch.Ten
     seg = segments.detach().cpu().long().numpy()
     mask = top_k_mask(segments, weights, k=k, positive_only=sign == "positive",
                       negative_only=sign == "negative", min_weight=min_weight).numpy().astype(bool)
+    if upscale > 1:
+        rgb, seg, mask = (np.kron(a, np.ones((upscale, upscale) + (1,) * (a.ndim - 2), dtype=a.dtype))
+                          for a in (rgb, seg, mask))
     tint = np.array(POSITIVE if sign == "positive" else NEGATIVE)
     out = rgb * dim_rest
     out[mask] = 0.65 * rgb[mask] + 0.35 * tint
@@ -73,11 +79,13 @@ def plot_superpixel_evidence(images: torch.Tensor, segments: torch.Tensor | Sequ
         w = weights[i].detach().cpu().float()
         arr = to_display(images[i])
         rgb = np.repeat(arr[..., None], 3, -1) if arr.ndim == 2 else arr
+        up = max(1, 192 // max(rgb.shape[:2]))  # thin boundaries on 48x48 images too
+        big = np.kron(rgb, np.ones((up, up, 1)))
         panels = [
-            (mark_boundaries(rgb, seg.numpy(), color=BOUNDARY, mode="inner"),
-             titles[i] if titles else f"{int(seg.max()) + 1} superpixels"),
-            (evidence_image(images[i], seg, w, k, "positive"), f"top {k} for"),
-            (evidence_image(images[i], seg, w, k, "negative"), f"top {k} against"),
+            (mark_boundaries(big, np.kron(seg.numpy(), np.ones((up, up), dtype=np.int64)), color=BOUNDARY,
+                             mode="inner"), titles[i] if titles else f"{int(seg.max()) + 1} superpixels"),
+            (evidence_image(images[i], seg, w, k, "positive", upscale=up), f"top {k} for"),
+            (evidence_image(images[i], seg, w, k, "negative", upscale=up), f"top {k} against"),
         ]
         for ax, (im, title) in zip(axes[i][:3], panels):
             ax.imshow(im, interpolation="nearest")
