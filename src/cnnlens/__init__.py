@@ -14,16 +14,20 @@ from .models import count_params, create_model
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str):  # lazy: training pulls in Lightning
-    if name in ("train", "load_run", "Run"):
-        from . import train as _t
+_LAZY = {"train": "cnnlens.train.run", "load_run": "cnnlens.train.run", "Run": "cnnlens.train.run",
+         "evaluate": "cnnlens.evaluate.core"}
 
-        return getattr(_t, name)
-    if name == "evaluate":
-        from .evaluate import evaluate
 
-        return evaluate
-    raise AttributeError(f"module 'cnnlens' has no attribute {name!r}")
+def __getattr__(name: str):
+    """Lazy public names (training pulls in Lightning). ``cnnlens.train`` and ``cnnlens.evaluate`` are
+    both subpackages and functions: the functions win as attributes of ``cnnlens``."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cnnlens' has no attribute {name!r}")
+    import importlib
+
+    obj = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = obj  # importing the subpackage bound the module here; the function replaces it
+    return obj
 
 
 __all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "load_dataset",

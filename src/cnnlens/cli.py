@@ -143,8 +143,228 @@ def _parse_chw(s: str) -> tuple[int, int, int]:
     return c, h, w
 
 
+
+def _data_choices() -> str:
+    from .data import DATASETS
+
+    return ", ".join([f"{n}:PATH" if n != "digits" and n != "planted" else n for n in DATASETS.names()])
+
+
+def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    from .config import OPTIMIZERS, SCHEDULERS
+
+    p.add_argument("--data", required=data_required, metavar="SPEC",
+                   help=f"dataset: {_data_choices()}, or a bare path (recognized by its contents)")
+    p.add_argument("--model", default=None, metavar="NAME", help="model name (`cnnlens models list`); default compact")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. hidden=1800,1050 for mlp (repeatable)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<data>-<model>)")
+    p.add_argument("--config", metavar="FILE", help="YAML with data/model/train sections; flags override it")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--scheduler", choices=SCHEDULERS)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--val-fraction", type=float, help="validation share where the data has no val split")
+    p.add_argument("--image-size", type=int, help="resize images on load (Food-11, folders)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows/files and list them")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
+    p.add_argument("--devices", help="number of devices or 'auto'")
+    p.add_argument("--strategy", help="e.g. ddp")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+
+
+def _model_options(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    opts: dict[str, object] = {}
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--model-option must be KEY=VALUE; got {kv!r}")
+        opts[k] = v if "," in v else yaml.safe_load(v)
+    return opts
+
+
+def _train_from_args(args: argparse.Namespace, progress: bool = True):
+    from .config import RunConfig, load_config
+    from .train import train
+
+    cfg = load_config(args.config) if args.config else RunConfig()
+    data_over = {"val_fraction": args.val_fraction, "image_size": args.image_size,
+                 "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
+    model_name = args.model or cfg.model.name
+    opts = _model_options(args.model_option) if args.model_option else None
+    cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
+    devices = args.devices
+    if devices is not None and devices != "auto":
+        devices = int(devices)
+    out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
+    log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
+    run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
+                progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
+                lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
+                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
+                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision)
+    if run is not None:
+        best = run.meta["best_val_acc"]
+        console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
+                      f"{100 * best:.2f}% at epoch {run.meta['best_epoch']} -> {run.path}")
+    return run
+
+
+def _slug(s: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).stem if "/" in s else s).strip("_") or "run"
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "train", "train a model on a dataset (Lightning); writes a run directory",
+                    "cnnlens train --data fer2013:data/fer2013.csv --model compact --epochs 30 --out runs/fer")
+    _add_train_args(p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    _train_from_args(args)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "evaluate", "accuracy, per-class metrics, confusion matrix -> RUN/eval/metrics.json",
+                    "cnnlens evaluate runs/demo")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--split", default="test")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import evaluate_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    with Progress("evaluating") as cb:
+        res = evaluate_run(run, args.split, progress=cb)
+    _print_eval(res)
+    console.print(f"wrote {run.path / 'eval' / 'metrics.json'}")
+    return 0
+
+
+def _print_eval(res) -> None:
+    t = Table("class", "precision", "recall", "F1", "support", title=f"{res.split}: accuracy {100 * res.accuracy:.2f}%")
+    for r in res.per_class():
+        t.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
+    console.print(t)
+    pairs = res.confused_pairs(5)
+    if pairs:
+        console.print("most confused: " + "; ".join(f"{p['true']}→{p['pred']} ({p['count']})" for p in pairs))
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+
+    p = _parser_for(sub, "explain", "attribution maps for chosen images -> RUN/explain/ (.npy and figures)",
+                    "cnnlens explain runs/demo --methods saliency,gradcam --per-class 2")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--methods", default="saliency,gradcam",
+                   help=f"comma-separated, from: {', '.join(METHODS.names())}")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--per-class", type=int, default=1, help="correctly classified test images per class")
+    g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
+    p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from .pipeline import explain_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    indices = None
+    if args.images:
+        try:
+            indices = [int(v) for v in args.images.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
+    with Progress("explaining") as cb:
+        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
+    console.print(f"wrote maps and {run.path / 'explain' / 'explanations.png'}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "report", "write RUN/report/index.html from what the run holds (redraws only)",
+                    "cnnlens report runs/demo")
+    p.add_argument("run", metavar="RUN")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report.html import build_report
+
+    page = build_report(args.run)
+    console.print(f"report: {page}")
+    return 0
+
+
+def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
+    from .pipeline import evaluate_run, explain_run
+    from .report.html import build_report
+
+    run = _train_from_args(args)
+    with Progress("evaluating") as cb:
+        res = evaluate_run(run, progress=cb)
+    _print_eval(res)
+    with Progress("explaining") as cb:
+        explain_run(run, methods, per_class=1, progress=cb)
+    page = build_report(run.path)
+    console.print(f"report: [b]{page}[/b]")
+    return page
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, report",
+                    "cnnlens demo --out runs/demo --fast")
+    p.add_argument("--out", default="runs/demo", metavar="DIR")
+    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every artifact")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    parser, _ = build_parser()
+    targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
+    targs.epochs = 2 if args.fast else 12
+    targs.seed = 0
+    _pipeline(targs, ["saliency", "gradcam"])
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "run", "train -> evaluate -> explain -> report, in one command",
+                    "cnnlens run --data digits --model compact --out runs/digits")
+    _add_train_args(p)
+    p.add_argument("--methods", default="saliency,gradcam")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    _pipeline(args, [m.strip() for m in args.methods.split(",") if m.strip()])
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
+    (_add_demo, _run_demo),
+    (_add_run, _run_run),
+    (_add_train, _run_train),
+    (_add_evaluate, _run_evaluate),
+    (_add_explain, _run_explain),
+    (_add_report, _run_report),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
 ]

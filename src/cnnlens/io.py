@@ -19,6 +19,10 @@ from typing import Any
 import yaml
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class WriteError(OSError):
     """A file could not be written; the message names the path and the cause."""
 
@@ -39,6 +43,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; files follow the umask like open()
         os.replace(tmp_path, target)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)

@@ -1,0 +1,97 @@
+"""The Lightning module: batch-level augmentation on the device, loss, metrics, optimizers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.base import normalize
+
+
+def seed_for(*parts: int) -> int:
+    """A reproducible 63-bit seed from integers (epoch, batch, ...), independent of process state."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+class Classifier(L.LightningModule):
+    """Wraps any classifier ``nn.Module``. Batches arrive as ``(uint8 [B,C,H,W], int64 [B])``.
+
+    Augmentation and normalization happen here, on the whole batch, on the training device. All
+    randomness is derived from ``(seed, epoch, batch)`` so a resumed run repeats an uninterrupted one.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mean: tuple[float, ...], std: tuple[float, ...],
+                 num_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.num_classes = num_classes
+        self._augment = None
+        if cfg.augment:
+            from ..data.augment import AugmentConfig, augment_batch
+
+            acfg = AugmentConfig(**cfg.augment)
+            self._augment = lambda x, g: augment_batch(x, acfg, g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _prepare(self, images: torch.Tensor, batch_idx: int, train: bool) -> torch.Tensor:
+        if train and self._augment is not None:
+            g = torch.Generator(device=images.device)
+            g.manual_seed(seed_for(self.cfg.seed, self.current_epoch, batch_idx, self.global_rank))
+            x = self._augment(images.float() / 255.0, g) * 255.0
+            return normalize(x, self.mean, self.std)
+        return normalize(images, self.mean, self.std)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+        images, labels = batch
+        x = self._prepare(images, batch_idx, stage == "train")
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing if stage == "train" else 0.0)
+        correct = (logits.argmax(1) == labels).float().sum()
+        n = labels.shape[0]
+        # sums reduced across ranks by Lightning (sync_dist + "sum"), divided once at epoch end
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log(f"{stage}_acc", correct / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        # dropout etc. draw from the global generator: reseed per epoch so resume is exact
+        torch.manual_seed(seed_for(self.cfg.seed, self.current_epoch, 7919, self.global_rank))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, batch_idx, "val")
+
+    def configure_optimizers(self) -> Any:
+        c = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        elif c.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                  weight_decay=c.weight_decay)
+        if c.scheduler == "none":
+            return opt
+        if c.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        elif c.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
+        else:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=c.gamma, patience=2)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_acc"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -1,0 +1,350 @@
+"""``train(...) -> Run`` and ``load_run(path) -> Run``: one run directory holds everything about a model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from ..data.base import ImageDataset, load_dataset
+from ..io import read_json, write_csv, write_json, write_yaml
+from ..models import count_params, create_model
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+HISTORY_COLUMNS = ("epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+@dataclass
+class Run:
+    """A trained model and everything recorded about it, rooted at ``path``."""
+
+    path: Path
+    model: nn.Module
+    classes: list[str]
+    config: RunConfig
+    meta: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.meta["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.meta["std"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.meta["input_shape"]
+        return int(c), int(h), int(w)
+
+    @cached_property
+    def dataset(self) -> ImageDataset:
+        """The run's dataset, re-read from its SPEC (cached loaders make this cheap)."""
+        return load_dataset(self.config.data.spec, **self.config.data.loader_options())
+
+
+# ---- history -------------------------------------------------------------------------------------
+
+def _history_callback(path: Path):
+    import lightning as L
+
+    class History(L.Callback):
+        """One row per epoch in ``history.csv``; kept in the checkpoint so a resume continues it."""
+
+        def __init__(self) -> None:
+            self.rows: list[dict[str, float]] = []
+            self._t0 = 0.0
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.sanity_checking:
+                return
+            m = trainer.callback_metrics
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self._t0, 3)}
+            for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
+                row[k] = float(m[k]) if k in m else float("nan")
+            row["lr"] = float(lr)
+            self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+            if trainer.is_global_zero:
+                write_history(path, self.rows)
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"rows": [dict(r) for r in self.rows]}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.rows = [dict(r) for r in state.get("rows", [])]
+
+    return History()
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    write_csv(path, HISTORY_COLUMNS, [[_fmt(r[c]) for c in HISTORY_COLUMNS] for r in rows])
+
+
+def _fmt(v: float) -> str | int:
+    if isinstance(v, int):
+        return v
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = []
+        for r in csv.DictReader(fh):
+            rows.append({k: (int(v) if k == "epoch" else float(v) if v != "" else float("nan"))
+                         for k, v in r.items()})
+        return rows
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _lightning_quiet() -> Iterator[None]:
+    """Lightning logs tips and device banners through its own handlers; the library stays silent."""
+    names = ["lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+             "lightning.pytorch.accelerators.cuda"]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        for pat in (r".*does not have many workers.*", r".*GPU available but not used.*",
+                    r".*litlogger.*", r".*litmodels.*", r".*exists and is not empty.*",
+                    r".*smaller than the logging interval.*", r".*deterministic.*",
+                    r".*tensorboardX.*", r".*Precision .* is not supported by the model summary.*",
+                    r".*LeafSpec.*is deprecated.*"):
+            warnings.filterwarnings("ignore", message=pat)
+        try:
+            yield
+        finally:
+            for n, lvl in saved.items():
+                logging.getLogger(n).setLevel(lvl)
+
+
+def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact", *, out: str | Path,
+          epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+          seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
+          force: bool = False, progress: bool = False, model_options: dict[str, Any] | None = None,
+          max_time_s: float | None = None, **train_options: Any) -> Run:
+    """Train a classifier with Lightning and write the run directory ``out``.
+
+    Args:
+        data: a dataset SPEC (``"digits"``, ``"fer2013:PATH"``, ...) or an :class:`ImageDataset`.
+        model: a registered model name or any ``nn.Module`` classifier.
+        out: run directory (created). It must not hold a run unless ``resume`` or ``force``.
+        epochs, batch_size, lr, seed: override the config's training values.
+        config: a :class:`RunConfig` or a YAML file with data/model/train sections.
+        resume: continue from ``out/checkpoints/last.ckpt``.
+        progress: show Lightning's rich progress bar (the CLI turns it on; the library is silent).
+        **train_options: any other :class:`TrainConfig` field (optimizer, scheduler, augment, ...).
+
+    Returns:
+        :class:`Run` with the best-validation-accuracy weights loaded (saved as ``model.safetensors``).
+    """
+    with _lightning_quiet():
+        import lightning as L
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+        from .data import loader
+        from .lightning_module import Classifier
+
+    out = Path(out)
+    cfg = _resolve_config(config, data, model, model_options, epochs=epochs, batch_size=batch_size, lr=lr,
+                          seed=seed, **train_options)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume:
+        if not last.exists():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist (train without --resume first)")
+    elif (out / "model.json").exists() or last.exists():
+        if not force:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, --force to "
+                                  "overwrite it, or choose another --out")
+        for p in ckpt_dir.glob("*.ckpt"):
+            p.unlink()
+
+    ds = data if isinstance(data, ImageDataset) else load_dataset(cfg.data.spec, **cfg.data.loader_options())
+    for s in ("train", "val"):
+        if s not in ds.splits or len(ds.splits[s]) == 0:
+            raise ValueError(f"dataset {ds.name!r} has no {s!r} split (splits: {', '.join(ds.splits)}); "
+                             "training needs train and val")
+        if (ds.labels[ds.splits[s]] < 0).any():
+            raise ValueError(f"split {s!r} of {ds.name!r} has unlabeled images; it cannot be used for training")
+    c, h, w = ds.channels, *ds.size
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    net = model if isinstance(model, nn.Module) else create_model(
+        cfg.model.name, in_channels=c, num_classes=ds.num_classes, input_size=(h, w), **cfg.model.options)
+    model_options_resolved = _serializable_options(net, cfg.model)
+    tc = cfg.train
+    module = Classifier(net, tc, ds.mean, ds.std, ds.num_classes)
+    xtr, ytr = ds.split("train")
+    xva, yva = ds.split("val")
+    train_dl = loader(xtr, ytr, tc.batch_size, shuffle=True, seed=tc.seed)
+    val_dl = loader(xva, yva, max(tc.batch_size, 256), shuffle=False)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", _config_to_save(cfg, model_options_resolved, net))
+    history = _history_callback(out / "history.csv")
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
+                              save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks: list[Any] = [history, best_cb]
+    if tc.early_stopping:
+        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=tc.early_stopping))
+    if progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    accel = tc.accelerator
+    on_cpu = accel == "cpu" or (accel == "auto" and not torch.cuda.is_available())
+    trainer_kw: dict[str, Any] = dict(
+        max_epochs=tc.epochs, accelerator=accel, devices=tc.devices, strategy=tc.strategy,
+        num_nodes=tc.num_nodes, precision=tc.precision, callbacks=callbacks, logger=False,
+        default_root_dir=str(out), enable_progress_bar=progress, enable_model_summary=False,
+        deterministic=True if on_cpu else "warn", gradient_clip_val=tc.grad_clip,
+        num_sanity_val_steps=0, log_every_n_steps=1)
+    if max_time_s:
+        trainer_kw["max_time"] = {"seconds": max_time_s}
+    with _lightning_quiet():
+        trainer = L.Trainer(**trainer_kw)
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None,
+                    weights_only=True if resume else None)
+    if not trainer.is_global_zero:
+        return None  # type: ignore[return-value]
+    best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    net.load_state_dict(weights)
+    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
+    meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
+    save_model(out, net, meta)
+    net.eval()
+    return Run(path=out, model=net, classes=list(ds.classes), config=cfg, meta=meta,
+               history=read_history(out / "history.csv"))
+
+
+def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any,
+                    model_options: dict[str, Any] | None, **overrides: Any) -> RunConfig:
+    cfg = config if isinstance(config, RunConfig) else load_config(config) if config else RunConfig()
+    data_over: dict[str, Any] = {}
+    if isinstance(data, str):
+        data_over["spec"] = data
+    elif isinstance(data, ImageDataset):
+        data_over["spec"] = f"{data.name}:{data.source}" if data.source and data.name != "digits" else data.name
+    model_over: dict[str, Any] = {}
+    if isinstance(model, str):
+        model_over["name"] = model
+    elif isinstance(model, nn.Module):
+        model_over["name"] = f"custom:{type(model).__module__}.{type(model).__qualname__}"
+    if model_options is not None:
+        model_over["options"] = dict(model_options)
+    train_over = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.replace(data=data_over, model=model_over, train=train_over)
+
+
+def _serializable_options(net: nn.Module, mc: ModelConfig) -> dict[str, Any]:
+    opts = dict(mc.options)
+    if "match_params" in opts and hasattr(net, "hidden"):
+        # the matched widths, so the model can be rebuilt without the reference model
+        opts.pop("match_params")
+        opts["hidden"] = list(net.hidden)
+    return opts
+
+
+def _config_to_save(cfg: RunConfig, model_options: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d["model"]["options"] = model_options
+    return d
+
+
+def _model_meta(cfg: RunConfig, ds: ImageDataset, net: nn.Module, options: dict[str, Any], best_epoch: int,
+                best_val_acc: float) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "cnnlens_version": __version__,
+        "model": {"name": cfg.model.name, "options": options, "class": type(net).__qualname__},
+        "input_shape": [ds.channels, *ds.size],
+        "classes": list(ds.classes),
+        "mean": list(ds.mean),
+        "std": list(ds.std),
+        "params": count_params(net),
+        "trainable_params": count_params(net, trainable_only=True),
+        "dataset": {"name": ds.name, "spec": cfg.data.spec},
+        "best_epoch": best_epoch,
+        "best_val_acc": best_val_acc,
+    }
+
+
+def save_model(out: Path, net: nn.Module, meta: dict[str, Any]) -> None:
+    """``model.safetensors`` (weights) + ``model.json`` (architecture, classes, normalization)."""
+    from safetensors.torch import save as st_save
+
+    from ..io import write_bytes
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    write_bytes(out / "model.safetensors", st_save(tensors, metadata={"format": "pt"}))
+    write_json(out / "model.json", meta)
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a run directory written by :func:`train`: the model (eval mode) with its metadata."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"run directory {p} does not exist")
+    mj = p / "model.json"
+    if not mj.exists():
+        raise FileNotFoundError(f"{p} is not a cnnlens run: {mj.name} is missing (train one with `cnnlens train`)")
+    meta = read_json(mj)
+    fv = meta.get("format_version") if isinstance(meta, dict) else None
+    if fv != FORMAT_VERSION:
+        raise ValueError(f"{mj} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
+                         f"{FORMAT_VERSION}. Re-train the run with this version, or use the cnnlens that wrote it")
+    cfg_path = p / "config.yaml"
+    cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
+        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(**meta["model"]) , train=TrainConfig())
+    c, h, w = meta["input_shape"]
+    name = meta["model"]["name"]
+    if name.startswith("custom:"):
+        raise ValueError(f"{p} holds a user-supplied model ({name[7:]}); rebuild it yourself and load "
+                         f"{p / 'model.safetensors'} with cnnlens.models.load_weights")
+    net = create_model(name, in_channels=c, num_classes=len(meta["classes"]), input_size=(h, w),
+                       **meta["model"].get("options", {}))
+    wf = p / "model.safetensors"
+    try:
+        state = load_file(str(wf), device=str(device))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{wf} is missing; the run is incomplete (re-run training)") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{wf} is not a valid safetensors file ({e}); it is damaged: re-run training or "
+                         "restore it from checkpoints/") from None
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{wf} does not match the {name} architecture in {mj.name}: missing keys "
+                         f"{missing[:5]}, unexpected keys {unexpected[:5]}")
+    net.to(device).eval()
+    return Run(path=p, model=net, classes=list(meta["classes"]), config=cfg, meta=meta,
+               history=read_history(p / "history.csv"))
