@@ -7,28 +7,18 @@ __version__ = "0.1.0"
 import logging as _logging
 
 from .data import load_dataset
-from .explain import Explanation, explain, methods, normalize_maps
+from .explain import Explanation, explain, explain_many, methods, normalize_maps
 from . import metrics  # noqa: E402,F401  (registers the trust controls as methods)
 from .models import count_params, create_model
+
+# `cnnlens.train` and `cnnlens.evaluate` are subpackages and functions; binding the functions after the
+# subpackages are loaded makes the functions win (Lightning itself is imported only inside train()).
+from .evaluate.core import evaluate  # noqa: E402
+from .train.run import Run, load_run, train  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
-_LAZY = {"train": "cnnlens.train.run", "load_run": "cnnlens.train.run", "Run": "cnnlens.train.run",
-         "evaluate": "cnnlens.evaluate.core"}
-
-
-def __getattr__(name: str):
-    """Lazy public names (training pulls in Lightning). ``cnnlens.train`` and ``cnnlens.evaluate`` are
-    both subpackages and functions: the functions win as attributes of ``cnnlens``."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'cnnlens' has no attribute {name!r}")
-    import importlib
-
-    obj = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = obj  # importing the subpackage bound the module here; the function replaces it
-    return obj
-
-
-__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "load_dataset",
+__all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many",
+           "load_dataset",
            "load_run", "methods", "normalize_maps", "train"]

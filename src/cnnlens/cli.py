@@ -106,11 +106,17 @@ def _run_methods(args: argparse.Namespace) -> int:
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "models", "list the built-in models, or show one's layer table",
-                    "cnnlens models summary compact --input 1x48x48 --classes 7")
+                    "cnnlens models summary compact --input 1x48x48 --classes 7\n"
+                    "  cnnlens models summary torchvision:resnet18 --input 3x64x64 --tensorboard runs/tb")
     p.add_argument("action", choices=["list", "summary"])
-    p.add_argument("name", nargs="?", help="model name (for summary)")
+    p.add_argument("name", nargs="?", help="model name (for summary): a registered name, "
+                   "torchvision:<name>, FILE.py:ClassName or a TorchScript file")
     p.add_argument("--input", default="1x32x32", help="input shape CxHxW (default 1x32x32)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--weights", default=None, help="weights file (.safetensors, .pt) for torchvision/file models")
+    p.add_argument("--out", default=None, help="also write summary.json and summary.csv into this folder")
+    p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                   help="also export the model graph to TensorBoard in LOGDIR (needs tensorboard)")
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -121,17 +127,45 @@ def _run_models(args: argparse.Namespace) -> int:
         for e in MODELS.entries():
             t.add_row(e.name, e.description)
         for pfx in MODELS.prefixes():
-            t.add_row(f"{pfx}:<name>", f"{pfx} architecture")
+            t.add_row(f"{pfx}:<name>", f"any {pfx} classification architecture, adapted to channels and classes")
+        for form in MODELS.resolver_forms():
+            t.add_row(form, "your own model")
         console.print(t)
         return 0
     if not args.name:
         raise ValueError("models summary needs a model NAME, e.g. `cnnlens models summary compact`")
-    from .models import count_params, create_model
+    from .models import create_model
+    from .models.summary import summarize
 
     c, h, w = _parse_chw(args.input)
-    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w))
-    console.print(m)
-    console.print(f"parameters: {count_params(m):,}")
+    kw = {"weights": args.weights} if args.weights else {}
+    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w), **kw)
+    s = summarize(m, (c, h, w))
+    t = Table("Layer (type)", "Output Shape", "Param #", "Trainable",
+              title=f"{args.name} ({s.model}), input {c}x{h}x{w}, {args.classes} classes")
+    for r in s.rows:
+        shape = "-" if r.output_shape is None else "(None, " + ", ".join(map(str, r.output_shape)) + ")"
+        t.add_row(f"{r.name} ({r.type})", shape, f"{r.params:,}",
+                  "" if r.params == 0 else "yes" if r.trainable else f"{r.trainable_params:,}")
+    console.print(t)
+    console.print(f"Total params: {s.total:,}\nTrainable params: {s.trainable:,}\n"
+                  f"Non-trainable params: {s.non_trainable:,}\n"
+                  f"Buffers (BatchNorm running statistics, not parameters): {s.buffers:,}\n"
+                  f"Multiply-accumulates per image (Conv2d + Linear): {s.macs:,}")
+    if args.out:
+        out = Path(args.out)
+        s.to_json(out / "summary.json")
+        s.to_csv(out / "summary.csv")
+        console.print(f"wrote {out / 'summary.json'} and {out / 'summary.csv'}")
+    if args.tensorboard:
+        from .models.tensorboard import export_graph
+
+        try:
+            path = export_graph(m, (c, h, w), args.tensorboard)
+        except ImportError as e:
+            err_console.print(f"[red]error:[/red] {e}")
+            return 2
+        console.print(f"graph written to {path}; view it with: tensorboard --logdir {args.tensorboard}")
     return 0
 
 
@@ -160,6 +194,8 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
                    help="model option, e.g. hidden=1800,1050 for mlp (repeatable)")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<data>-<model>)")
     p.add_argument("--config", metavar="FILE", help="YAML with data/model/train sections; flags override it")
+    p.add_argument("--recipe", choices=["fer2013", "food11"],
+                   help="a published training recipe (docs/training.md); --config and flags override it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -180,6 +216,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
@@ -195,10 +232,12 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
 
 
 def _train_from_args(args: argparse.Namespace, progress: bool = True):
-    from .config import RunConfig, load_config
+    from .config import RunConfig, load_config, recipe
     from .train import train
 
-    cfg = load_config(args.config) if args.config else RunConfig()
+    cfg = recipe(args.recipe) if getattr(args, "recipe", None) else RunConfig()
+    if args.config:
+        cfg = load_config(args.config, base=cfg)
     data_over = {"val_fraction": args.val_fraction, "image_size": args.image_size,
                  "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
     model_name = args.model or cfg.model.name
@@ -214,7 +253,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
                 weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                 early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision)
+                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                tensorboard=getattr(args, "tensorboard", False))
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
@@ -244,6 +284,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                     "cnnlens evaluate runs/demo")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--split", default="test")
+    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
+                   help="test-time augmentation: average the softmax over flipped / ten-crop views")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -252,7 +294,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     with Progress("evaluating") as cb:
-        res = evaluate_run(run, args.split, progress=cb)
+        res = evaluate_run(run, args.split, progress=cb, tta=args.tta)
     _print_eval(res)
     console.print(f"wrote {run.path / 'eval' / 'metrics.json'}")
     return 0
@@ -296,7 +338,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
         explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
-    console.print(f"wrote maps and {run.path / 'explain' / 'explanations.png'}")
+    console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
 
 
@@ -319,14 +361,35 @@ def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
     from .report.html import build_report
 
     run = _train_from_args(args)
+    if run is None:  # a data-parallel worker process: rank 0 carries on alone
+        raise SystemExit(0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
+    if getattr(args, "baseline", None):
+        _baseline(args, run)
     with Progress("explaining") as cb:
         explain_run(run, methods, per_class=1, progress=cb)
     page = build_report(run.path)
     console.print(f"report: [b]{page}[/b]")
     return page
+
+
+def _baseline(args: argparse.Namespace, run) -> None:
+    """Train the DNN matched to the run's parameter count into RUN/baseline, evaluate, compare."""
+    from .models import count_params
+    from .pipeline import evaluate_run
+    from .report.compare import compare_runs
+    from .train import train
+
+    target = count_params(run.model)
+    log.info("training the %s baseline matched to %s parameters", args.baseline, f"{target:,}")
+    base = train(run.config.data.spec, args.baseline, out=run.path / "baseline", config=run.config.replace(
+        model={"name": args.baseline, "options": {}}), force=True, progress=True,
+        model_options={"match_params": target})
+    evaluate_run(base)
+    compare_runs([run.path, base.path], run.path / "compare",
+                 names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"])
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -350,6 +413,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                     "cnnlens run --data digits --model compact --out runs/digits")
     _add_train_args(p)
     p.add_argument("--methods", default="saliency,gradcam")
+    p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
+                   "and compare (RUN/compare)")
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -408,6 +473,79 @@ def _run_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "compare", "compare runs side by side (e.g. the CNN against its parameter-matched DNN)",
+                    "cnnlens compare runs/cnn runs/dnn --out runs/compare")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", default=None, metavar="DIR", help="default: FIRST_RUN/compare")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .report.compare import compare_runs
+
+    out = args.out or str(Path(args.runs[0]) / "compare")
+    res = compare_runs(args.runs, out)
+    t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
+    for r in res["runs"]:
+        t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
+                  f"{100 * r['test_acc']:.2f}%")
+    console.print(t)
+    console.print(f"wrote {Path(out) / 'index.html'}")
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from .data import DATASETS
+
+    p = _parser_for(sub, "data", "inspect a dataset: counts per class and split, skipped rows, sample grid",
+                    "cnnlens data inspect fer2013:data/fer2013.csv --out runs/fer-data")
+    p.add_argument("action", choices=["inspect"])
+    p.add_argument("spec", metavar="SPEC", help="dataset: " + ", ".join(
+        n if n in ("digits", "planted") else f"{n}:PATH" for n in DATASETS.names()) + ", or a bare path")
+    p.add_argument("--out", default="data-inspect", help="folder for samples.png (default ./data-inspect)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows/files instead of failing")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this side (folder data)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction when cut (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the sample choice")
+    p.add_argument("--per-class", type=int, default=8, help="sample images per class in the grid (default 8)")
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .report.fig_data import sample_grid
+
+    opts: dict[str, object] = {"skip_bad_rows": args.skip_bad_rows, "val_fraction": args.val_fraction,
+                               "seed": args.seed}
+    if args.image_size is not None:
+        opts["image_size"] = args.image_size
+    with Progress("decoding") as progress:
+        ds = load_dataset(args.spec, progress=progress, **opts)
+    splits = list(ds.splits)
+    console.print(f"{ds.name}: {len(ds):,} images {ds.channels}x{ds.size[0]}x{ds.size[1]} from {ds.source}",
+                  markup=False)
+    t = Table("class", *splits, "total", title="images per class and split")
+    counts = ds.counts()
+    for k, name in enumerate(ds.classes):
+        row = [counts[s][k] for s in splits]
+        t.add_row(name if name == str(k) else f"{k} {name}", *(f"{v:,}" for v in row), f"{sum(row):,}")
+    unl = [int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits]
+    if any(unl):
+        t.add_row("unlabeled", *(f"{v:,}" for v in unl), f"{sum(unl):,}")
+    sizes = [len(ds.splits[s]) for s in splits]
+    t.add_row("all", *(f"{v:,}" for v in sizes), f"{sum(sizes):,}", style="bold")
+    console.print(t)
+    console.print(f"mean {tuple(round(m, 4) for m in ds.mean)}  std {tuple(round(v, 4) for v in ds.std)} "
+                  "(train split)")
+    if ds.skipped:
+        console.print(f"[yellow]skipped {len(ds.skipped):,}:[/yellow]")
+        for line in ds.skipped[:20]:
+            console.print(f"  {line}", markup=False)
+        if len(ds.skipped) > 20:
+            console.print(f"  ... and {len(ds.skipped) - 20:,} more")
+    else:
+        console.print("skipped: 0")
+    path = sample_grid(ds, Path(args.out) / "samples.png", per_class=args.per_class, seed=args.seed)
+    console.print(f"sample grid: {path}")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (_add_demo, _run_demo),
@@ -417,8 +555,10 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_explain, _run_explain),
     (_add_report, _run_report),
     (_add_trust, _run_trust),
+    (_add_compare, _run_compare),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
+    (_add_data, _run_data),
 ]
 
 

@@ -35,6 +35,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         # "prefix:" names resolved by a function (e.g. "torchvision:resnet18", "captum:DeepLift")
         self._prefixes: dict[str, Callable[[str], T]] = dict(prefixes or {})
+        # names no prefix can catch (e.g. "path/to/net.py:Net", "model.pt"): each resolver returns
+        # the object, or None when the name is not its kind; tried in registration order
+        self._resolvers: list[tuple[str, Callable[[str], T | None]]] = []
 
     def register(self, name: str, *, description: str = "") -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -49,17 +52,29 @@ class Registry(Generic[T]):
     def register_prefix(self, prefix: str, resolver: Callable[[str], T]) -> None:
         self._prefixes[prefix] = resolver
 
+    def register_resolver(self, form: str, resolver: Callable[[str], T | None]) -> None:
+        """Resolve names of a free ``form`` (shown in errors, e.g. ``"FILE.py:Class"``).
+
+        ``resolver(name)`` returns the object, or ``None`` when ``name`` is not of its form.
+        """
+        self._resolvers.append((form, resolver))
+
     def get(self, name: str) -> T:
         if name in self._entries:
             return self._entries[name].obj
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self._prefixes:
             return self._prefixes[prefix](rest)
+        for _, resolver in self._resolvers:
+            obj = resolver(name)
+            if obj is not None:
+                return obj
         raise ValueError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
         valid = ", ".join(self.names())
         extra = "".join(f", {p}:<name>" for p in self._prefixes)
+        extra += "".join(f", {form}" for form, _ in self._resolvers)
         return f"unknown {self.kind} {name!r}; valid {self.kind} names: {valid}{extra}"
 
     def names(self) -> list[str]:
@@ -67,6 +82,9 @@ class Registry(Generic[T]):
 
     def prefixes(self) -> list[str]:
         return list(self._prefixes)
+
+    def resolver_forms(self) -> list[str]:
+        return [form for form, _ in self._resolvers]
 
     def entries(self) -> list[Entry[T]]:
         return list(self._entries.values())

@@ -37,7 +37,7 @@ class EvalResult:
 
     @property
     def accuracy(self) -> float:
-        return float((self.preds == self.labels).float().mean())
+        return int((self.preds == self.labels).sum()) / max(len(self.labels), 1)
 
     @property
     def confusion_normalized(self) -> torch.Tensor:
@@ -109,17 +109,21 @@ class EvalResult:
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-                  batch_size: int = 256, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Softmax probabilities ``float32 [N, K]`` for uint8 images ``[N,C,H,W]``, in batches; the model's
-    training flag is restored afterwards."""
+                  batch_size: int = 256, progress: Callable[[int, int], None] | None = None,
+                  tta: str | None = None) -> torch.Tensor:
+    """Softmax probabilities ``float32 [N, K]`` for uint8 images ``[N,C,H,W]``, in batches, averaged over
+    the test-time augmentation views ``tta`` (none, flip, tencrop); the model's training flags are restored."""
+    from .tta import tta_views
+
     was = [m.training for m in model.modules()]
     model.eval()
     dev = model_device(model)
     out = []
     try:
         for i in range(0, len(images), batch_size):
-            x = normalize(images[i:i + batch_size].to(dev), mean, std)
-            out.append(F.softmax(model(x).float(), 1).cpu())
+            views = tta_views(images[i:i + batch_size].to(dev), tta)
+            p = sum(F.softmax(model(normalize(v, mean, std)).float(), 1) for v in views) / len(views)
+            out.append(p.cpu())
             if progress:
                 progress(min(i + batch_size, len(images)), len(images))
     finally:
@@ -130,7 +134,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, mean: tuple[float, ...
 
 def evaluate(model: nn.Module, dataset: ImageDataset, split: str = "test", batch_size: int = 256,
              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-             progress: Callable[[int, int], None] | None = None) -> EvalResult:
+             progress: Callable[[int, int], None] | None = None, tta: str | None = None) -> EvalResult:
     """Evaluate ``model`` on a labeled split of ``dataset`` (normalized with the training statistics
     ``mean``/``std``, by default the dataset's)."""
     idx = dataset.indices(split)
@@ -140,7 +144,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, split: str = "test", batch
     if (labels < 0).any():
         raise ValueError(f"split {split!r} of {dataset.name!r} is unlabeled; use `cnnlens predict` for it")
     probs = predict_probs(model, dataset.images[idx], mean or dataset.mean, std or dataset.std,
-                          batch_size, progress)
+                          batch_size, progress, tta)
     k = dataset.num_classes
     if probs.shape[1] != k:
         raise ValueError(f"the model outputs {probs.shape[1]} classes but the dataset has {k}")

@@ -1,8 +1,11 @@
 """Explanation methods behind one contract: ``explain(model, x, method, target=None, layer=None)``."""
 
-from . import cam, gradient  # noqa: F401  (registers)
+from . import cam, captum_bridge, gradient, guided  # noqa: F401  (registers)
 from .core import METHODS, Explainer, Explanation, explain, methods, model_guard, register_method, resolve_layer
 from .display import normalize_maps
+from .batch import explain_confused_pairs, explain_images, select_per_class
+from .many import explain_many
 
-__all__ = ["METHODS", "Explainer", "Explanation", "explain", "methods", "model_guard", "normalize_maps",
-           "register_method", "resolve_layer"]
+__all__ = ["METHODS", "Explainer", "Explanation", "explain", "explain_confused_pairs", "explain_images",
+           "explain_many", "methods", "model_guard", "normalize_maps", "register_method", "resolve_layer",
+           "select_per_class"]

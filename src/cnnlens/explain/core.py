@@ -229,19 +229,31 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str,
     if layer is None:
         convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
         if not convs:
+            _refuse_torchscript(model, deep=True)
             raise ValueError("the model has no Conv2d layer to use by default; pass layer=<name>. "
                              f"Layers: {', '.join(n for n in named if n)}")
         return convs[-1]
     if isinstance(layer, nn.Module):
         for n, m in named.items():
             if m is layer:
+                _refuse_torchscript(m)
                 return n, m
         raise ValueError("the given layer module is not part of the model")
     if layer in named and layer != "":
+        _refuse_torchscript(named[layer])
         return layer, named[layer]
     valid = [n for n in named if n]
     raise ValueError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
                      f"{', '.join(valid)}")
+
+
+def _refuse_torchscript(module: nn.Module, deep: bool = False) -> None:
+    """Layer methods hook a layer's output; TorchScript modules cannot take Python hooks."""
+    if isinstance(module, torch.jit.ScriptModule) or (deep and any(
+            isinstance(m, torch.jit.ScriptModule) for m in module.modules())):
+        raise ValueError("this is a TorchScript model: its layers cannot take the hooks that layer-based "
+                         "methods (gradcam, ...) need. Use an input-gradient method (saliency, ...), or "
+                         "load the Python model instead (FILE.py:ClassName with weights=FILE)")
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -61,9 +61,17 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
         ctx["eval"] = metrics
         ctx["findings_eval"] = _eval_findings(metrics)
     # -- explanations
-    ipath = run / "explain" / "index.json"
+    ipath = run / "explain" / "explanations.json"
     if ipath.exists():
         ctx["explain"] = _explain_section(run, out, read_json(ipath))
+    cpath = run / "compare" / "compare.json"
+    if cpath.exists():
+        import shutil
+
+        for f in ("curves.png", "per_class.png", "confusions.png"):
+            if (run / "compare" / f).exists():
+                shutil.copyfile(run / "compare" / f, out / f"compare_{f}")
+        ctx["compare"] = read_json(cpath)
     tpath = run / "timings.json"
     if tpath.exists():
         ctx["timings"] = read_json(tpath)
@@ -92,22 +100,23 @@ def _eval_findings(m: dict[str, Any]) -> list[str]:
 
 
 def _explain_section(run: Path, out: Path, index: dict[str, Any]) -> dict[str, Any]:
-    from .plots import explanation_grid
-    from ..explain.display import normalize_maps
+    """Redraw the explanation grid from the saved maps (``RUN/explain/explanations.json`` + ``.npy``)."""
+    from ..explain.core import Explanation
     from ..train import load_run
+    from .fig_explain import explanation_grid
 
     classes = index["classes"]
-    methods = list(index["methods"])
-    maps = {}
-    for m in methods:
-        f = run / "explain" / f"maps_{m}.npy"
-        maps[m] = normalize_maps(torch.from_numpy(np.load(f, allow_pickle=False)),
-                                 signed=index["methods"][m]["signed"])
+    targets = torch.as_tensor(index["targets"])
+    probs = torch.as_tensor(index["probs"])
+    exps = {}
+    for m, info in index["methods"].items():
+        maps = torch.from_numpy(np.load(run / "explain" / info["file"], allow_pickle=False))
+        exps[m] = Explanation(maps=maps, method=m, targets=targets, probs=probs, layer=info["layer"],
+                              signed=info["signed"])
     images = load_run(run).dataset.images[torch.as_tensor(index["indices"])]
-    titles = [f"#{i} {classes[l]}" + ("" if p == l else f"→{classes[p]}")
-              for i, l, p in zip(index["indices"], index["labels"], index["preds"])]
-    explanation_grid(images, maps, titles, out / "explanations.png",
-                     {m: index["methods"][m]["signed"] for m in methods})
+    labels = index.get("labels") or [None] * len(index["indices"])
+    titles = [f"#{i}" + (f" true: {classes[l]}" if l is not None else "") for i, l in zip(index["indices"], labels)]
+    explanation_grid(images, exps, titles, out / "explanations.png", classes=classes)
     layers = {m: v["layer"] for m, v in index["methods"].items() if v.get("layer")}
-    return {"figure": "explanations.png", "methods": methods, "layers": layers, "n": len(index["indices"]),
-            "target": index["target"]}
+    return {"figure": "explanations.png", "methods": list(exps), "layers": layers, "n": len(index["indices"]),
+            "target": "pred"}

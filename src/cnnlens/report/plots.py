@@ -1,4 +1,4 @@
-"""Figures of the core pipeline: training curves, confusion matrix, per-class explanation grid."""
+"""Figures of the core pipeline: training curves and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .figures import plt, save_figure, show_image, show_overlay
+from .figures import plt, save_figure
 
 
 def training_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -> Path:
@@ -54,19 +54,4 @@ def confusion_matrix(confusion: torch.Tensor | list[list[int]], classes: list[st
                     color="white" if v > thresh else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title("confusion matrix" + (" (row-normalized)" if normalized else " (counts)"), fontsize=10)
-    return save_figure(fig, path)
-
-
-def explanation_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], row_titles: list[str],
-                     path: str | os.PathLike[str], signed: dict[str, bool] | None = None) -> Path:
-    """Rows = images (uint8 ``[N,C,H,W]``); columns = the original, then each method's display-normalized
-    map (``[N,H,W]``) over it."""
-    n, methods = images.shape[0], list(maps)
-    cols = 1 + len(methods)
-    fig, axes = plt.subplots(n, cols, figsize=(1.7 * cols, 1.7 * n), squeeze=False)
-    for i in range(n):
-        show_image(axes[i, 0], images[i], row_titles[i])
-        for j, m in enumerate(methods):
-            show_overlay(axes[i, j + 1], images[i], maps[m][i], signed=bool(signed and signed.get(m)),
-                         title=m if i == 0 else None)
     return save_figure(fig, path)

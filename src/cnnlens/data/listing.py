@@ -1,0 +1,103 @@
+"""File listing, bad-entry bookkeeping and dataset assembly shared by the folder-based loaders."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .base import ImageDataset, channel_stats, stratified_split
+from .decode import IMAGE_EXTENSIONS, decode_folder
+
+log = logging.getLogger(__name__)
+
+_SKIP_HINT = "remove or fix it, or pass skip_bad_rows=True (CLI: --skip-bad-rows) to skip it and list it"
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key where digit runs compare as numbers: ``2_9.jpg`` < ``2_10.jpg``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def visible(folder: Path) -> list[Path]:
+    """Entries of ``folder`` that are not hidden, in natural order."""
+    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+
+
+def is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+class Problems:
+    """Collects bad entries; raises on the first unless skipping, in which case it lists them."""
+
+    def __init__(self, skip: bool) -> None:
+        self.skip = skip
+        self.items: list[tuple[Path, str]] = []
+
+    def add(self, path: Path, why: str) -> None:
+        if not self.skip:
+            raise ValueError(f"{path}: {why}; {_SKIP_HINT}")
+        self.items.append((path, why))
+
+    def settle(self, root: Path) -> list[str]:
+        if self.items:
+            log.warning("%s: skipped %d bad file(s)/folder(s): %s", root, len(self.items),
+                        ", ".join(str(p.relative_to(root)) for p, _ in self.items[:20])
+                        + (", ..." if len(self.items) > 20 else ""))
+        return [f"{p.relative_to(root)}: {why}" for p, why in self.items]
+
+
+def decode_listing(kind: str, root: Path, entries: list[tuple[Path, int, str]], problems: Problems, *,
+                   image_size: int | None, channels: int | None, cache: bool,
+                   progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[torch.Tensor, list[tuple[Path, int, str]]]:
+    """Decode ``(file, label, split)`` entries; returns the images and the entries that decoded."""
+    files = [e[0] for e in entries]
+    size = None if image_size is None else (_side(image_size), _side(image_size))
+    dec = decode_folder(kind, root, files, size=size, channels=channels, cache=cache, progress=progress)
+    for i, why in dec.bad.items():
+        problems.add(files[i], why)
+    return dec.images, [entries[i] for i in dec.ok]
+
+
+def _side(image_size: object) -> int:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8; got {image_size!r}")
+    return image_size
+
+
+def assemble(name: str, root: Path, images: torch.Tensor, entries: list[tuple[Path, int, str]],
+             classes: list[str], *, ids: list[str], skipped: list[str],
+             split_fractions: dict[str, float], seed: int) -> ImageDataset:
+    """Build the dataset from ``(file, label, split)`` entries.
+
+    Entries of split ``"all"`` are cut by a seeded stratified split with ``split_fractions``;
+    entries of ``train``/``val``/``test`` keep their split.
+    """
+    if not entries:
+        raise ValueError(f"{root}: no images could be loaded; every file was skipped")
+    if any(not 0 <= v <= 1 for v in split_fractions.values()):
+        raise ValueError(f"split fractions must be in [0, 1] and leave a train part; got {split_fractions}")
+    labels = torch.tensor([e[1] for e in entries], dtype=torch.int64)
+    names = [e[2] for e in entries]
+    parts: dict[str, list[torch.Tensor]] = {}
+    cut = torch.tensor([i for i, s in enumerate(names) if s == "all"], dtype=torch.int64)
+    if len(cut):
+        fr = {k: v for k, v in split_fractions.items() if v > 0}
+        got = stratified_split(labels[cut], fr, seed) if len(fr) > 1 else {next(iter(fr)): torch.arange(len(cut))}
+        for k, v in got.items():
+            parts.setdefault(k, []).append(cut[v])
+    for s in ("train", "val", "test"):
+        idx = [i for i, n in enumerate(names) if n == s]
+        if idx:
+            parts.setdefault(s, []).append(torch.tensor(idx, dtype=torch.int64))
+    splits = {s: torch.cat(parts[s]).sort().values for s in ("train", "val", "test")
+              if s in parts and sum(len(t) for t in parts[s])}
+    stats_idx = splits.get("train", torch.arange(len(entries)))
+    mean, std = channel_stats(images[stats_idx])
+    return ImageDataset(name=name, images=images, labels=labels, classes=classes, splits=splits, mean=mean,
+                        std=std, ids=ids, source=str(root), skipped=skipped)

@@ -1,0 +1,190 @@
+"""Explain raw dataset images and write the results: what ``cnnlens explain RUN`` calls.
+
+``explain_images`` normalizes ``uint8`` images, runs :func:`explain_many` and, given ``out_dir``,
+writes one ``<method>.npy`` per method (``float32 [N, H, W]`` raw maps), ``explanations.json``
+(indices, targets, probabilities, layer, per-method scalar extras such as IG's completeness gap) and
+``grid.png`` (rows = images, columns = original + one per method).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io import write_bytes, write_json
+from .core import Explanation, TargetSpec
+from .many import explain_many
+
+log = logging.getLogger(__name__)
+
+
+def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``uint8 [N,C,H,W]`` -> normalized ``float32``, ``(x/255 - mean) / std`` per channel."""
+    if not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
+        got = (f"{images_uint8.dtype} {tuple(images_uint8.shape)}" if isinstance(images_uint8, torch.Tensor)
+               else type(images_uint8).__name__)
+        raise ValueError(f"images_uint8 must be uint8 [N,C,H,W]; got {got}")
+    c = images_uint8.shape[1]
+    if len(mean) != c or len(std) != c:
+        raise ValueError(f"mean and std need one value per channel ({c}); got {len(mean)} and {len(std)}")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std must be positive; got {tuple(std)}")
+    from ..data.base import normalize
+
+    return normalize(images_uint8, tuple(mean), tuple(std))
+
+
+def select_per_class(labels: torch.Tensor | Sequence[int], per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` images of each class (in label order), ``int64 [M]``."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1; got {per_class}")
+    lab = torch.as_tensor(labels).view(-1)
+    out = [(lab == c).nonzero().view(-1)[:per_class] for c in sorted(set(lab[lab >= 0].tolist()))]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _npy_bytes(a: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a.detach().cpu().float().numpy())
+    return buf.getvalue()
+
+
+def _scalars(extras: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-friendly part of extras: per-image 1-D tensors and plain values."""
+    out: dict[str, Any] = {}
+    for k, v in extras.items():
+        if isinstance(v, torch.Tensor):
+            if v.ndim <= 1:
+                out[k] = v.detach().cpu().tolist()
+        elif isinstance(v, str | int | float | bool) or v is None:
+            out[k] = v
+        elif isinstance(v, dict) and all(isinstance(x, str | int | float) for x in v.values()):
+            out[k] = dict(v)
+    return out
+
+
+def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                   methods: Sequence[str], targets: TargetSpec = None, labels: torch.Tensor | Sequence[int] | None = None,
+                   out_dir: str | os.PathLike[str] | None = None, *, layer: str | nn.Module | None = None,
+                   classes: Sequence[str] | None = None, indices: Sequence[int] | torch.Tensor | None = None,
+                   device: str | torch.device | None = None, chunk_size: int | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   method_options: dict[str, dict[str, Any]] | None = None, figure: bool = True,
+                   **options: Any) -> dict[str, Explanation]:
+    """Explain raw images with several methods and (optionally) write maps, metadata and a grid.
+
+    Args:
+        model: the classifier (returned untouched).
+        images_uint8: ``uint8 [N, C, H, W]`` raw pixels; ``mean``/``std`` the model's normalization.
+        methods: method names (shared passes via :func:`explain_many`).
+        targets: ``None``/``"pred"`` (predicted), ``"label"`` (needs ``labels``), an int or one per image.
+        out_dir: where to write ``<method>.npy``, ``explanations.json`` and ``grid.png``; nothing is
+            written when ``None``.
+        classes: class names for titles; ``indices``: the images' dataset indices (for the JSON and
+            the row titles); ``device``: where to compute (default: the model's device).
+
+    Returns:
+        ``{method: Explanation}`` with maps ``float32 [N, H, W]`` on the CPU.
+    """
+    x = normalize_images(images_uint8, mean, std)
+    if device is not None:
+        x = x.to(device)
+    n = x.shape[0]
+    if indices is None:
+        idx = list(range(n))
+    else:
+        idx = [int(i) for i in torch.as_tensor(indices).view(-1).tolist()]
+        if len(idx) != n:
+            raise ValueError(f"indices must have one entry per image ({n}); got {len(idx)}")
+    lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
+    results = explain_many(model, x, list(methods), target=targets, layer=layer, labels=lab,
+                           chunk_size=chunk_size, progress=progress, method_options=method_options, **options)
+    results = {m: _to_cpu(e) for m, e in results.items()}
+    if out_dir is None:
+        return results
+    out = Path(out_dir)
+    first = next(iter(results.values()))
+    meta: dict[str, Any] = {
+        "indices": idx,
+        "labels": None if lab is None else lab.tolist(),
+        "targets": first.targets.tolist(),
+        "predicted": first.probs.argmax(1).tolist(),
+        "target_prob": first.probs.gather(1, first.targets.view(-1, 1)).squeeze(1).tolist(),
+        "probs": first.probs.tolist(),
+        "classes": list(classes) if classes is not None else None,
+        "methods": {},
+    }
+    for m, e in results.items():
+        name = _file_name(m)
+        write_bytes(out / f"{name}.npy", _npy_bytes(e.maps))
+        meta["methods"][m] = {"file": f"{name}.npy", "shape": list(e.maps.shape), "signed": e.signed,
+                              "layer": e.layer, "extras": _scalars(e.extras)}
+    write_json(out / "explanations.json", meta)
+    if figure:
+        from ..report.fig_explain import explanation_grid
+
+        titles = []
+        for j, i in enumerate(idx):
+            true = "" if lab is None else f" true: {_name(int(lab[j]), classes)}"
+            titles.append(f"#{i}{true}")
+        explanation_grid(images_uint8.cpu(), results, titles, out / "grid.png", classes=classes)
+    log.info("wrote %d method(s) for %d image(s) to %s", len(results), n, out)
+    return results
+
+
+def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float],
+                           std: Sequence[float], labels: torch.Tensor | Sequence[int],
+                           predicted: torch.Tensor | Sequence[int], pairs: Sequence[tuple[int, int]],
+                           classes: Sequence[str], path: str | os.PathLike[str], method: str = "gradcam",
+                           per_pair: int = 3, **options: Any) -> tuple[Explanation, Explanation] | None:
+    """For each pair (A, B): up to ``per_pair`` images of A predicted as B, explained for A and for B.
+
+    Writes the figure to ``path`` and returns ``(explanation for A, explanation for B)``, or ``None``
+    (and writes nothing) when no image matches any pair.
+    """
+    from ..report.fig_explain import confused_pairs_figure
+
+    lab = torch.as_tensor(labels).view(-1).cpu()
+    pred = torch.as_tensor(predicted).view(-1).cpu()
+    if lab.shape != pred.shape or lab.numel() != images_uint8.shape[0]:
+        raise ValueError(f"labels ({lab.numel()}) and predicted ({pred.numel()}) need one entry per image "
+                         f"({images_uint8.shape[0]})")
+    chosen: list[int] = []
+    for a, b in pairs:
+        chosen += ((lab == a) & (pred == b)).nonzero().view(-1)[:per_pair].tolist()
+    if not chosen:
+        log.info("no images for the confused pairs %s", list(pairs))
+        return None
+    sel = torch.tensor(chosen)
+    imgs = images_uint8[sel]
+    x = normalize_images(imgs, mean, std)
+    from .core import explain
+
+    ea = _to_cpu(explain(model, x, method, target=lab[sel], **options))
+    eb = _to_cpu(explain(model, x, method, target=pred[sel], **options))
+    titles = [f"#{i}: {classes[int(lab[i])]} → {classes[int(pred[i])]}" for i in chosen]
+    confused_pairs_figure(imgs, ea, eb, classes, path, row_titles=titles)
+    return ea, eb
+
+
+def _to_cpu(e: Explanation) -> Explanation:
+    from dataclasses import replace
+
+    return replace(e, maps=e.maps.cpu(), targets=e.targets.cpu(), probs=e.probs.cpu(),
+                   extras={k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in e.extras.items()})
+
+
+def _file_name(method: str) -> str:
+    return method.replace(":", "_").replace("/", "_")
+
+
+def _name(c: int, classes: Sequence[str] | None) -> str:
+    return classes[c] if classes is not None and 0 <= c < len(classes) else str(c)

@@ -1,0 +1,161 @@
+"""Modified ReLU backward rules (guided backpropagation, deconvnet) installed with module hooks.
+
+Guided backpropagation (Springenberg et al. 2015) and the deconvnet (Zeiler & Fergus 2014) differ
+from the plain gradient only at the rectifiers:
+
+- plain gradient:  ``dL/dx = 1[x > 0] * g``                 (``g`` = gradient at the ReLU's output)
+- guided:          ``dL/dx = max(0, 1[x > 0] * g)``         (Captum: ReLU of the ReLU's input gradient)
+- deconvnet:       ``dL/dx = max(0, g)``                    (ignores the forward mask)
+
+The rule is installed on activation *modules*: a forward pre-hook passes the module's input through
+an identity "gate" whose backward applies the rule, and a forward hook passes the output through an
+identity that records ``g``. Inputs are cloned by the gate, so in-place activations are safe, and a
+module used several times in one forward gets one gate per call.
+
+The same rule is applied to the other rectifier-like activation modules (LeakyReLU, PReLU, ELU,
+SiLU, GELU, ...): guided = ``max(0, local gradient)``, deconvnet = ``max(0, g)``. Captum only
+modifies ``nn.ReLU``; on ReLU networks both agree exactly.
+
+An activation applied functionally (``F.relu(x)``, ``torch.relu``, ``x.relu()``, ...) has no module
+to hook, so it cannot be guided. :func:`activation_rule` detects such calls during the forward pass
+(with a ``TorchFunctionMode``) and raises a ``ValueError`` instead of silently returning something
+between a guided and a plain gradient; ``force=True`` turns the error into a logged warning and the
+number of unguided calls is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+log = logging.getLogger(__name__)
+
+#: activation modules whose backward is modified (any subclass counts)
+ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ReLU6, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU,
+    nn.SiLU, nn.GELU, nn.Mish, nn.Hardswish, nn.Softplus,
+)
+
+#: functions that apply such an activation without a module
+_FUNCTIONAL = {
+    F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
+    F.leaky_relu, F.leaky_relu_, F.prelu, torch.prelu, F.rrelu, F.relu6, F.hardtanh, F.hardtanh_,
+    F.elu, F.elu_, F.selu, torch.selu, F.celu, F.silu, F.gelu, F.mish, F.hardswish, F.softplus,
+}
+
+RULES = ("guided", "deconvnet")
+
+
+class _Gate(torch.autograd.Function):
+    """Identity on the activation's input; backward applies the rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, slot: dict[str, Any]) -> torch.Tensor:  # type: ignore[override]
+        ctx.slot = slot
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:  # type: ignore[override]
+        slot = ctx.slot
+        if slot["rule"] == "guided":
+            return grad.clamp_min(0), None  # clamp, not relu: the spy must not see backward calls
+        g_out = slot.get("grad_out")
+        if g_out is None or g_out.shape != grad.shape:
+            raise RuntimeError("deconvnet: the activation's output gradient was not recorded (an "
+                               "activation whose output shape differs from its input?)")
+        return g_out.clamp_min(0), None
+
+
+class _Record(torch.autograd.Function):
+    """Identity on the activation's output; backward records the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, slot: dict[str, Any]) -> torch.Tensor:  # type: ignore[override]
+        ctx.slot = slot
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        ctx.slot["grad_out"] = grad
+        return grad, None
+
+
+class _Spy(TorchFunctionMode):
+    """Counts activation functions called outside an activation module."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if self.state["depth"] == 0 and func in _FUNCTIONAL:
+            name = getattr(func, "__name__", str(func))
+            self.state["calls"][name] = self.state["calls"].get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ACTIVATION_MODULES)]
+
+
+@contextlib.contextmanager
+def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = None,
+                    force: bool = False) -> Iterator[dict[str, Any]]:
+    """Run the forward pass inside this block to get ``rule`` applied on the backward pass.
+
+    Yields a dict; after the block, ``['unguided']`` maps functional activation names to call
+    counts (empty when every activation was a module). Raises ``ValueError`` if some activation was
+    applied functionally (or the model has no activation module at all) unless ``force``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    mods = activation_modules(model)
+    state: dict[str, Any] = {"depth": 0, "calls": {}, "stacks": {}}
+    own: list[Any] = []
+
+    def pre(m: nn.Module, inp: tuple[Any, ...]) -> Any:
+        state["depth"] += 1
+        if not inp or not isinstance(inp[0], torch.Tensor) or not inp[0].requires_grad:
+            state["stacks"].setdefault(id(m), []).append(None)
+            return None
+        slot: dict[str, Any] = {"rule": rule}
+        state["stacks"].setdefault(id(m), []).append(slot)
+        return (_Gate.apply(inp[0], slot), *inp[1:])
+
+    def post(m: nn.Module, _inp: Any, out: Any) -> Any:
+        state["depth"] -= 1
+        slot = state["stacks"][id(m)].pop()
+        if slot is None or rule != "deconvnet" or not isinstance(out, torch.Tensor):
+            return None
+        return _Record.apply(out, slot)
+
+    for _, m in mods:
+        own.append(m.register_forward_pre_hook(pre))
+        own.append(m.register_forward_hook(post))
+    if handles is not None:
+        handles.extend(own)
+    result: dict[str, Any] = {"unguided": {}}
+    try:
+        with _Spy(state):
+            yield result
+    finally:
+        for h in own:
+            h.remove()
+    result["unguided"] = dict(state["calls"])
+    if state["calls"] or not mods:
+        what = (f"applies {', '.join(f'{k} ({v}x)' for k, v in state['calls'].items())} functionally "
+                "(in forward(), not as an nn.Module), so those activations cannot be modified"
+                if state["calls"] else "has no activation module (nn.ReLU, ...) to modify")
+        msg = (f"{rule} needs the model's activations as modules, but {type(model).__name__} {what}; "
+               "the result would be (partly) a plain gradient. Replace F.relu(x) with an nn.ReLU "
+               "module in the model, or pass force=True to accept the mixed result")
+        if not force:
+            raise ValueError(msg)
+        log.warning("%s (forced)", msg)

@@ -1,0 +1,37 @@
+"""Unknown names list the valid ones, in the library and on the command line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import cli
+
+import cnnlens
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'.*digits"):
+        cnnlens.load_dataset("mnist")
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet9'; valid model names: .*compact.*mlp"):
+        cnnlens.create_model("resnet9")
+
+
+def test_unknown_method_lists_valid_names():
+    import torch
+
+    m = cnnlens.create_model("compact", 1, 3, 16)
+    with pytest.raises(ValueError, match=r"unknown explanation method 'gradcamm'.*gradcam.*saliency"):
+        cnnlens.explain(m, torch.zeros(1, 1, 16, 16), "gradcamm")
+
+
+def test_cli_choices_come_from_registries_and_errors_are_clear(tmp_path):
+    p = cli("train", "--data", "nosuchdata", "--model", "compact", "--out", str(tmp_path / "r"), check=False)
+    assert p.returncode == 2 and "valid dataset names: digits" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = cli("train", "--data", "digits", "--model", "nosuchmodel", "--out", str(tmp_path / "r2"), check=False)
+    assert p.returncode == 2 and "valid model names:" in p.stderr and "compact" in p.stderr
+    listing = cli("methods", "list").stdout
+    for name in cnnlens.methods():
+        assert name in listing
