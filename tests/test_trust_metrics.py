@@ -265,3 +265,21 @@ def test_beats_needs_a_margin() -> None:
     assert not beats(a, Score("s", torch.tensor([0.6, 0.5, 0.56, 0.5]), True))  # mixed, tiny mean gap
     lower = Score("s", torch.tensor([0.1, 0.2, 0.1, 0.1]), False)
     assert beats(lower, Score("s", torch.ones(4), False))
+
+
+def test_norm_layers_join_the_layer_before_and_the_cascade_ends_fully_randomized() -> None:
+    from cnnlens.metrics import fully_randomized, layer_groups
+
+    model = tiny_cnn()
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    groups = layer_groups(model, parameter_layers(model, x))
+    assert groups == ["0+1", "3", "7"]
+    fn = lambda mod: explain(mod, x, "saliency", target=0).maps  # noqa: E731
+    orig = fn(model)
+    curve = randomization_curve(model, fn, orig, groups, order="cascading", seed=3)
+    assert [g for g, _ in curve] == ["7", "3", "0+1"]
+    full = fully_randomized(model, groups, seed=3)
+    assert torch.equal(curve[-1][1]["spearman"].values, map_similarity(orig, fn(full))["spearman"].values)
+    # every parameter of the full copy changed, BatchNorm included (reset to its init)
+    for (name, p0), p1 in zip(model.named_parameters(), full.parameters()):
+        assert not torch.equal(p0, p1) or name.startswith("1."), name

@@ -26,8 +26,10 @@ from .base import TRUST_METRICS, Score, TrustTest, beats, register_test
 from .controls import CONTROLS, is_control
 from .faithfulness import deletion_insertion
 from .localization import pointing_game, relevance_mass
-from .randomization import (explainer_fn, fully_randomized, map_similarity, other_classes, parameter_layers,
-                            randomization_curve)
+from .randomization import fully_randomized, layer_groups, map_similarity, other_classes, parameter_layers, randomization_curve
+
+# The fast protocol: what `cnnlens trust --fast` and the report use (benchmarks/trust.py times it)
+FAST = {"n_images": 16, "steps": 20, "cascade": False}
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ def _means(d: dict[str, Score]) -> dict[str, float]:
 def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | None = None, *,
               n_images: int = 32, out_dir: str | os.PathLike[str] | None = None, split: str = "test",
               seed: int = 0, steps: int = 50, substrate: str = "mean", blur_sigma: float = 5.0,
-              independent: bool = False, max_cost: int | None = None,
+              cascade: bool = True, independent: bool = False, max_cost: int | None = None,
               method_options: dict[str, dict[str, Any]] | None = None,
               progress: Callable[[int, int], None] | None = None) -> TrustReport:
     """Score every method (and both controls) on ``n_images`` images of ``dataset``.
@@ -154,6 +156,9 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
         n_images: images drawn (seeded) from ``split``.
         out_dir: folder for ``scores.json``, ``table.csv`` and ``randomization.png``; nothing written if None.
         steps, substrate, blur_sigma: deletion/insertion settings (see :mod:`.faithfulness`).
+        cascade: draw the cascading curve layer by layer (one map per layer group); without it
+            only the fully randomized model is compared (the verdict needs only that). ``FAST``
+            (16 images, 20 steps, no cascade) is the quick preset.
         independent: also run the one-layer-at-a-time randomization curve (slower).
         max_cost: with ``methods=None``, leave out methods whose ``cost`` exceeds it (listed as skipped).
         method_options: per-method keyword options for ``explain``.
@@ -182,8 +187,8 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
         logits = model(x)
     acc = float((logits.argmax(1) == targets).float().mean())
     num_classes = int(logits.shape[1])
-    layers = parameter_layers(model, x)
-    randomized = fully_randomized(model, layers, seed)
+    layers = layer_groups(model, parameter_layers(model, x))
+    randomized = None if cascade else fully_randomized(model, layers, seed)
     others = other_classes(targets, num_classes, seed).to(dev)
     tests = [t for t in TRUST_METRICS.names() if masks is not None or not TRUST_METRICS.get(t).needs_masks]
 
@@ -208,15 +213,18 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
             maps = maps_fn(model)
             sc, _ = deletion_insertion(model, x, maps, targets, method=m, steps=steps, substrate=substrate,
                                        stats=(dataset.mean, dataset.std), blur_sigma=blur_sigma)
-            full = map_similarity(maps, maps_fn(randomized), m)
+            if cascade:  # its last step is the fully randomized model (same seeds as fully_randomized)
+                curve = randomization_curve(model, maps_fn, maps, layers, order="cascading", seed=seed, method=m)
+                cascading[m] = [(ly, _means(d)) for ly, d in curve]
+                full = curve[-1][1]
+            else:
+                full = map_similarity(maps, maps_fn(randomized), m)
             sc.update({f"randomization.{k2}": v for k2, v in full.items()})
             logit = map_similarity(maps, maps_fn(model, others), m)
             sc.update({f"random_logit.{k2}": v for k2, v in logit.items()})
             if masks is not None:
                 sc["pointing_game"] = pointing_game(maps.cpu(), masks, m)
                 sc["relevance_mass"] = relevance_mass(maps.cpu(), masks, m)
-            curve = randomization_curve(model, maps_fn, maps, layers, order="cascading", seed=seed, method=m)
-            cascading[m] = [(ly, _means(d)) for ly, d in curve]
             if independent:
                 curve = randomization_curve(model, maps_fn, maps, layers, order="independent", seed=seed, method=m)
                 indep[m] = [(ly, _means(d)) for ly, d in curve]
@@ -238,6 +246,7 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
                          seconds=time.perf_counter() - t0,
                          options={"split": split, "seed": seed, "steps": steps, "substrate": substrate,
                                   "blur_sigma": blur_sigma, "target": "label", "layers": layers,
+                                  "cascade": cascade, "independent": independent,
                                   "images": idx.tolist()})
     if out_dir is not None:
         write_report(report, out_dir)
@@ -327,6 +336,8 @@ def write_report(report: TrustReport, out_dir: str | os.PathLike[str]) -> Path:
     write_json(out / "scores.json", report.to_dict())
     header, rows = report.table()
     write_csv(out / "table.csv", header, rows)
+    if not report.cascading:
+        return out / "scores.json"
     from ..report.fig_trust import plot_randomization
 
     plot_randomization(report.cascading, out / "randomization.png", metric="spearman_abs",

@@ -120,6 +120,23 @@ def parameter_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     return seen + [n for n, _ in own if n not in seen]
 
 
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def layer_groups(model: nn.Module, layers: Sequence[str]) -> list[str]:
+    """Join each normalization layer to the layer before it: ``["cnn.0", "cnn.1", "fc.1"]`` ->
+    ``["cnn.0+cnn.1", "fc.1"]`` when ``cnn.1`` is a BatchNorm. A group is randomized as one step
+    (a BatchNorm reset alone is the identity: a curve point that says nothing)."""
+    named = dict(model.named_modules())
+    out: list[str] = []
+    for n in layers:
+        if out and isinstance(named.get(n), NORM_LAYERS):
+            out[-1] += "+" + n
+        else:
+            out.append(n)
+    return out
+
+
 def reinitialize(module: nn.Module, seed: int) -> None:
     """Re-initialize one module's own parameters (and buffers) in place with its default init
     (``reset_parameters``), seeded; without one, each parameter is redrawn from a normal with the
@@ -157,7 +174,8 @@ def randomization_curve(model: nn.Module, maps_fn: MapFn, original: torch.Tensor
         model: the trained model; only deep copies are randomized.
         maps_fn: ``model -> maps [N, H, W]`` (fixed images and targets).
         original: the maps of the unmodified model ``[N, H, W]``.
-        layers: parameter layers bottom to top (:func:`parameter_layers`).
+        layers: parameter layers bottom to top (:func:`parameter_layers`), or groups of them
+            joined by ``+`` (:func:`layer_groups`), each randomized as one step.
         order: ``"cascading"``: layer ``i`` of the result has every layer from the top down to
             ``i`` randomized (the last entry is the fully randomized model); ``"independent"``:
             only that layer is randomized.
@@ -170,7 +188,7 @@ def randomization_curve(model: nn.Module, maps_fn: MapFn, original: torch.Tensor
     if order not in ("cascading", "independent"):
         raise ValueError(f"order must be 'cascading' or 'independent'; got {order!r}")
     named = dict(model.named_modules())
-    missing = [n for n in layers if n not in named]
+    missing = [n for g in layers for n in g.split("+") if n not in named]
     if missing:
         raise ValueError(f"layers {missing} are not in the model; valid: {', '.join(n for n in named if n)}")
     out: list[tuple[str, dict[str, Score]]] = []
@@ -178,8 +196,7 @@ def randomization_curve(model: nn.Module, maps_fn: MapFn, original: torch.Tensor
     for j in reversed(range(len(layers))):
         if order == "independent":
             work = copy.deepcopy(model)
-        mods = dict(work.named_modules())  # type: ignore[union-attr]
-        reinitialize(mods[layers[j]], seed + j)
+        _randomize_group(work, layers[j], seed + j)  # type: ignore[arg-type]
         out.append((layers[j], map_similarity(original, maps_fn(work), method)))  # type: ignore[arg-type]
     return out
 
@@ -188,10 +205,15 @@ def fully_randomized(model: nn.Module, layers: Sequence[str], seed: int = 0) -> 
     """A deep copy of ``model`` with every layer of ``layers`` re-initialized (layer ``j`` with seed
     ``seed + j``, the same weights the cascade ends with)."""
     work = copy.deepcopy(model)
-    mods = dict(work.named_modules())
     for j in reversed(range(len(layers))):
-        reinitialize(mods[layers[j]], seed + j)
+        _randomize_group(work, layers[j], seed + j)
     return work
+
+
+def _randomize_group(model: nn.Module, group: str, seed: int) -> None:
+    mods = dict(model.named_modules())
+    for i, n in enumerate(group.split("+")):
+        reinitialize(mods[n], seed * 1000 + i)
 
 
 def other_classes(targets: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
