@@ -16,10 +16,19 @@ from cnnlens.metrics.randomization import parameter_layers
 
 
 def planted_cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                         nn.Linear(32, 4))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 4),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +108,9 @@ def test_run_trust_scores_every_registered_method_and_leaves_the_model_alone(tra
             assert set(entry["passed"].values()) == {None}
         else:
             assert set(entry["passed"]) == set(report.tests)
-    assert data["methods"]["control_edge"]["scores"]["randomization.spearman_abs"]["mean"] == pytest.approx(1.0)
+    assert data["methods"]["control_edge"]["scores"]["randomization.spearman_abs"]["mean"] == pytest.approx(
+        1.0
+    )
     # the verdicts follow the documented rules, read back from the file
     ctrl = {c: data["methods"][c]["scores"] for c in CONTROLS}
     for m, entry in data["methods"].items():
@@ -110,8 +121,10 @@ def test_run_trust_scores_every_registered_method_and_leaves_the_model_alone(tra
             key = f"{test}.spearman_abs"
             mid = (ctrl["control_edge"][key]["mean"] + ctrl["control_random"][key]["mean"]) / 2
             assert entry["passed"][test] == (sc[key]["mean"] < mid), (m, test)
-        for test, keys in (("faithfulness", ["insertion_minus_deletion"]),
-                           ("localization", ["pointing_game", "relevance_mass"])):
+        for test, keys in (
+            ("faithfulness", ["insertion_minus_deletion"]),
+            ("localization", ["pointing_game", "relevance_mass"]),
+        ):
             if entry["passed"][test]:
                 assert all(sc[k]["mean"] > max(ctrl[c][k]["mean"] for c in CONTROLS) for k in keys), (m, test)
     # Grad-CAM is sensitive to the weights on this model; the edge control, by construction, is not
@@ -132,6 +145,9 @@ def test_run_trust_cascade_curve_per_layer_group(trained, tmp_path) -> None:
         # the verdict's "fully randomized" score is the cascade's last point
         full = data["methods"][m]["scores"]["randomization.spearman_abs"]["mean"]
         assert curve[-1][1]["spearman_abs"] == pytest.approx(full)
-    assert all(d["spearman_abs"] == pytest.approx(1.0) for _, d in data["methods"]["control_edge"]["randomization_cascading"])
+    assert all(
+        d["spearman_abs"] == pytest.approx(1.0)
+        for _, d in data["methods"]["control_edge"]["randomization_cascading"]
+    )
     assert report.cascading["gradcam"][0][1]["spearman_abs"] < 0.5  # top layer randomized: map changes
     assert (tmp_path / "randomization.png").read_bytes()[:4] == b"\x89PNG"

@@ -433,10 +433,12 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
                         "the controls are always scored")
     p.add_argument("--fast", action="store_true",
-                   help="the quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
-    p.add_argument("--n-images", type=int, default=None, help="test images scored (default 32; 16 with --fast)")
+                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="test images scored (default 32; 16 with --fast)")
     p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
-    p.add_argument("--steps", type=int, default=None, help="deletion/insertion steps (default 50; 20 with --fast)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="deletion/insertion steps (default 50; 20 with --fast)")
     p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
                    help="what deleted pixels become (default mean)")
     p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")

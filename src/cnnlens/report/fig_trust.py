@@ -11,8 +11,12 @@ from .figures import plt, save_figure
 Curve = Sequence[tuple[str, Mapping[str, float]]]
 
 
-def plot_randomization(curves: Mapping[str, Curve], path: str | os.PathLike[str], metric: str = "spearman_abs",
-                       title: str = "cascading randomization") -> Path:
+def plot_randomization(
+    curves: Mapping[str, Curve],
+    path: str | os.PathLike[str],
+    metric: str = "spearman_abs",
+    title: str = "cascading randomization",
+) -> Path:
     """Similarity to the original maps (y) as layers are randomized from the logits down (x).
 
     ``curves``: method -> ``[(layer, {metric: value})]`` from the top layer down (as
@@ -33,8 +37,12 @@ def plot_randomization(curves: Mapping[str, Curve], path: str | os.PathLike[str]
     ax.set_xticks(xs)
     ax.set_xticklabels(["original"] + layers, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("randomized down to layer (cascading from the logits)")
-    ax.set_ylabel({"spearman_abs": "rank correlation of |map|", "spearman": "rank correlation",
-                   "ssim": "SSIM"}.get(metric, metric) + " with the original")
+    ax.set_ylabel(
+        {"spearman_abs": "rank correlation of |map|", "spearman": "rank correlation", "ssim": "SSIM"}.get(
+            metric, metric
+        )
+        + " with the original"
+    )
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_ylim(-0.25, 1.05)
     ax.set_title(title, fontsize=9)
