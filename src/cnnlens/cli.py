@@ -388,8 +388,8 @@ def _baseline(args: argparse.Namespace, run) -> None:
         model={"name": args.baseline, "options": {}}), force=True, progress=True,
         model_options={"match_params": target})
     evaluate_run(base)
-    compare_runs([run.path, base.path], run.path / "compare",
-                 names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"])
+    _print_compare(compare_runs([run.path, base.path], run.path / "compare",
+                                names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"]))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -493,13 +493,21 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .report.compare import compare_runs
 
     out = args.out or str(Path(args.runs[0]) / "compare")
-    res = compare_runs(args.runs, out)
+    _print_compare(compare_runs(args.runs, out))
+    console.print(f"wrote {Path(out) / 'index.html'}")
+    return 0
+
+
+def _print_compare(res: dict) -> None:
     t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
     for r in res["runs"]:
         t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
                   f"{100 * r['test_acc']:.2f}%")
     console.print(t)
-    console.print(f"wrote {Path(out) / 'index.html'}")
+    for line in res.get("findings", []):
+        console.print(line)
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     from .data import DATASETS
 
