@@ -116,10 +116,16 @@ def test_cli_explain_and_report_on_existing_run(demo_run):
     assert (out / "report/index.html").is_file()
 
 
-def test_every_command_has_help_with_an_example():
-    from cnnlens.cli import build_parser
+def test_every_command_has_help_with_an_example(capsys):
+    import pytest
 
-    parser, runners = build_parser()
+    from cnnlens.cli import build_parser, main
+
+    _, runners = build_parser()
+    assert len(runners) >= 15
     for name in runners:
-        p = cli(name, "--help")
-        assert "example:" in p.stdout and "cnnlens " + name.split()[0] in p.stdout, name
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "example:" in out and "cnnlens " + name in out, name
