@@ -21,6 +21,8 @@ from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_confi
 from ..data.base import ImageDataset, load_dataset
 from ..io import read_json, write_csv, write_json, write_yaml
 from ..models import count_params, create_model
+from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
+                     sigint_to)
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     history = _history_callback(out / "history.csv")
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
                               save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks: list[Any] = [history, best_cb]
+    interrupt = interrupt_callback()
+    callbacks: list[Any] = [history, interrupt, best_cb]
     if tc.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=tc.early_stopping))
     if progress:
@@ -226,25 +229,43 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         num_nodes=tc.num_nodes, precision=tc.precision, callbacks=callbacks, logger=False,
         default_root_dir=str(out), enable_progress_bar=progress, enable_model_summary=False,
         deterministic=True if on_cpu else "warn", gradient_clip_val=tc.grad_clip,
-        num_sanity_val_steps=0, log_every_n_steps=1)
+        num_sanity_val_steps=0, log_every_n_steps=1, plugins=[atomic_checkpoint_io()])
     if max_time_s:
         trainer_kw["max_time"] = {"seconds": max_time_s}
+    if resume:
+        load_checkpoint(last)  # a damaged or unsafe checkpoint is refused before Lightning starts
     with _lightning_quiet():
         trainer = L.Trainer(**trainer_kw)
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None,
-                    weights_only=True if resume else None)
+        try:
+            with sigint_to(lambda: interrupt.handle(trainer)):
+                trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None,
+                            weights_only=True if resume else None)
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning turns a KeyboardInterrupt into sys.exit(1); a second Ctrl-C lands here
+            if interrupt.requested:
+                _interrupted(out, interrupt.completed)
+            raise
+    if interrupt.requested and trainer.current_epoch < tc.epochs:
+        _interrupted(out, interrupt.completed)
     if not trainer.is_global_zero:
         return None  # type: ignore[return-value]
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    best_ckpt = load_checkpoint(best_path)
+    state = best_ckpt["state_dict"]
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     net.load_state_dict(weights)
-    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
+    best_epoch = int(best_ckpt.get("epoch", -1)) + 1
     meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
     save_model(out, net, meta)
     net.eval()
     return Run(path=out, model=net, classes=list(ds.classes), config=cfg, meta=meta,
                history=read_history(out / "history.csv"))
+
+
+def _interrupted(out: Path, completed: int) -> None:
+    hint = resume_hint(out, completed)
+    log.warning("%s", hint)
+    raise TrainingInterrupted(hint) from None
 
 
 def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any,
