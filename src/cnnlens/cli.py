@@ -322,6 +322,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
                    "(bounded memory; run the same command again to resume)")
     p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
+    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d)")
     p.add_argument("--split", default="test", help="split for --all (default test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
     p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")
@@ -343,7 +344,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         with Progress(f"explaining {args.split}") as cb:
             res = explain_stream(run.model, ds.images, run.mean, run.std, methods, out, target=target,
                                  labels=ds.labels, indices=ds.indices(args.split), chunk_size=args.chunk_size,
-                                 overwrite=args.restart, progress=cb)
+                                 overwrite=args.restart, progress=cb, layer=args.layer)
         console.print(f"explained {res.manifest['settings']['n']:,} {args.split} images with {', '.join(methods)}"
                       f" in {res.manifest['chunks']} chunks -> {out} (read it with cnnlens.explain.read_stream)")
         return 0
@@ -354,7 +355,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
-        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
+        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb,
+                    layer=args.layer)
     console.print(f"wrote maps and {run.path / 'explain' / 'explanations.png'}")
     return 0
 

@@ -43,7 +43,7 @@ def select_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
 
 def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, per_class: int = 1,
                 target: str | int = "pred", split: str = "test",
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[int, int], None] | None = None, layer: str | None = None) -> dict[str, Any]:
     """Explain chosen images of a run with each method; writes ``RUN/explain/`` (maps as .npy, a JSON index,
     and a grid figure). Images default to ``per_class`` correctly classified test images per class."""
     from .report.plots import explanation_grid
@@ -72,7 +72,7 @@ def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, 
     maps, signed, info = {}, {}, {}
     total = len(methods)
     for j, m in enumerate(methods):
-        e = explain(run.model, x, m, target=tgt, labels=labels if tgt == "label" else None)
+        e = explain(run.model, x, m, target=tgt, layer=layer, labels=labels if tgt == "label" else None)
         save_npy(out / f"maps_{m}.npy", e.maps.cpu().numpy())
         maps[m] = normalize_maps(e.maps, signed=e.signed)
         signed[m] = e.signed

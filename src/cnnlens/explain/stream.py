@@ -222,6 +222,9 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
     elif old is None and out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty, and holds no streamed explanation; "
                               "choose an empty or new folder")
+    if old is not None and not old.get("chunks_done"):
+        _clear(out, old)  # nothing was finished: start again with these settings
+        old = None
     if old is not None:
         if old.get("fingerprint") != fingerprint:
             diff = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]

@@ -57,7 +57,13 @@ class Run:
     @cached_property
     def dataset(self) -> ImageDataset:
         """The run's dataset, re-read from its SPEC (cached loaders make this cheap)."""
-        return load_dataset(self.config.data.spec, **self.config.data.loader_options())
+        ds = load_dataset(self.config.data.spec, **self.config.data.loader_options())
+        if (ds.channels, *ds.size) != self.input_shape:
+            c, h, w = self.input_shape
+            raise ValueError(f"{self.config.data.spec} now gives {ds.channels}x{ds.size[0]}x{ds.size[1]} images, "
+                             f"but the run {self.path} was trained on {c}x{h}x{w}: the data changed since "
+                             "training. Restore it, or train a new run on it")
+        return ds
 
 
 # ---- history -------------------------------------------------------------------------------------
@@ -331,6 +337,15 @@ def save_model(out: Path, net: nn.Module, meta: dict[str, Any]) -> None:
     write_json(out / "model.json", meta)
 
 
+def check_format(meta: Any, path: Path) -> dict[str, Any]:
+    """``meta`` (read from ``path``, a model.json) if this cnnlens can read it, else a ValueError."""
+    fv = meta.get("format_version") if isinstance(meta, dict) else None
+    if fv != FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
+                         f"{FORMAT_VERSION}. Re-train the run with this version, or use the cnnlens that wrote it")
+    return meta
+
+
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run directory written by :func:`train`: the model (eval mode) with its metadata."""
     from safetensors import SafetensorError
@@ -342,11 +357,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     mj = p / "model.json"
     if not mj.exists():
         raise FileNotFoundError(f"{p} is not a cnnlens run: {mj.name} is missing (train one with `cnnlens train`)")
-    meta = read_json(mj)
-    fv = meta.get("format_version") if isinstance(meta, dict) else None
-    if fv != FORMAT_VERSION:
-        raise ValueError(f"{mj} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
-                         f"{FORMAT_VERSION}. Re-train the run with this version, or use the cnnlens that wrote it")
+    meta = check_format(read_json(mj), mj)
     cfg_path = p / "config.yaml"
     cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
         data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(**meta["model"]) , train=TrainConfig())
