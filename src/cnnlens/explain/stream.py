@@ -110,13 +110,15 @@ def _hash_model(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _hash_images(images: torch.Tensor | np.ndarray, idx: np.ndarray, step: int = 4096) -> str:
+def _hash_images(images: torch.Tensor | np.ndarray, idx: np.ndarray) -> str:
+    """SHA-256 over the selected images, read about 1 MB at a time (no copy of the whole selection)."""
     h = hashlib.sha256(str(tuple(images.shape[1:])).encode())
     h.update(idx.tobytes())
+    step = max(1, (1 << 20) // max(1, int(np.prod(images.shape[1:]))))
     for i in range(0, len(idx), step):
-        part = images[torch.as_tensor(idx[i:i + step])] if isinstance(images, torch.Tensor) \
+        part = images[torch.as_tensor(idx[i:i + step])].numpy() if isinstance(images, torch.Tensor) \
             else np.asarray(images[idx[i:i + step]])
-        h.update(np.ascontiguousarray(part.numpy() if isinstance(part, torch.Tensor) else part).tobytes())
+        h.update(np.ascontiguousarray(part))
     return h.hexdigest()
 
 
