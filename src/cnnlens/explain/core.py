@@ -126,6 +126,8 @@ class Context:
             self.logits = logits.detach()
         if not isinstance(self.target, torch.Tensor) or self.target.dtype != torch.long:
             self.target = resolve_targets(self.target, self.logits, self.labels)
+        else:
+            _check_range(self.target, self.logits.shape[1])
         return self.target
 
     @property
@@ -224,11 +226,15 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
             t = t.expand(b).clone()
     if t.shape != (b,):
         raise ValueError(f"target must give one class per image ({b}); got {t.numel()}")
+    _check_range(t, k)
+    return t
+
+
+def _check_range(t: torch.Tensor, k: int) -> None:
     bad = (t < 0) | (t >= k)
     if bad.any():
         raise ValueError(f"target class {t[bad][0].item()} is out of range: the model has {k} classes "
                          f"(0..{k - 1})")
-    return t
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
