@@ -66,11 +66,11 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
         ctx["explain"] = _explain_section(run, out, read_json(ipath))
     cpath = run / "compare" / "compare.json"
     if cpath.exists():
-        import shutil
+        from ..io import write_bytes
 
         for f in ("curves.png", "per_class.png", "confusions.png"):
             if (run / "compare" / f).exists():
-                shutil.copyfile(run / "compare" / f, out / f"compare_{f}")
+                write_bytes(out / f"compare_{f}", (run / "compare" / f).read_bytes())
         ctx["compare"] = read_json(cpath)
     tpath = run / "timings.json"
     if tpath.exists():
