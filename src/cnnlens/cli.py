@@ -321,7 +321,14 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--per-class", type=int, default=1, help="correctly classified test images per class")
     g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
+    g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
+                   "(bounded memory; run the same command again to resume)")
     p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
+    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d)")
+    p.add_argument("--split", default="test", help="split for --all (default test)")
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
+    p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")
+    p.add_argument("--restart", action="store_true", help="with --all: discard what --out-dir holds and start again")
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -330,6 +337,19 @@ def _run_explain(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.all:
+        from .explain.stream import explain_stream
+
+        ds = run.dataset
+        out = Path(args.out_dir) if args.out_dir else run.path / "explain" / f"all-{args.split}"
+        target: object = int(args.target) if args.target.lstrip("-").isdigit() else args.target
+        with Progress(f"explaining {args.split}") as cb:
+            res = explain_stream(run.model, ds.images, run.mean, run.std, methods, out, target=target,
+                                 labels=ds.labels, indices=ds.indices(args.split), chunk_size=args.chunk_size,
+                                 overwrite=args.restart, progress=cb, layer=args.layer)
+        console.print(f"explained {res.manifest['settings']['n']:,} {args.split} images with {', '.join(methods)}"
+                      f" in {res.manifest['chunks']} chunks -> {out} (read it with cnnlens.explain.read_stream)")
+        return 0
     indices = None
     if args.images:
         try:
@@ -337,7 +357,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
-        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb)
+        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb,
+                    layer=args.layer)
     console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
 

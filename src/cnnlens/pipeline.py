@@ -41,7 +41,7 @@ def select_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
 
 def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, per_class: int = 1,
                 target: str | int = "pred", split: str = "test",
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[int, int], None] | None = None, layer: str | None = None) -> dict[str, Any]:
     """Explain chosen images of a run with each method; writes ``RUN/explain/`` (one ``<method>.npy`` per
     method, ``explanations.json`` and ``grid.png``). Images default to ``per_class`` correctly classified
     images per class of ``split``. Returns the JSON index."""
@@ -66,7 +66,7 @@ def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, 
         raise ValueError("target 'label' needs labeled images; some chosen images are unlabeled")
     explain_images(run.model, ds.images[idx], run.mean, run.std, methods, targets=tgt,
                    labels=labels if tgt == "label" else None, out_dir=run.path / "explain",
-                   classes=ds.classes, indices=indices, progress=progress)
+                   classes=ds.classes, indices=indices, progress=progress, layer=layer)
     _record_timing(run.path, "explain", time.perf_counter() - t0)
     return read_json(run.path / "explain" / "explanations.json")
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import ImageDataset, normalize
-from ..explain.core import model_device
+from ..explain.core import forward_logits, model_device
 from ..io import write_csv, write_json
 
 
@@ -122,7 +122,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, mean: tuple[float, ...
     try:
         for i in range(0, len(images), batch_size):
             views = tta_views(images[i:i + batch_size].to(dev), tta)
-            p = sum(F.softmax(model(normalize(v, mean, std)).float(), 1) for v in views) / len(views)
+            p = sum(F.softmax(forward_logits(model, normalize(v, mean, std)).float(), 1) for v in views) / len(views)
             out.append(p.cpu())
             if progress:
                 progress(min(i + batch_size, len(images)), len(images))

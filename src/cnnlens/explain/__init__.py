@@ -5,7 +5,8 @@ from .core import METHODS, Explainer, Explanation, explain, methods, model_guard
 from .display import normalize_maps
 from .batch import explain_confused_pairs, explain_images, select_per_class
 from .many import explain_many
+from .stream import StreamResult, explain_stream, read_stream
 
-__all__ = ["METHODS", "Explainer", "Explanation", "explain", "explain_confused_pairs", "explain_images",
-           "explain_many", "methods", "model_guard", "normalize_maps", "register_method", "resolve_layer",
-           "select_per_class"]
+__all__ = ["METHODS", "Explainer", "Explanation", "StreamResult", "explain", "explain_confused_pairs",
+           "explain_images", "explain_many", "explain_stream", "methods", "model_guard", "normalize_maps",
+           "read_stream", "register_method", "resolve_layer", "select_per_class"]

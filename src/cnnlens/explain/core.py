@@ -126,6 +126,8 @@ class Context:
             self.logits = logits.detach()
         if not isinstance(self.target, torch.Tensor) or self.target.dtype != torch.long:
             self.target = resolve_targets(self.target, self.logits, self.labels)
+        else:
+            _check_range(self.target, self.logits.shape[1])
         return self.target
 
     @property
@@ -184,7 +186,15 @@ class Context:
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
+    """``model(x)``, checked to be logits ``[B, K]``; a model that cannot take ``x`` is a ValueError."""
+    try:
+        out = model(x)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:  # wrong channels/size for the model: torch's message, said at our level
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"the model fails on input {tuple(x.shape)} ({first}). Check that the images "
+                         "have the channel count and size the model was built for") from e
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits [B, num_classes]; for input "
@@ -216,11 +226,15 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
             t = t.expand(b).clone()
     if t.shape != (b,):
         raise ValueError(f"target must give one class per image ({b}); got {t.numel()}")
+    _check_range(t, k)
+    return t
+
+
+def _check_range(t: torch.Tensor, k: int) -> None:
     bad = (t < 0) | (t >= k)
     if bad.any():
         raise ValueError(f"target class {t[bad][0].item()} is out of range: the model has {k} classes "
                          f"(0..{k - 1})")
-    return t
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None, example: torch.Tensor | None = None
@@ -305,6 +319,8 @@ def check_input(x: torch.Tensor) -> None:
         raise ValueError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
     if x.ndim != 4:
         raise ValueError(f"x must be [B,C,H,W]; got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x holds no images (shape {tuple(x.shape)}); give at least one")
     if not x.is_floating_point():
         raise ValueError(f"x must be a normalized float tensor; got {x.dtype} (normalize uint8 images "
                          "with dataset.normalize)")

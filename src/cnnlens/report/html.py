@@ -30,14 +30,14 @@ def _env() -> Environment:
 
 def build_report(run_dir: str | os.PathLike[str]) -> Path:
     """Draw the figures and write ``RUN/report/index.html``. Returns the page's path."""
-    from ..train.run import read_history
+    from ..train.run import check_format, read_history
     from . import plots
 
     run = Path(run_dir)
     if not (run / "model.json").exists():
         raise FileNotFoundError(f"{run} is not a cnnlens run (model.json missing)")
     out = run / "report"
-    meta = read_json(run / "model.json")
+    meta = check_format(read_json(run / "model.json"), run / "model.json")
     classes = meta["classes"]
     ctx: dict[str, Any] = {"version": __version__, "run_name": run.resolve().name, "meta": meta,
                            "sections": []}
@@ -66,11 +66,11 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
         ctx["explain"] = _explain_section(run, out, read_json(ipath))
     cpath = run / "compare" / "compare.json"
     if cpath.exists():
-        import shutil
+        from ..io import write_bytes
 
         for f in ("curves.png", "per_class.png", "confusions.png"):
             if (run / "compare" / f).exists():
-                shutil.copyfile(run / "compare" / f, out / f"compare_{f}")
+                write_bytes(out / f"compare_{f}", (run / "compare" / f).read_bytes())
         ctx["compare"] = read_json(cpath)
     tpath = run / "timings.json"
     if tpath.exists():

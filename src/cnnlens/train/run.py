@@ -21,6 +21,8 @@ from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_confi
 from ..data.base import ImageDataset, load_dataset
 from ..io import read_json, write_csv, write_json, write_yaml
 from ..models import count_params, create_model
+from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
+                     sigint_to)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,13 @@ class Run:
     @cached_property
     def dataset(self) -> ImageDataset:
         """The run's dataset, re-read from its SPEC (cached loaders make this cheap)."""
-        return load_dataset(self.config.data.spec, **self.config.data.loader_options())
+        ds = load_dataset(self.config.data.spec, **self.config.data.loader_options())
+        if (ds.channels, *ds.size) != self.input_shape:
+            c, h, w = self.input_shape
+            raise ValueError(f"{self.config.data.spec} now gives {ds.channels}x{ds.size[0]}x{ds.size[1]} images, "
+                             f"but the run {self.path} was trained on {c}x{h}x{w}: the data changed since "
+                             "training. Restore it, or train a new run on it")
+        return ds
 
 
 # ---- history -------------------------------------------------------------------------------------
@@ -215,7 +223,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     history = _history_callback(out / "history.csv")
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
                               save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks: list[Any] = [history, best_cb]
+    interrupt = interrupt_callback()
+    callbacks: list[Any] = [history, interrupt, best_cb]
     if tc.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=tc.early_stopping))
     if progress:
@@ -230,20 +239,32 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         default_root_dir=str(out), enable_progress_bar=progress, enable_model_summary=False,
         deterministic=True if on_cpu else "warn", gradient_clip_val=tc.grad_clip,
         num_sanity_val_steps=0, log_every_n_steps=1, use_distributed_sampler=False,
-        sync_batchnorm=_multi_device(tc) and not on_cpu)
+        sync_batchnorm=_multi_device(tc) and not on_cpu, plugins=[atomic_checkpoint_io()])
     if max_time_s:
         trainer_kw["max_time"] = {"seconds": max_time_s}
+    if resume:
+        load_checkpoint(last)  # a damaged or unsafe checkpoint is refused before Lightning starts
     with _lightning_quiet():
         trainer = L.Trainer(**trainer_kw)
-        trainer.fit(module, datamodule=data_module, ckpt_path=str(last) if resume else None,
-                    weights_only=True if resume else None)
+        try:
+            with sigint_to(lambda: interrupt.handle(trainer)):
+                trainer.fit(module, datamodule=data_module, ckpt_path=str(last) if resume else None,
+                            weights_only=True if resume else None)
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning turns a KeyboardInterrupt into sys.exit(1); a second Ctrl-C lands here
+            if interrupt.requested:
+                _interrupted(out, interrupt.completed)
+            raise
+    if interrupt.requested and trainer.current_epoch < tc.epochs:
+        _interrupted(out, interrupt.completed)
     if not trainer.is_global_zero:
         return None  # type: ignore[return-value]
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    best_ckpt = load_checkpoint(best_path)
+    state = best_ckpt["state_dict"]
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     net.load_state_dict(weights)
-    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
+    best_epoch = int(best_ckpt.get("epoch", -1)) + 1
     meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
     save_model(out, net, meta)
     if tensorboard:
@@ -261,6 +282,12 @@ def _multi_device(tc: TrainConfig) -> bool:
     many = (isinstance(dev, int) and dev > 1) or (isinstance(dev, str) and dev not in ("1", "auto")) \
         or (isinstance(dev, list | tuple) and len(dev) > 1)
     return bool(many or tc.num_nodes > 1)
+
+
+def _interrupted(out: Path, completed: int) -> None:
+    hint = resume_hint(out, completed)
+    log.warning("%s", hint)
+    raise TrainingInterrupted(hint) from None
 
 
 def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any,
@@ -328,6 +355,15 @@ def save_model(out: Path, net: nn.Module, meta: dict[str, Any]) -> None:
     write_json(out / "model.json", meta)
 
 
+def check_format(meta: Any, path: Path) -> dict[str, Any]:
+    """``meta`` (read from ``path``, a model.json) if this cnnlens can read it, else a ValueError."""
+    fv = meta.get("format_version") if isinstance(meta, dict) else None
+    if fv != FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
+                         f"{FORMAT_VERSION}. Re-train the run with this version, or use the cnnlens that wrote it")
+    return meta
+
+
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run directory written by :func:`train`: the model (eval mode) with its metadata."""
     from safetensors import SafetensorError
@@ -339,11 +375,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     mj = p / "model.json"
     if not mj.exists():
         raise FileNotFoundError(f"{p} is not a cnnlens run: {mj.name} is missing (train one with `cnnlens train`)")
-    meta = read_json(mj)
-    fv = meta.get("format_version") if isinstance(meta, dict) else None
-    if fv != FORMAT_VERSION:
-        raise ValueError(f"{mj} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
-                         f"{FORMAT_VERSION}. Re-train the run with this version, or use the cnnlens that wrote it")
+    meta = check_format(read_json(mj), mj)
     cfg_path = p / "config.yaml"
     cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
         data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(**meta["model"]) , train=TrainConfig())
