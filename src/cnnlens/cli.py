@@ -569,6 +569,57 @@ def _run_dream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_trust(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+    from .metrics import TRUST_METRICS
+
+    p = _parser_for(sub, "trust", "trust scores per explanation method -> RUN/trust/scores.json and a table",
+                    "cnnlens trust runs/demo --methods saliency,gradcam --n-images 32")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
+                        "the controls are always scored")
+    p.add_argument("--n-images", type=int, default=32, help="test images scored (default 32)")
+    p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
+    p.add_argument("--steps", type=int, default=50, help="deletion/insertion steps (default 50)")
+    p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
+                   help="what deleted pixels become (default mean)")
+    p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")
+    p.add_argument("--max-cost", type=int, default=None,
+                   help="with the default methods, leave out those costing more passes per image")
+    p.add_argument("--seed", type=int, default=0)
+    p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
+
+
+def _run_trust(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .metrics import run_trust
+    from .train import load_run
+
+    run = load_run(args.run)
+    ds = run.dataset
+    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
+        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    with Progress("scoring methods") as cb:
+        rep = run_trust(run.model, ds, methods, n_images=args.n_images, out_dir=run.path / "trust",
+                        split=args.split, seed=args.seed, steps=args.steps, substrate=args.substrate,
+                        independent=args.independent, max_cost=args.max_cost, progress=cb)
+    header, rows = rep.table()
+    t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
+                                   f"(model accuracy on them {100 * rep.accuracy:.0f}%)")
+    for r in rows:
+        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else v for v in r[:-1]])
+    console.print(t)
+    for r in rows:
+        console.print(r[-1])
+    for m, why in rep.skipped:
+        console.print(f"[yellow]skipped {m}[/yellow]: {why}")
+    console.print(f"wrote {run.path / 'trust' / 'scores.json'} ({rep.seconds:.1f} s)")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (_add_demo, _run_demo),
@@ -579,6 +630,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_filters, _run_filters), (_add_featuremaps, _run_featuremaps), (_add_dream, _run_dream),
     (_add_report, _run_report),
     (_add_compare, _run_compare),
+    (_add_trust, _run_trust),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
     (_add_data, _run_data),
