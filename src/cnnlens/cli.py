@@ -344,8 +344,12 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "report", "write RUN/report/index.html from what the run holds (redraws only)",
-                    "cnnlens report runs/demo")
+                    "cnnlens report runs/demo --pdf")
     p.add_argument("run", metavar="RUN")
+    p.add_argument("--pdf", action="store_true", help="also print the page to RUN/report/report.pdf with headless "
+                   "Chromium (Debian: apt-get install chromium)")
+    p.add_argument("--chromium", default=None, metavar="PATH",
+                   help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -353,22 +357,33 @@ def _run_report(args: argparse.Namespace) -> int:
 
     page = build_report(args.run)
     console.print(f"report: {page}")
+    if args.pdf:
+        from .report.browser import print_pdf
+
+        pdf = print_pdf(page, page.with_name("report.pdf"), executable=args.chromium)
+        console.print(f"pdf: {pdf}")
     return 0
 
 
-def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
-    from .pipeline import evaluate_run, explain_run
+def _pipeline(args: argparse.Namespace, sizes) -> Path:
+    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json."""
+    from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
     from .report.html import build_report
 
+    t0, c0 = time.perf_counter(), time.process_time()
     run = _train_from_args(args)
+    reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
+    record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
     if getattr(args, "baseline", None):
-        _baseline(args, run)
-    with Progress("explaining") as cb:
-        explain_run(run, methods, per_class=1, progress=cb)
-    page = build_report(run.path)
+        with timed(run.path, f"baseline ({args.baseline}: train, evaluate, compare)"):
+            _baseline(args, run)
+    skip = tuple(s.strip() for s in (getattr(args, "skip", None) or "").split(",") if s.strip())
+    analyze(run, res, sizes, progress_for=Progress, skip=skip)
+    with timed(run.path, "report"):
+        page = build_report(run.path)
     console.print(f"report: [b]{page}[/b]")
     return page
 
@@ -391,32 +406,65 @@ def _baseline(args: argparse.Namespace, run) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, report",
-                    "cnnlens demo --out runs/demo --fast")
+    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, visualize, "
+                    "trust, report", "cnnlens demo --out runs/demo --fast")
     p.add_argument("--out", default="runs/demo", metavar="DIR")
-    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every artifact")
+    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
+                   "artifact: 2 epochs and every analysis stage at reduced size")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .pipeline import SIZES
+
     parser, _ = build_parser()
     targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
     targs.epochs = 2 if args.fast else 12
     targs.seed = 0
-    _pipeline(targs, ["saliency", "gradcam"])
+    _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]))
     return 0
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = _parser_for(sub, "run", "train -> evaluate -> explain -> report, in one command",
-                    "cnnlens run --data digits --model compact --out runs/digits")
+    from .pipeline import SIZES
+
+    p = _parser_for(sub, "run", "train -> evaluate -> explain -> visualize -> trust -> report, in one command",
+                    "cnnlens run --data digits --model compact --baseline mlp --out runs/digits")
     _add_train_args(p)
-    p.add_argument("--methods", default="saliency,gradcam")
+    p.add_argument("--methods", default=None, help="gradient/CAM methods shown side by side per class "
+                   f"(comma-separated; default {','.join(SIZES['run'].methods)})")
+    p.add_argument("--per-class", type=int, default=None, help="correctly classified test images per class "
+                   "to explain (default 1)")
+    p.add_argument("--size", choices=list(SIZES), default="run",
+                   help="how much work the analysis stages do (fast: a quick look; run: the default)")
+    p.add_argument("--skip", default=None, metavar="STAGES",
+                   help="comma-separated stages to leave out: explain, confused, lime, featureviz, trust")
     p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
                    "and compare (RUN/compare)")
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    _pipeline(args, [m.strip() for m in args.methods.split(",") if m.strip()])
+    from dataclasses import replace
+
+    from .pipeline import SIZES
+
+    sizes = SIZES[args.size]
+    if args.methods:
+        sizes = replace(sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+    if args.per_class is not None:
+        if args.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1; got {args.per_class}")
+        sizes = replace(sizes, per_class=args.per_class)
+    from .explain import METHODS
+    from .pipeline import STAGES
+
+    for m in sizes.methods:
+        METHODS.get(m)  # an unknown name fails now, listing the valid ones, not after training
+    for st in (args.skip or "").split(","):
+        if st.strip() and st.strip() not in STAGES:
+            raise ValueError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
+    _pipeline(args, sizes)
     return 0
 
 
