@@ -353,8 +353,8 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
     cols = [("insertion − deletion AUC", "insertion_minus_deletion", "higher is better"),
             ("deletion AUC", "deletion_auc", "lower is better"),
             ("insertion AUC", "insertion_auc", "higher is better"),
-            ("|rank corr.| after randomization", "randomization.spearman_abs", "lower is better"),
-            ("|rank corr.| with another class", "random_logit.spearman_abs", "lower is better"),
+            ("rank corr. of |map| after randomization", "randomization.spearman_abs", "lower is better"),
+            ("rank corr. of |map| with another class", "random_logit.spearman_abs", "lower is better"),
             ("pointing game", "pointing_game", "higher is better"),
             ("relevance mass", "relevance_mass", "higher is better")]
     cols = [c for c in cols if any(c[1] in v["scores"] for v in s["methods"].values())]
@@ -372,7 +372,7 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
         figs.append(_fig("trust_randomization.png", "cascading randomization",
                          f"Cascading model-parameter randomization (Adebayo et al. 2018) on {s['n_images']} test "
                          "images: layers are re-initialized from the logits down (x axis) and each method's maps are "
-                         "compared with its original maps by |Spearman rank correlation| (y axis). A map that "
+                         "compared with its original maps by the Spearman rank correlation of |map| (y axis). A map that "
                          "depends on the learned weights falls towards 0; the edge control stays at 1."))
     o = s["options"]
     return {"findings": F.trust_findings(s), "columns": cols, "tests": tests, "test_info": s["tests"], "rows": rows,
