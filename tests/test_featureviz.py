@@ -24,6 +24,7 @@ SIZE = 48
 
 # ---- a quick synthetic task: 4 classes of stripes / discs, trained with a plain torch loop ------------
 
+
 def make_data(n_per: int = 96, size: int = SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [4*n_per, 1, size, size]: horizontal, vertical stripes, a bright disc, diagonal stripes."""
     g = torch.Generator().manual_seed(seed)
@@ -49,7 +50,9 @@ class Trained:
         x = self.u8.float() / 255
         self.mean, self.std = (x.mean().item(),), (x.std().item(),)
         self.x = (x - self.mean[0]) / self.std[0]
-        m = create_model("compact", in_channels=1, num_classes=4, input_size=SIZE, widths=(8, 16, 16), fc=(32,))
+        m = create_model(
+            "compact", in_channels=1, num_classes=4, input_size=SIZE, widths=(8, 16, 16), fc=(32,)
+        )
         opt = torch.optim.Adam(m.parameters(), 3e-3)
         g = torch.Generator().manual_seed(0)
         m.train()
@@ -93,6 +96,7 @@ def trained() -> Trained:
 
 # ---- independent measurements ---------------------------------------------------------------------
 
+
 def channel_means(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """[N, K] spatial mean of ``layer``'s output, with a plain forward hook."""
     store = {}
@@ -111,7 +115,9 @@ def shift_rotate(img01: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     for im in img01:
         dy, dx = torch.randint(-3, 4, (2,), generator=g).tolist()
         ang = float(torch.rand(1, generator=g) * 20 - 10)
-        p = F.pad(im[None], (3, 3, 3, 3), mode="reflect")[0][:, 3 + dy:3 + dy + SIZE, 3 + dx:3 + dx + SIZE]
+        p = F.pad(im[None], (3, 3, 3, 3), mode="reflect")[0][
+            :, 3 + dy : 3 + dy + SIZE, 3 + dx : 3 + dx + SIZE
+        ]
         out.append(TF.rotate(p, ang, interpolation=TF.InterpolationMode.BILINEAR, fill=float(im.mean())))
     return torch.stack(out)
 
@@ -121,8 +127,9 @@ def retained(t: Trained, layer: str, img01: torch.Tensor, chans: torch.Tensor, r
     rows = torch.arange(len(chans))
     base = channel_means(t.model, layer, t.norm(img01))[rows, chans]
     g = torch.Generator().manual_seed(123)
-    moved = torch.stack([channel_means(t.model, layer, t.norm(shift_rotate(img01, g)))[rows, chans]
-                         for _ in range(reps)]).mean(0)
+    moved = torch.stack(
+        [channel_means(t.model, layer, t.norm(shift_rotate(img01, g)))[rows, chans] for _ in range(reps)]
+    ).mean(0)
     return float((moved / base).median())
 
 
@@ -133,7 +140,7 @@ def high_freq_fractions(img01: torch.Tensor) -> np.ndarray:
     p = np.abs(np.fft.fft2(a)) ** 2
     fy = np.fft.fftfreq(a.shape[1])[:, None]
     fx = np.fft.fftfreq(a.shape[2])[None, :]
-    hi = np.sqrt(fx ** 2 + fy ** 2) > 0.25
+    hi = np.sqrt(fx**2 + fy**2) > 0.25
     tot = p.sum((1, 2))
     return np.where(tot > 0, (p * hi).sum((1, 2)) / np.maximum(tot, 1e-30), 0.0)
 
@@ -157,15 +164,24 @@ LAYER = "cnn.8"  # third conv; read after its BatchNorm (cnn.9), pre-ReLU
 
 @pytest.fixture(scope="module")
 def filters(trained: Trained) -> fv.FilterViz:
-    return fv.visualize_filters(trained.model, LAYER, input_size=SIZE, mean=trained.mean, std=trained.std,
-                                steps=128, lr=0.1, seed=0)
+    return fv.visualize_filters(
+        trained.model, LAYER, input_size=SIZE, mean=trained.mean, std=trained.std, steps=128, lr=0.1, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
 def naive(trained: Trained, filters: fv.FilterViz) -> fv.Rendered:
     k = len(filters.channels)
-    return fv.naive_pixel_ascent(trained.model, fv.channel(filters.layer, torch.arange(k)), input_size=SIZE,
-                                 mean=trained.mean, std=trained.std, batch=k, steps=30, seed=0)
+    return fv.naive_pixel_ascent(
+        trained.model,
+        fv.channel(filters.layer, torch.arange(k)),
+        input_size=SIZE,
+        mean=trained.mean,
+        std=trained.std,
+        batch=k,
+        steps=30,
+        seed=0,
+    )
 
 
 def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
@@ -177,7 +193,9 @@ def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     assert torch.equal(exported(img), img)  # 8-bit exact: what is measured is what is saved
     chans = filters.channels
     real_max = channel_means(trained.model, filters.layer, trained.x).amax(0)[chans]
-    reached = channel_means(trained.model, filters.layer, trained.norm(exported(img)))[torch.arange(16), chans]
+    reached = channel_means(trained.model, filters.layer, trained.norm(exported(img)))[
+        torch.arange(16), chans
+    ]
     frac = (reached >= real_max).float().mean().item()
     assert frac >= 0.95, f"only {frac:.0%} of channels reach their dataset maximum: {reached / real_max}"
     torch.testing.assert_close(filters.activations, reached, rtol=1e-4, atol=1e-4)
@@ -195,31 +213,49 @@ def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     real_max = channel_means(trained.model, filters.layer, trained.x).amax(0)[chans]
     naive_act = channel_means(trained.model, filters.layer, trained.norm(naive_img))[torch.arange(16), chans]
     assert (naive_act >= real_max).float().mean() >= 0.9
-    rob, rob_naive = retained(trained, filters.layer, ours_img, chans), retained(trained, filters.layer, naive_img, chans)
-    hf, hf_naive = float(np.median(high_freq_fractions(ours_img))), float(np.median(high_freq_fractions(naive_img)))
+    rob, rob_naive = (
+        retained(trained, filters.layer, ours_img, chans),
+        retained(trained, filters.layer, naive_img, chans),
+    )
+    hf, hf_naive = (
+        float(np.median(high_freq_fractions(ours_img))),
+        float(np.median(high_freq_fractions(naive_img))),
+    )
     assert rob >= 0.6, rob
     assert hf <= 0.55, hf
     assert rob >= rob_naive + 0.1, (rob, rob_naive)
     assert hf <= hf_naive - 0.2, (hf, hf_naive)
     # our own metric agrees with the independent numpy one
-    np.testing.assert_allclose(fv.high_frequency_power(ours_img).numpy(), high_freq_fractions(ours_img), atol=1e-5)
+    np.testing.assert_allclose(
+        fv.high_frequency_power(ours_img).numpy(), high_freq_fractions(ours_img), atol=1e-5
+    )
 
 
 def test_class_visualization_is_confident_and_robust(trained):
-    r = fv.visualize_classes(trained.model, [0, 1, 2, 3], input_size=SIZE, mean=trained.mean, std=trained.std,
-                             steps=96, lr=0.1, seed=0)
+    r = fv.visualize_classes(
+        trained.model,
+        [0, 1, 2, 3],
+        input_size=SIZE,
+        mean=trained.mean,
+        std=trained.std,
+        steps=96,
+        lr=0.1,
+        seed=0,
+    )
     img = exported(r.images)
     with torch.no_grad():
         p = torch.softmax(trained.model(trained.norm(img)), 1).diagonal()
         g = torch.Generator().manual_seed(7)
-        pj = torch.stack([torch.softmax(trained.model(trained.norm(shift_rotate(img, g))), 1).diagonal()
-                          for _ in range(4)]).mean(0)
+        pj = torch.stack(
+            [torch.softmax(trained.model(trained.norm(shift_rotate(img, g))), 1).diagonal() for _ in range(4)]
+        ).mean(0)
     assert (p >= 0.75).all(), p
     assert (pj >= 0.7).all(), pj
     assert r.objective.startswith("class_logit")
 
 
 # ---- objectives ------------------------------------------------------------------------------------
+
 
 def test_objective_values_and_arithmetic():
     a = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
@@ -251,6 +287,7 @@ def test_objective_values_and_arithmetic():
 
 
 # ---- parameterizations and transforms --------------------------------------------------------------
+
 
 def test_params_grey_rgb_and_pixel_inverse():
     g = torch.Generator().manual_seed(0)
@@ -286,7 +323,7 @@ def test_high_frequency_power_hand_cases():
     out = fv.high_frequency_power(torch.cat([low, high, torch.ones(1, 1, 32, 32)]))
     torch.testing.assert_close(out, torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
     noise = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    assert float(fv.high_frequency_power(noise).mean()) == pytest.approx(1 - math.pi * 0.25 ** 2, abs=0.03)
+    assert float(fv.high_frequency_power(noise).mean()) == pytest.approx(1 - math.pi * 0.25**2, abs=0.03)
 
 
 def test_transforms_shift_exactly_per_image_and_differentiably():
@@ -295,8 +332,14 @@ def test_transforms_shift_exactly_per_image_and_differentiably():
     y = T.jitter(2)(x, torch.Generator().manual_seed(1))
     # every output image is its input shifted by an integer offset: interior pixels match a roll
     for i in range(6):
-        hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                if torch.allclose(y[i, :, 3:-3, 3:-3], torch.roll(x[i], (dy, dx), (-2, -1))[:, 3:-3, 3:-3], atol=1e-5)]
+        hits = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.allclose(
+                y[i, :, 3:-3, 3:-3], torch.roll(x[i], (dy, dx), (-2, -1))[:, 3:-3, 3:-3], atol=1e-5
+            )
+        ]
         assert len(hits) == 1
     z = T.compose(T.standard((16, 16)))(x, g)
     assert z.shape == x.shape
@@ -307,6 +350,7 @@ def test_transforms_shift_exactly_per_image_and_differentiably():
 
 
 # ---- render loop contract ---------------------------------------------------------------------------
+
 
 def test_seeded_reproducible_and_larger_render(trained):
     kw = dict(input_size=SIZE, mean=trained.mean, std=trained.std, batch=2, steps=8, lr=0.1)
@@ -321,9 +365,37 @@ def test_seeded_reproducible_and_larger_render(trained):
     assert a.history.shape == (8, 2)
 
 
+def test_rgb_model_non_square_input_gets_colour_images():
+    torch.manual_seed(0)
+    m = create_model(
+        "compact", in_channels=3, num_classes=3, input_size=(40, 56), widths=(4, 8), fc=(8,)
+    ).eval()
+    r = fv.render(
+        m,
+        fv.channel("cnn.4", [0, 1]),
+        input_size=(40, 56),
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.2, 0.2),
+        batch=2,
+        steps=4,
+        lr=0.1,
+    )
+    assert r.images.shape == (2, 3, 40, 56)  # the model's own size, never 224
+    assert torch.isfinite(r.images).all() and r.images.min() >= 0 and r.images.max() <= 1
+    assert (r.images[:, 0] - r.images[:, 1]).abs().max() > 0  # colour, not grey copied three times
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    torch.testing.assert_close(r.inputs, (r.images - mean) / 0.2)
+
+
 def snapshot(model: nn.Module):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()))
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        sum(
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+            for m in model.modules()
+        ),
+    )
 
 
 def test_model_comes_back_untouched_also_on_error(trained):
@@ -364,6 +436,7 @@ def test_layer_by_index_and_bn_resolution(trained):
 
 # ---- feature maps and dataset examples ---------------------------------------------------------------
 
+
 def test_feature_maps_equal_conv_then_batchnorm(trained):
     m = trained.model
     x = trained.x[100:102]
@@ -373,7 +446,9 @@ def test_feature_maps_equal_conv_then_batchnorm(trained):
     fm = fv.feature_maps(m, x, "cnn.0")
     assert fm.layer == "cnn.1" and fm.maps.shape == (2, 8, SIZE, SIZE)
     torch.testing.assert_close(fm.maps, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fv.feature_maps(m, x[0], "cnn.0", bn=False).maps, raw[:1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fv.feature_maps(m, x[0], "cnn.0", bn=False).maps, raw[:1], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_dataset_examples_top_k_and_receptive_field(trained):
@@ -397,11 +472,25 @@ def test_dataset_examples_top_k_and_receptive_field(trained):
 
 # ---- Deep Dream --------------------------------------------------------------------------------------
 
+
 def test_deep_dream_snapshots_and_octaves(trained):
     img = trained.u8[5]
     # the report's knobs: layer by index, filter, lr 12, weight decay 1e-4, a snapshot every 10 steps
-    d = fv.deep_dream(trained.model, img, 8, 3, mean=trained.mean, std=trained.std, lr=12, weight_decay=1e-4,
-                      steps=20, every=10, octaves=3, octave_scale=1.4, seed=0)
+    d = fv.deep_dream(
+        trained.model,
+        img,
+        8,
+        3,
+        mean=trained.mean,
+        std=trained.std,
+        lr=12,
+        weight_decay=1e-4,
+        steps=20,
+        every=10,
+        octaves=3,
+        octave_scale=1.4,
+        seed=0,
+    )
     assert d.layer == "cnn.9" and d.channel == 3
     assert d.snapshot_steps == [0, 10, 20, 30, 40, 50, 60]
     assert d.snapshots.shape == (7, 1, SIZE, SIZE)
@@ -416,12 +505,14 @@ def test_deep_dream_snapshots_and_octaves(trained):
     act = channel_means(trained.model, "cnn.9", trained.norm(d.image[None]))[0, 3]
     assert float(act) == pytest.approx(float(s[-1]), abs=1e-4)
     # whole-layer objective (no channel) also rises
-    d2 = fv.deep_dream(trained.model, img, "cnn.4", None, mean=trained.mean, std=trained.std, steps=10,
-                       every=5, octaves=2)
+    d2 = fv.deep_dream(
+        trained.model, img, "cnn.4", None, mean=trained.mean, std=trained.std, steps=10, every=5, octaves=2
+    )
     assert d2.snapshot_steps == [0, 5, 10, 15, 20] and d2.octave_scores[-1] > d2.initial_score
 
 
 # ---- figures -------------------------------------------------------------------------------------------
+
 
 def test_figures_are_written(tmp_path, trained, filters):
     from PIL import Image
@@ -429,10 +520,16 @@ def test_figures_are_written(tmp_path, trained, filters):
     from cnnlens.report import fig_featureviz as ff
 
     ex = fv.dataset_examples(trained.model, trained.x, LAYER, filters.channels[:4], k=2)
-    p1 = ff.plot_filters(tmp_path / "f.png", filters.images[:4], filters.channels[:4], filters.activations[:4],
-                         ex.patches(trained.u8))
-    p2 = ff.plot_feature_maps(tmp_path / "m.png", fv.feature_maps(trained.model, trained.x[0], "cnn.0").maps[0],
-                              trained.u8[0])
+    p1 = ff.plot_filters(
+        tmp_path / "f.png",
+        filters.images[:4],
+        filters.channels[:4],
+        filters.activations[:4],
+        ex.patches(trained.u8),
+    )
+    p2 = ff.plot_feature_maps(
+        tmp_path / "m.png", fv.feature_maps(trained.model, trained.x[0], "cnn.0").maps[0], trained.u8[0]
+    )
     snaps = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     p3 = ff.plot_dream_strip(tmp_path / "d.png", snaps, [0, 10, 20])
     p4 = ff.save_gif(tmp_path / "d.gif", snaps)

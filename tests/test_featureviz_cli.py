@@ -58,17 +58,49 @@ def test_cli_featuremaps_and_dream(demo_run, tmp_path):
     x = (x - torch.tensor(run.mean).view(1, -1, 1, 1)) / torch.tensor(run.std).view(1, -1, 1, 1)
     np.testing.assert_allclose(maps, _means(run.model, "cnn.1", x)[0].numpy(), atol=1e-5)
     # the report's knobs, layer by index (leaf 8 = cnn.8, read after its BatchNorm cnn.9)
-    cli("dream", str(out), "--image", "5", "--layer", "8", "--channel", "3", "--lr", "12", "--weight-decay",
-        "1e-4", "--steps", "10", "--every", "10", "--octaves", "2")
+    cli(
+        "dream",
+        str(out),
+        "--image",
+        "5",
+        "--layer",
+        "8",
+        "--channel",
+        "3",
+        "--lr",
+        "12",
+        "--weight-decay",
+        "1e-4",
+        "--steps",
+        "10",
+        "--every",
+        "10",
+        "--octaves",
+        "2",
+    )
     info = json.loads((d / "dream_cnn.9_3.json").read_text())
     assert info["snapshot_steps"] == [0, 10, 20]
     assert info["octave_objective"][1] >= info["octave_objective"][0] > info["initial_objective"]
     with Image.open(d / "dream_cnn.9_3.gif") as im:
         assert im.n_frames == 3
     # an image file (RGB, another size) is converted to the model's grey input size
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "in.png")
-    cli("dream", str(out), "--image", str(tmp_path / "in.png"), "--layer", "cnn.4", "--steps", "4", "--every",
-        "2", "--octaves", "1")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+        tmp_path / "in.png"
+    )
+    cli(
+        "dream",
+        str(out),
+        "--image",
+        str(tmp_path / "in.png"),
+        "--layer",
+        "cnn.4",
+        "--steps",
+        "4",
+        "--every",
+        "2",
+        "--octaves",
+        "1",
+    )
     with Image.open(d / "dream_cnn.5_all_final.png") as im:
         assert im.mode == "L" and im.size == (run.input_shape[2], run.input_shape[1])
 

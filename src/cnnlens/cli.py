@@ -372,6 +372,8 @@ def _pipeline(args: argparse.Namespace, sizes) -> Path:
 
     t0, c0 = time.perf_counter(), time.process_time()
     run = _train_from_args(args)
+    if run is None:  # a data-parallel worker process: rank 0 carries on alone
+        raise SystemExit(0)
     reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
     record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
     with Progress("evaluating") as cb:
@@ -541,6 +543,64 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from .evaluate.tta import TTA_MODES
+
+    p = _parser_for(sub, "predict", "a submission file for a test set: one row per input, ensembles and TTA",
+                    "cnnlens predict runs/fer runs/fer-s1 --data fer2013:data/test.csv --out predictions.csv "
+                    "--tta flip\n  cnnlens predict runs/digits --data digits --split val --out val.csv "
+                    "--probs")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="one run, or several for an ensemble (mean of probabilities)")
+    p.add_argument("--data", metavar="SPEC", default=None,
+                   help=f"dataset: {_data_choices()}, or a bare path; default: the first run's training data")
+    p.add_argument("--split", default="test", help="split to predict (default test)")
+    p.add_argument("--out", required=True, metavar="CSV", help="the predictions file to write")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: average the softmax over flipped / ten-crop views")
+    p.add_argument("--probs", action="store_true", help="add one probability column per class")
+    p.add_argument("--label", choices=["index", "name"], default="index",
+                   help="write the predicted class index (default, the course's Kaggle form) or name")
+    p.add_argument("--columns", default=None, metavar="ID,LABEL",
+                   help="names of the two first columns (default id,label or file,label), e.g. Id,Category")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip unreadable rows/files and list them in OUT_STEM.skipped.csv")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .predict import load_data, predict, skipped_path
+    from .train import load_run
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    runs = [load_run(r, device=device) for r in args.runs]
+    with Progress("decoding") as cb:
+        ds = load_data(args.data, runs, skip_bad_rows=args.skip_bad_rows, progress=cb)
+    with Progress("predicting") as cb:
+        pred = predict(runs, ds, args.split, tta=args.tta, batch_size=args.batch_size, progress=cb,
+                       out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows,
+                       columns=args.columns.split(",") if args.columns else None)
+    what = f"{len(runs)}-run ensemble" if len(runs) > 1 else "1 run"
+    console.print(f"wrote {len(pred):,} rows ({what}, tta {pred.tta}) to {args.out}", markup=False)
+    if pred.skipped:
+        console.print(f"[yellow]skipped {len(pred.skipped):,} input(s)[/yellow], listed in "
+                      f"{skipped_path(args.out)}")
+    elif args.skip_bad_rows:
+        console.print(f"skipped 0 inputs ({skipped_path(args.out)} is empty)")
+    if pred.accuracy is not None:
+        t = Table("run", "accuracy", title=f"{pred.split} split, {len(pred):,} images, tta {pred.tta}")
+        for r, a in zip(pred.runs, pred.member_accuracy or []):
+            t.add_row(r, f"{100 * a:.2f}%")
+        if len(runs) > 1:
+            t.add_row("ensemble (mean of probabilities)", f"{100 * pred.accuracy:.2f}%", style="bold")
+        console.print(t)
+        console.print("the numbers are written to RUN/eval/ of each run")
+    return 0
+
+
 def _add_filters(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "filters", "activation maximization: what each filter of a layer responds to, "
                     "beside its top dataset patches -> RUN/featureviz/",
@@ -582,13 +642,15 @@ def _run_featuremaps(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     info = featuremaps_run(run, args.layer, args.image)
-    console.print(f"wrote {run.path / 'featureviz' / info['figure']} ({info['shape'][0]} maps of {info['layer']})")
+    fig = run.path / "featureviz" / info["figure"]
+    console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
     return 0
 
 
 def _add_dream(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "dream", "Deep Dream on an image: snapshots strip + animated GIF -> RUN/featureviz/",
-                    "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 --weight-decay 1e-4 --every 10")
+                    "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 "
+                    "--weight-decay 1e-4 --every 10")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--image", required=True, help="dataset index or an image file")
     p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
@@ -598,7 +660,8 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per octave (default 20)")
     p.add_argument("--every", type=int, default=10, help="snapshot every N steps (default 10)")
     p.add_argument("--lr", type=float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="pull towards the dataset mean (default 0)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="pull towards the dataset mean (default 0)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -682,6 +745,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_methods, _run_methods),
     (_add_models, _run_models),
     (_add_data, _run_data),
+    (_add_predict, _run_predict),
 ]
 
 

@@ -65,11 +65,25 @@ def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def deep_dream(model: nn.Module, image: torch.Tensor, layer: str | int | nn.Module, channel: int | None = None,
-               *, mean: Sequence[float], std: Sequence[float], steps: int = 20, lr: float = 4.0,
-               weight_decay: float = 0.0, every: int = 10, octaves: int = 3, octave_scale: float = 1.4,
-               jitter: float = 0.0625, seed: int = 0, bn: bool = True,
-               progress: Callable[[int, int], None] | None = None) -> Dream:
+def deep_dream(
+    model: nn.Module,
+    image: torch.Tensor,
+    layer: str | int | nn.Module,
+    channel: int | None = None,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    steps: int = 20,
+    lr: float = 4.0,
+    weight_decay: float = 0.0,
+    every: int = 10,
+    octaves: int = 3,
+    octave_scale: float = 1.4,
+    jitter: float = 0.0625,
+    seed: int = 0,
+    bn: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Dream:
     """Dream on ``image`` (uint8 ``[C, H, W]``, or float in [0,1]) at the model's own input size.
 
     Args:
@@ -85,8 +99,10 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layer: str | int | nn.Modu
     The report's run is ``deep_dream(m, img, 34, 94, lr=12, weight_decay=1e-4, every=10)``.
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
-        raise ValueError(f"image must be one image [C, H, W] (uint8 or float in [0,1]); got "
-                         f"{getattr(image, 'shape', type(image).__name__)}")
+        raise ValueError(
+            f"image must be one image [C, H, W] (uint8 or float in [0,1]); got "
+            f"{getattr(image, 'shape', type(image).__name__)}"
+        )
     for nm, v, lo in (("steps", steps, 1), ("every", every, 1), ("octaves", octaves, 1)):
         if int(v) < lo:
             raise ValueError(f"{nm} must be >= {lo}; got {v}")
@@ -96,8 +112,10 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layer: str | int | nn.Modu
         raise ValueError(f"lr must be > 0; got {lr}")
     img0 = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     if img0.min() < 0 or img0.max() > 1:
-        raise ValueError("a float image must be in [0, 1] (pixel space, not normalized); pass the raw uint8 "
-                         "image or dataset.denormalize(x)")
+        raise ValueError(
+            "a float image must be in [0, 1] (pixel space, not normalized); pass the raw uint8 "
+            "image or dataset.denormalize(x)"
+        )
     c, H, W = img0.shape
     space = InputSpace.make((H, W), mean, std)
     if c != space.channels:
@@ -106,8 +124,10 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layer: str | int | nn.Modu
     objective = obj.layer_l2(name) if channel is None else obj.channel(name, int(channel))
     dev = model_device(model)
     g = torch.Generator().manual_seed(int(seed))
-    sizes = [(max(1, round(H / octave_scale ** i)), max(1, round(W / octave_scale ** i)))
-             for i in reversed(range(octaves))]
+    sizes = [
+        (max(1, round(H / octave_scale**i)), max(1, round(W / octave_scale**i)))
+        for i in reversed(range(octaves))
+    ]
     full = img0[None].to(dev)
     mpix = torch.tensor(space.mean, device=dev).view(1, -1, 1, 1)
     spix = torch.tensor(space.std, device=dev).view(1, -1, 1, 1)
@@ -124,8 +144,10 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layer: str | int | nn.Modu
             with torch.no_grad():
                 run((_resize(full, sizes[0]) - mpix) / spix)  # at its own size, not resized back
         except RuntimeError as e:
-            raise ValueError(f"layer {name!r} cannot be computed at the smallest octave {sizes[0]}: {e}. "
-                             "Use fewer octaves or a smaller octave_scale") from None
+            raise ValueError(
+                f"layer {name!r} cannot be computed at the smallest octave {sizes[0]}: {e}. "
+                "Use fewer octaves or a smaller octave_scale"
+            ) from None
         initial = value(full)
         detail = torch.zeros_like(_resize(full, sizes[0]))
         for size in sizes:
@@ -154,6 +176,14 @@ def deep_dream(model: nn.Module, image: torch.Tensor, layer: str | int | nn.Modu
             oct_scores.append(value(quantize((full + _resize(detail, (H, W))).clamp(0, 1))))
             log.debug("octave %s: objective %.4f", size, oct_scores[-1])
     final = quantize((full + _resize(detail, (H, W))).clamp(0, 1))[0].cpu()
-    return Dream(image=final, snapshots=torch.stack(snaps), snapshot_steps=snap_steps, octave_sizes=sizes,
-                 octave_scores=torch.tensor(oct_scores), initial_score=initial, layer=name,
-                 channel=None if channel is None else int(channel), objective=objective.name)
+    return Dream(
+        image=final,
+        snapshots=torch.stack(snaps),
+        snapshot_steps=snap_steps,
+        octave_sizes=sizes,
+        octave_scores=torch.tensor(oct_scores),
+        initial_score=initial,
+        layer=name,
+        channel=None if channel is None else int(channel),
+        objective=objective.name,
+    )

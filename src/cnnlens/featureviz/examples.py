@@ -60,14 +60,22 @@ class Examples:
                 cy, cx = (t + b) // 2, (l_ + r) // 2
                 top = min(max(cy - ph // 2, 0), H - ph)
                 left = min(max(cx - pw // 2, 0), W - pw)
-                out[i, j] = images[self.indices[i, j], :, top:top + ph, left:left + pw]
+                out[i, j] = images[self.indices[i, j], :, top : top + ph, left : left + pw]
         return out
 
 
-def dataset_examples(model: nn.Module, x: torch.Tensor, layer: str | int | nn.Module,
-                     channels: Sequence[int] | None = None, *, k: int = 4, score: str = "mean",
-                     batch_size: int = 256, bn: bool = True,
-                     progress: Callable[[int, int], None] | None = None) -> Examples:
+def dataset_examples(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | int | nn.Module,
+    channels: Sequence[int] | None = None,
+    *,
+    k: int = 4,
+    score: str = "mean",
+    batch_size: int = 256,
+    bn: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Examples:
     """For each filter in ``channels`` (default all) of ``layer``, the ``k`` images of ``x``
     (normalized ``[N, C, H, W]``) with the highest ``score``, with their receptive-field boxes.
 
@@ -89,10 +97,12 @@ def dataset_examples(model: nn.Module, x: torch.Tensor, layer: str | int | nn.Mo
     with model_guard(model) as handles, capture(model, [name], handles) as run:
         with torch.no_grad():
             for i in range(0, n_img, batch_size):
-                a = run(x[i:i + batch_size].to(dev, torch.float32))[name]
+                a = run(x[i : i + batch_size].to(dev, torch.float32))[name]
                 if a.ndim != 4:
-                    raise ValueError(f"layer {name!r} outputs shape {tuple(a.shape)}; dataset examples need "
-                                     "a conv layer [B, K, h, w]")
+                    raise ValueError(
+                        f"layer {name!r} outputs shape {tuple(a.shape)}; dataset examples need "
+                        "a conv layer [B, K, h, w]"
+                    )
                 flat = a.flatten(2)
                 scores.append((flat.mean(2) if score == "mean" else flat.amax(2)).float().cpu())
                 argmax.append(flat.argmax(2).cpu())
@@ -105,8 +115,9 @@ def dataset_examples(model: nn.Module, x: torch.Tensor, layer: str | int | nn.Mo
         chans = torch.arange(n_ch) if channels is None else torch.as_tensor(list(channels)).long().view(-1)
         bad = (chans < 0) | (chans >= n_ch)
         if bad.any():
-            raise ValueError(f"channel {int(chans[bad][0])} is out of range for layer {name!r} "
-                             f"(0..{n_ch - 1})")
+            raise ValueError(
+                f"channel {int(chans[bad][0])} is out of range for layer {name!r} (0..{n_ch - 1})"
+            )
         vals, idx = s[:, chans].topk(k, dim=0)  # [k, n]
         vals, idx = vals.T.contiguous(), idx.T.contiguous()  # [n, k]
         pos_flat = am[idx, chans[:, None]]  # [n, k]
@@ -115,9 +126,16 @@ def dataset_examples(model: nn.Module, x: torch.Tensor, layer: str | int | nn.Mo
     return Examples(layer=name, channels=chans, indices=idx, values=vals, positions=pos, boxes=boxes)
 
 
-def _receptive_boxes(run: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: torch.Tensor, name: str,
-                     idx: torch.Tensor, chans: torch.Tensor, pos: torch.Tensor, dev: torch.device,
-                     chunk: int = 256) -> torch.Tensor:
+def _receptive_boxes(
+    run: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    x: torch.Tensor,
+    name: str,
+    idx: torch.Tensor,
+    chans: torch.Tensor,
+    pos: torch.Tensor,
+    dev: torch.device,
+    chunk: int = 256,
+) -> torch.Tensor:
     """Bounding box of the non-zero input gradient of each selected unit -> ``int64 [n, k, 4]``."""
     n, k = idx.shape
     flat_idx = idx.reshape(-1)
@@ -137,8 +155,10 @@ def _receptive_boxes(run: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: 
             ys = torch.nonzero(m.any(1)).flatten()
             xs = torch.nonzero(m.any(0)).flatten()
             if len(ys) == 0:
-                log.debug("unit of channel %d has zero input gradient; using the whole image as its box",
-                          int(flat_c[s + j]))
+                log.debug(
+                    "unit of channel %d has zero input gradient; using the whole image as its box",
+                    int(flat_c[s + j]),
+                )
                 out[s + j] = torch.tensor([0, 0, H, W])
             else:
                 out[s + j] = torch.tensor([int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1])

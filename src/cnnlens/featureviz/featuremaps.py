@@ -30,8 +30,9 @@ class FeatureMaps:
 
 
 @torch.no_grad()
-def feature_maps(model: nn.Module, x: torch.Tensor, layer: str | int | nn.Module,
-                 bn: bool = True) -> FeatureMaps:
+def feature_maps(
+    model: nn.Module, x: torch.Tensor, layer: str | int | nn.Module, bn: bool = True
+) -> FeatureMaps:
     """Run ``x`` (normalized, ``[B, C, H, W]`` or one image ``[C, H, W]``) and return ``layer``'s
     output ``[B, K, h, w]``. The forward pass stops at the layer; the model comes back untouched."""
     if isinstance(x, torch.Tensor) and x.ndim == 3:
@@ -41,6 +42,8 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str | int | nn.Module
     with model_guard(model) as handles, capture(model, [name], handles) as run:
         a = run(x.to(model_device(model), torch.float32))[name]
     if a.ndim != 4:
-        raise ValueError(f"layer {name!r} outputs shape {tuple(a.shape)}, not feature maps [B, K, h, w]; "
-                         "choose a convolutional layer")
+        raise ValueError(
+            f"layer {name!r} outputs shape {tuple(a.shape)}, not feature maps [B, K, h, w]; "
+            "choose a convolutional layer"
+        )
     return FeatureMaps(layer=name, maps=a.detach().float().cpu())

@@ -51,8 +51,11 @@ class Objective:
             return Objective(lambda a: self.fn(a) + other, f"{self.name} + {other}", self.layers)
         if not isinstance(other, Objective):
             return NotImplemented
-        return Objective(lambda a: self.fn(a) + other.fn(a), f"{self.name} + {other.name}",
-                         _merge(self.layers, other.layers))
+        return Objective(
+            lambda a: self.fn(a) + other.fn(a),
+            f"{self.name} + {other.name}",
+            _merge(self.layers, other.layers),
+        )
 
     def __radd__(self, other: float) -> Objective:  # sum([...]) starts with 0
         if isinstance(other, int | float) and other == 0:
@@ -90,8 +93,10 @@ def _merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 def _get(acts: Acts, layer: str, ndim: int | None = None) -> torch.Tensor:
     a = acts[layer]
     if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"layer {layer!r} gives output of shape {tuple(a.shape)}; this objective needs "
-                         f"{'[B, K, h, w] (a conv layer)' if ndim == 4 else '[B, K]'}")
+        raise ValueError(
+            f"layer {layer!r} gives output of shape {tuple(a.shape)}; this objective needs "
+            f"{'[B, K, h, w] (a conv layer)' if ndim == 4 else '[B, K]'}"
+        )
     return a
 
 
@@ -101,12 +106,14 @@ def _per_image(k: ChannelSpec, b: int, n: int, what: str, layer: str) -> torch.T
     if t.numel() == 1:
         t = t.expand(b)
     elif t.numel() != b:
-        raise ValueError(f"{what} gives {t.numel()} indices for a batch of {b} images; give one per image "
-                         "or a single int")
+        raise ValueError(
+            f"{what} gives {t.numel()} indices for a batch of {b} images; give one per image or a single int"
+        )
     bad = (t < 0) | (t >= n)
     if bad.any():
-        raise ValueError(f"{what} index {int(t[bad][0])} is out of range for {layer!r}, which has {n} "
-                         f"(0..{n - 1})")
+        raise ValueError(
+            f"{what} index {int(t[bad][0])} is out of range for {layer!r}, which has {n} (0..{n - 1})"
+        )
     return t
 
 
@@ -153,8 +160,9 @@ def neuron(layer: str | int, k: ChannelSpec, y: int | None = None, x: int | None
         if a.ndim == 2:
             return a[rows, idx]
         if a.ndim != 4:
-            raise ValueError(f"layer {layer!r} gives output of shape {tuple(a.shape)}; neuron needs "
-                             "[B,K] or [B,K,h,w]")
+            raise ValueError(
+                f"layer {layer!r} gives output of shape {tuple(a.shape)}; neuron needs [B,K] or [B,K,h,w]"
+            )
         h, w = a.shape[-2:]
         yy = h // 2 if y is None else y
         xx = w // 2 if x is None else x

@@ -20,9 +20,7 @@ from __future__ import annotations
 import torch
 
 # square root of ImageNet's colour covariance (Lucid / Lucent), columns = decorrelated components
-_IMAGENET_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02],
-                                     [0.27, 0.00, -0.05],
-                                     [0.27, -0.09, 0.03]])
+_IMAGENET_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 
 
 def color_correlation(images: torch.Tensor) -> torch.Tensor:
@@ -55,8 +53,9 @@ class ImageParam:
             t = torch.einsum("ij,bjhw->bihw", self.color, t)
         return torch.sigmoid(t)
 
-    def _init_color(self, channels: int, color_matrix: torch.Tensor | None, decorrelate: bool,
-                    device: torch.device) -> None:
+    def _init_color(
+        self, channels: int, color_matrix: torch.Tensor | None, decorrelate: bool, device: torch.device
+    ) -> None:
         self.color: torch.Tensor | None = None
         if channels == 3 and decorrelate:
             m = _IMAGENET_COLOR_SQRT if color_matrix is None else torch.as_tensor(color_matrix).float()
@@ -79,10 +78,17 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 class PixelImage(ImageParam):
     """One variable per pixel: ``image = sigmoid(M v)``; ``v ~ N(0, sd^2)`` (grey: ``sigmoid(v)``)."""
 
-    def __init__(self, shape: tuple[int, int, int, int], *, sd: float = 0.01,
-                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                 decorrelate: bool = True, color_matrix: torch.Tensor | None = None,
-                 init: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int, int, int],
+        *,
+        sd: float = 0.01,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        decorrelate: bool = True,
+        color_matrix: torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+    ) -> None:
         self.shape = _check_shape(shape)
         dev = torch.device(device)
         self._init_color(self.shape[1], color_matrix, decorrelate, dev)
@@ -110,9 +116,17 @@ class FourierImage(ImageParam):
     pixel; the spectrum's real and imaginary parts start as ``N(0, sd^2)``.
     """
 
-    def __init__(self, shape: tuple[int, int, int, int], *, sd: float = 0.01, decay_power: float = 1.0,
-                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                 decorrelate: bool = True, color_matrix: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int, int, int],
+        *,
+        sd: float = 0.01,
+        decay_power: float = 1.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        decorrelate: bool = True,
+        color_matrix: torch.Tensor | None = None,
+    ) -> None:
         self.shape = _check_shape(shape)
         b, c, h, w = self.shape
         dev = torch.device(device)
@@ -135,8 +149,14 @@ class FourierImage(ImageParam):
 PARAMS = {"fourier": FourierImage, "pixel": PixelImage}
 
 
-def make_param(kind: str | ImageParam, shape: tuple[int, int, int, int], *, generator: torch.Generator,
-               device: torch.device | str, **options: object) -> ImageParam:
+def make_param(
+    kind: str | ImageParam,
+    shape: tuple[int, int, int, int],
+    *,
+    generator: torch.Generator,
+    device: torch.device | str,
+    **options: object,
+) -> ImageParam:
     """``"fourier"`` | ``"pixel"`` | an :class:`ImageParam` (used as given)."""
     if isinstance(kind, ImageParam):
         if tuple(kind.shape) != tuple(shape):
@@ -161,6 +181,6 @@ def high_frequency_power(images: torch.Tensor, cutoff: float = 0.25) -> torch.Te
     fx = torch.fft.fftfreq(w, device=x.device)[None, :]
     high = (fx * fx + fy * fy).sqrt() > cutoff
     total = p.flatten(1).sum(1)
-    return torch.where(total > 0, (p * high).flatten(1).sum(1) / total.clamp_min(1e-30),
-                       torch.zeros_like(total))
-
+    return torch.where(
+        total > 0, (p * high).flatten(1).sum(1) / total.clamp_min(1e-30), torch.zeros_like(total)
+    )

@@ -34,6 +34,7 @@ SizeSpec = int | tuple[int, int]
 
 # ---- layers ---------------------------------------------------------------------------------------
 
+
 def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules without children, in definition order (what a layer *index* counts)."""
     return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
@@ -47,8 +48,9 @@ def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, 
         for n, m in named.items():
             if m is layer:
                 return n, m
-        raise ValueError("the given layer module is not part of the model; pass one of its modules "
-                         "or a layer name")
+        raise ValueError(
+            "the given layer module is not part of the model; pass one of its modules or a layer name"
+        )
     if isinstance(layer, str) and layer in named and layer != "":
         return layer, named[layer]
     leaves = leaf_layers(model)
@@ -60,14 +62,18 @@ def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, 
     if idx is not None:
         if -len(leaves) <= idx < len(leaves):
             return leaves[idx]
-        raise ValueError(f"layer index {idx} is out of range: {type(model).__name__} has {len(leaves)} "
-                         f"leaf layers (0..{len(leaves) - 1}); e.g. "
-                         + ", ".join(f"{i}={n}" for i, (n, _) in enumerate(leaves[:12])))
+        raise ValueError(
+            f"layer index {idx} is out of range: {type(model).__name__} has {len(leaves)} "
+            f"leaf layers (0..{len(leaves) - 1}); e.g. "
+            + ", ".join(f"{i}={n}" for i, (n, _) in enumerate(leaves[:12]))
+        )
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
     valid = [n for n in named if n]
-    raise ValueError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
-                     f"{', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)")
+    raise ValueError(
+        f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
+        f"{', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
+    )
 
 
 def filter_layer(model: nn.Module, layer: str | int | nn.Module, bn: bool = True) -> tuple[str, nn.Module]:
@@ -97,8 +103,9 @@ class _Stop(Exception):
 
 
 @contextmanager
-def capture(model: nn.Module, layers: Sequence[str],
-            handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[Callable[[torch.Tensor], dict[str, torch.Tensor]]]:
+def capture(
+    model: nn.Module, layers: Sequence[str], handles: list[torch.utils.hooks.RemovableHandle]
+) -> Iterator[Callable[[torch.Tensor], dict[str, torch.Tensor]]]:
     """Yield ``run(x) -> {layer: output}`` capturing ``layers`` (``"logits"`` = the model's output).
 
     When no logits are needed the forward pass stops right after the last needed layer, which is
@@ -113,12 +120,15 @@ def capture(model: nn.Module, layers: Sequence[str],
     def make_hook(name: str) -> Callable[..., Any]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
             if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor; choose a "
-                                "layer whose output is a feature map")
+                raise TypeError(
+                    f"layer {name!r} returns {type(out).__name__}, not a tensor; choose a "
+                    "layer whose output is a feature map"
+                )
             store[name] = out
             if not need_logits and len(store) == len(mods):
                 raise _Stop
             return out.clone()  # in-place ops further on cannot change what was captured
+
         return hook
 
     own = [m.register_forward_hook(make_hook(n)) for n, m in mods.items()]
@@ -132,8 +142,10 @@ def capture(model: nn.Module, layers: Sequence[str],
             return dict(store)
         if need_logits:
             if not isinstance(out, torch.Tensor) or out.ndim != 2:
-                raise ValueError("the model must return logits [B, num_classes] for a class objective; "
-                                 f"it returned {getattr(out, 'shape', type(out).__name__)}")
+                raise ValueError(
+                    "the model must return logits [B, num_classes] for a class objective; "
+                    f"it returned {getattr(out, 'shape', type(out).__name__)}"
+                )
             store[obj.LOGITS] = out
         missing = [n for n in mods if n not in store]
         if missing:
@@ -148,6 +160,7 @@ def capture(model: nn.Module, layers: Sequence[str],
 
 
 # ---- model input space ----------------------------------------------------------------------------
+
 
 def _hw(size: SizeSpec) -> tuple[int, int]:
     if isinstance(size, int):
@@ -166,11 +179,17 @@ class InputSpace:
     std: tuple[float, ...]
 
     @staticmethod
-    def make(input_size: SizeSpec, mean: Sequence[float] | None, std: Sequence[float] | None,
-             channels: int | None = None) -> InputSpace:
+    def make(
+        input_size: SizeSpec,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        channels: int | None = None,
+    ) -> InputSpace:
         if mean is None and std is None and channels is None:
-            raise ValueError("give the model's input normalization: mean=..., std=... (per channel, in "
-                             "[0,1] units, e.g. dataset.mean/dataset.std) or channels=... for un-normalized input")
+            raise ValueError(
+                "give the model's input normalization: mean=..., std=... (per channel, in "
+                "[0,1] units, e.g. dataset.mean/dataset.std) or channels=... for un-normalized input"
+            )
         c = channels or len(mean or std or ())
         m = tuple(float(v) for v in (mean if mean is not None else [0.0] * c))
         s = tuple(float(v) for v in (std if std is not None else [1.0] * c))
@@ -200,6 +219,7 @@ def quantize(img: torch.Tensor) -> torch.Tensor:
 
 
 # ---- results --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -232,7 +252,9 @@ def _transforms(spec: str | Sequence[T.Transform] | None, size: tuple[int, int])
         return T.compose([])
     if isinstance(spec, str):
         if spec != "standard":
-            raise ValueError(f"transforms must be 'standard', 'none', None or a list of transforms; got {spec!r}")
+            raise ValueError(
+                f"transforms must be 'standard', 'none', None or a list of transforms; got {spec!r}"
+            )
         return T.compose(T.standard(size))
     return T.compose(list(spec))
 
@@ -245,13 +267,24 @@ def score(model: nn.Module, objective: obj.Objective, x: torch.Tensor) -> torch.
             return objective(run(x.to(model_device(model)))).float().detach()
 
 
-def render(model: nn.Module, objective: obj.Objective, *, input_size: SizeSpec,
-           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-           channels: int | None = None, batch: int = 1, param: str | ImageParam = "fourier",
-           transforms: str | Sequence[T.Transform] | None = "standard", steps: int = 128,
-           lr: float = 0.05, size: SizeSpec | None = None, seed: int = 0,
-           param_options: dict[str, Any] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> Rendered:
+def render(
+    model: nn.Module,
+    objective: obj.Objective,
+    *,
+    input_size: SizeSpec,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    channels: int | None = None,
+    batch: int = 1,
+    param: str | ImageParam = "fourier",
+    transforms: str | Sequence[T.Transform] | None = "standard",
+    steps: int = 128,
+    lr: float = 0.05,
+    size: SizeSpec | None = None,
+    seed: int = 0,
+    param_options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Rendered:
     """Optimize ``batch`` images to maximize ``objective`` (Olah et al., "Feature Visualization",
     Distill 2017): ``max_theta sum_i obj_i(model(normalize(resize(t(param_theta)))))``, ``t`` a fresh
     random transform each step, Adam(``lr``).
@@ -278,8 +311,10 @@ def render(model: nn.Module, objective: obj.Objective, *, input_size: SizeSpec,
     if batch < 1:
         raise ValueError(f"batch must be >= 1; got {batch}")
     if not isinstance(objective, obj.Objective):
-        raise TypeError(f"objective must be an Objective (cnnlens.featureviz.channel(...) etc.); got "
-                        f"{type(objective).__name__}")
+        raise TypeError(
+            f"objective must be an Objective (cnnlens.featureviz.channel(...) etc.); got "
+            f"{type(objective).__name__}"
+        )
     space = InputSpace.make(input_size, mean, std, channels)
     rsize = _hw(size) if size is not None else space.size
     dev = model_device(model)
@@ -294,8 +329,10 @@ def render(model: nn.Module, objective: obj.Objective, *, input_size: SizeSpec,
             img = p()
             s = objective(run(space.normalize(tf(img, g))))
             if s.shape != (batch,):
-                raise ValueError(f"objective {objective.name} gave scores of shape {tuple(s.shape)}; "
-                                 f"expected one per image ({batch})")
+                raise ValueError(
+                    f"objective {objective.name} gave scores of shape {tuple(s.shape)}; "
+                    f"expected one per image ({batch})"
+                )
             (-s.sum()).backward()
             opt.step()
             hist[i] = s.detach().float().cpu()
@@ -307,13 +344,21 @@ def render(model: nn.Module, objective: obj.Objective, *, input_size: SizeSpec,
                 raise FloatingPointError(f"rendering {objective.name} produced NaN; lower lr (now {lr})")
             inputs = space.normalize(images)
             scores = objective(run(inputs)).float()
-    log.debug("rendered %s: %d images, %d steps, final scores %s", objective.name, batch, steps,
-              scores.tolist()[:8])
-    return Rendered(images=images, inputs=inputs, scores=scores.detach(), history=hist,
-                    objective=objective.name, seed=int(seed))
+    log.debug(
+        "rendered %s: %d images, %d steps, final scores %s", objective.name, batch, steps, scores.tolist()[:8]
+    )
+    return Rendered(
+        images=images,
+        inputs=inputs,
+        scores=scores.detach(),
+        history=hist,
+        objective=objective.name,
+        seed=int(seed),
+    )
 
 
 # ---- whole layers and classes -----------------------------------------------------------------------
+
 
 def layer_channels(model: nn.Module, layer: str | int | nn.Module, space: InputSpace) -> int:
     """Number of channels of ``layer``'s output (one probe forward pass on a grey image)."""
@@ -322,8 +367,10 @@ def layer_channels(model: nn.Module, layer: str | int | nn.Module, space: InputS
     with model_guard(model) as handles, capture(model, [name], handles) as run, torch.no_grad():
         a = run(x)[name]
     if a.ndim != 4:
-        raise ValueError(f"layer {name!r} outputs shape {tuple(a.shape)}; filters need a conv layer "
-                         "([B, K, h, w]); for a dense layer use neuron(...)")
+        raise ValueError(
+            f"layer {name!r} outputs shape {tuple(a.shape)}; filters need a conv layer "
+            "([B, K, h, w]); for a dense layer use neuron(...)"
+        )
     return int(a.shape[1])
 
 
@@ -348,13 +395,25 @@ class FilterViz:
     seed: int
 
 
-def visualize_filters(model: nn.Module, layer: str | int | nn.Module, channels: Sequence[int] | None = None,
-                      *, input_size: SizeSpec, mean: Sequence[float] | None = None,
-                      std: Sequence[float] | None = None, batch_size: int = 64, steps: int = 128,
-                      lr: float = 0.05, seed: int = 0, param: str = "fourier",
-                      transforms: str | Sequence[T.Transform] | None = "standard",
-                      size: SizeSpec | None = None, diversity: float = 0.0,
-                      bn: bool = True, progress: Callable[[int, int], None] | None = None) -> FilterViz:
+def visualize_filters(
+    model: nn.Module,
+    layer: str | int | nn.Module,
+    channels: Sequence[int] | None = None,
+    *,
+    input_size: SizeSpec,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    batch_size: int = 64,
+    steps: int = 128,
+    lr: float = 0.05,
+    seed: int = 0,
+    param: str = "fourier",
+    transforms: str | Sequence[T.Transform] | None = "standard",
+    size: SizeSpec | None = None,
+    diversity: float = 0.0,
+    bn: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> FilterViz:
     """What maximizes each filter of ``layer``: ``batch_size`` filters are optimized in one run
     (image ``i`` maximizes the mean activation of filter ``channels[i]``).
 
@@ -371,14 +430,16 @@ def visualize_filters(model: nn.Module, layer: str | int | nn.Module, channels: 
         raise ValueError("channels is empty; pass at least one channel index or None for all")
     bad = (chans < 0) | (chans >= k)
     if bad.any():
-        raise ValueError(f"channel {int(chans[bad][0])} is out of range for layer {name!r}, which has {k} "
-                         f"filters (0..{k - 1})")
+        raise ValueError(
+            f"channel {int(chans[bad][0])} is out of range for layer {name!r}, which has {k} "
+            f"filters (0..{k - 1})"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     parts: list[Rendered] = []
     n = chans.numel()
     for i in range(0, n, batch_size):
-        c = chans[i:i + batch_size]
+        c = chans[i : i + batch_size]
         o = obj.channel(name, c)
         if diversity:
             o = o + diversity * obj.diversity(name)
@@ -388,9 +449,22 @@ def visualize_filters(model: nn.Module, layer: str | int | nn.Module, channels: 
 
             def cb(d: int, _t: int, base: int = done_before, total: int = chunks * steps) -> None:
                 progress(base + d, total)
-        r = render(model, o, input_size=space.size, mean=space.mean, std=space.std, batch=len(c),
-                   param=param, transforms=transforms, steps=steps, lr=lr, size=size,
-                   seed=seed + i, progress=cb)
+
+        r = render(
+            model,
+            o,
+            input_size=space.size,
+            mean=space.mean,
+            std=space.std,
+            batch=len(c),
+            param=param,
+            transforms=transforms,
+            steps=steps,
+            lr=lr,
+            size=size,
+            seed=seed + i,
+            progress=cb,
+        )
         parts.append(r)
     images = torch.cat([r.images for r in parts])
     inputs = torch.cat([r.inputs for r in parts])
@@ -398,21 +472,51 @@ def visualize_filters(model: nn.Module, layer: str | int | nn.Module, channels: 
     return FilterViz(layer=name, channels=chans, images=images, inputs=inputs, activations=acts, seed=seed)
 
 
-def visualize_classes(model: nn.Module, classes: Sequence[int], *, input_size: SizeSpec,
-                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                      steps: int = 128, lr: float = 0.05, seed: int = 0, param: str = "fourier",
-                      transforms: str | Sequence[T.Transform] | None = "standard",
-                      size: SizeSpec | None = None) -> Rendered:
+def visualize_classes(
+    model: nn.Module,
+    classes: Sequence[int],
+    *,
+    input_size: SizeSpec,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    steps: int = 128,
+    lr: float = 0.05,
+    seed: int = 0,
+    param: str = "fourier",
+    transforms: str | Sequence[T.Transform] | None = "standard",
+    size: SizeSpec | None = None,
+) -> Rendered:
     """One image per class in ``classes`` maximizing that class's logit (never the softmax)."""
     c = torch.as_tensor(list(classes)).long().view(-1)
-    return render(model, obj.class_logit(c), input_size=input_size, mean=mean, std=std, batch=c.numel(),
-                  param=param, transforms=transforms, steps=steps, lr=lr, size=size, seed=seed)
+    return render(
+        model,
+        obj.class_logit(c),
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        batch=c.numel(),
+        param=param,
+        transforms=transforms,
+        steps=steps,
+        lr=lr,
+        size=size,
+        seed=seed,
+    )
 
 
-def naive_pixel_ascent(model: nn.Module, objective: obj.Objective, *, input_size: SizeSpec,
-                       mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                       batch: int = 1, steps: int = 30, lr: float = 0.1, weight_decay: float = 1e-6,
-                       seed: int = 0) -> Rendered:
+def naive_pixel_ascent(
+    model: nn.Module,
+    objective: obj.Objective,
+    *,
+    input_size: SizeSpec,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    batch: int = 1,
+    steps: int = 30,
+    lr: float = 0.1,
+    weight_decay: float = 1e-6,
+    seed: int = 0,
+) -> Rendered:
     """The usual baseline, kept for comparison: plain gradient ascent on the normalized pixels with
     Adam(``lr``, ``weight_decay``) for 30 steps from a uniform grey-ish random image (as in the
     widely copied ``pytorch-cnn-visualizations`` ``CNNLayerVisualization``); no parameterization, no
@@ -436,5 +540,6 @@ def naive_pixel_ascent(model: nn.Module, objective: obj.Objective, *, input_size
             images = quantize(space.denormalize(x.detach()))
             inputs = space.normalize(images)
             scores = objective(run(inputs)).float()
-    return Rendered(images=images, inputs=inputs, scores=scores, history=hist, objective=objective.name,
-                    seed=int(seed))
+    return Rendered(
+        images=images, inputs=inputs, scores=scores, history=hist, objective=objective.name, seed=int(seed)
+    )

@@ -101,7 +101,7 @@ def center_crop(h: int, w: int) -> Transform:
         if (hh, ww) == (h, w):
             return x
         top, left = (hh - h) // 2, (ww - w) // 2
-        return x[..., top:top + h, left:left + w]
+        return x[..., top : top + h, left : left + w]
 
     return t
 
@@ -115,8 +115,13 @@ def compose(transforms: Sequence[Transform]) -> Transform:
     return t
 
 
-def standard(size: tuple[int, int], *, shift: float = 0.0625, scale: tuple[float, float] = (0.9, 1.1),
-             degrees: float = 10.0) -> list[Transform]:
+def standard(
+    size: tuple[int, int],
+    *,
+    shift: float = 0.0625,
+    scale: tuple[float, float] = (0.9, 1.1),
+    degrees: float = 10.0,
+) -> list[Transform]:
     """The default chain, scaled to an ``H x W`` image: pad and jitter by ``shift * max(H, W)``
     pixels (3 px at 48, 14 at 224), random zoom 0.9-1.1 and rotation +-10 deg, a small final jitter,
     and a crop back to ``H x W``."""

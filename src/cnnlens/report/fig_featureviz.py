@@ -17,9 +17,15 @@ from ..io import write_bytes
 from .figures import save_figure, show_image
 
 
-def plot_filters(path: str | os.PathLike[str], images: torch.Tensor, channels: Sequence[int] | torch.Tensor,
-                 activations: torch.Tensor | None = None, patches: torch.Tensor | None = None,
-                 title: str = "", cols: int | None = None) -> Path:
+def plot_filters(
+    path: str | os.PathLike[str],
+    images: torch.Tensor,
+    channels: Sequence[int] | torch.Tensor,
+    activations: torch.Tensor | None = None,
+    patches: torch.Tensor | None = None,
+    title: str = "",
+    cols: int | None = None,
+) -> Path:
     """A grid with one cell per filter: the synthetic image, then its dataset-example patches.
 
     Args:
@@ -53,8 +59,14 @@ def plot_filters(path: str | os.PathLike[str], images: torch.Tensor, channels: S
     return save_figure(fig, path)
 
 
-def plot_feature_maps(path: str | os.PathLike[str], maps: torch.Tensor, image: torch.Tensor | None = None,
-                      title: str = "", max_maps: int = 64, cols: int = 8) -> Path:
+def plot_feature_maps(
+    path: str | os.PathLike[str],
+    maps: torch.Tensor,
+    image: torch.Tensor | None = None,
+    title: str = "",
+    max_maps: int = 64,
+    cols: int = 8,
+) -> Path:
     """Every filter's output for one image: ``maps [K, h, w]`` (raw values, each map on its own
     colour scale, ``viridis``), with the input image first when given."""
     k = min(maps.shape[0], max_maps)
@@ -83,8 +95,13 @@ def plot_feature_maps(path: str | os.PathLike[str], maps: torch.Tensor, image: t
     return save_figure(fig, path)
 
 
-def plot_dream_strip(path: str | os.PathLike[str], snapshots: torch.Tensor, steps: Sequence[int],
-                     title: str = "", max_cols: int = 10) -> Path:
+def plot_dream_strip(
+    path: str | os.PathLike[str],
+    snapshots: torch.Tensor,
+    steps: Sequence[int],
+    title: str = "",
+    max_cols: int = 10,
+) -> Path:
     """Deep Dream snapshots side by side, titled with their step (step 0 = the original)."""
     s = snapshots.shape[0]
     cols = min(s, max_cols)
@@ -102,8 +119,9 @@ def plot_dream_strip(path: str | os.PathLike[str], snapshots: torch.Tensor, step
     return save_figure(fig, path)
 
 
-def save_gif(path: str | os.PathLike[str], frames: torch.Tensor, duration_ms: int = 250,
-             min_side: int = 192) -> Path:
+def save_gif(
+    path: str | os.PathLike[str], frames: torch.Tensor, duration_ms: int = 250, min_side: int = 192
+) -> Path:
     """Animated GIF of ``frames [S, C, H, W]`` (in [0,1] or uint8), looping; small images are
     enlarged (nearest neighbour) to at least ``min_side`` pixels."""
     f = frames.detach().cpu()

@@ -171,7 +171,9 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-        from .data import loader
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from .data import datamodule
         from .lightning_module import Classifier
 
     out = Path(out)
@@ -205,11 +207,11 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     module = Classifier(net, tc, ds.mean, ds.std, ds.num_classes)
     xtr, ytr = ds.split("train")
     xva, yva = ds.split("val")
-    train_dl = loader(xtr, ytr, tc.batch_size, shuffle=True, seed=tc.seed)
-    val_dl = loader(xva, yva, max(tc.batch_size, 256), shuffle=False)
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", _config_to_save(cfg, model_options_resolved, net))
+    data_module = datamodule(xtr, ytr, xva, yva, tc.batch_size, tc.seed)
+    # processes started by a DDP launcher run this code too: only the global rank 0 writes files
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "config.yaml", _config_to_save(cfg, model_options_resolved, net))
     history = _history_callback(out / "history.csv")
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
                               save_top_k=1, save_last=True, enable_version_counter=False)
@@ -227,12 +229,13 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         num_nodes=tc.num_nodes, precision=tc.precision, callbacks=callbacks, logger=False,
         default_root_dir=str(out), enable_progress_bar=progress, enable_model_summary=False,
         deterministic=True if on_cpu else "warn", gradient_clip_val=tc.grad_clip,
-        num_sanity_val_steps=0, log_every_n_steps=1)
+        num_sanity_val_steps=0, log_every_n_steps=1, use_distributed_sampler=False,
+        sync_batchnorm=_multi_device(tc) and not on_cpu)
     if max_time_s:
         trainer_kw["max_time"] = {"seconds": max_time_s}
     with _lightning_quiet():
         trainer = L.Trainer(**trainer_kw)
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None,
+        trainer.fit(module, datamodule=data_module, ckpt_path=str(last) if resume else None,
                     weights_only=True if resume else None)
     if not trainer.is_global_zero:
         return None  # type: ignore[return-value]
@@ -250,6 +253,14 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     net.eval()
     return Run(path=out, model=net, classes=list(ds.classes), config=cfg, meta=meta,
                history=read_history(out / "history.csv"))
+
+
+def _multi_device(tc: TrainConfig) -> bool:
+    """Data-parallel over more than one process (BatchNorm statistics then synced across them)."""
+    dev = tc.devices
+    many = (isinstance(dev, int) and dev > 1) or (isinstance(dev, str) and dev not in ("1", "auto")) \
+        or (isinstance(dev, list | tuple) and len(dev) > 1)
+    return bool(many or tc.num_nodes > 1)
 
 
 def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any,
