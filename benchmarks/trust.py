@@ -7,9 +7,11 @@ the fast protocol on the demo model.
    step), mean substrate, on the same model and inputs: cnnlens' batched `perturbation_curves`,
    a straightforward per-image/per-step loop (the tests' reference), and Quantus' PixelFlipping
    (features_in_step=16, baseline value 0 = the training mean, softmax) when Quantus is installed.
-   Interleaved repeats; medians; largest curve difference to cnnlens.
-2. The fast protocol: `run_trust` on 32 test images with every registered method of cost <= 64
-   passes/image (gradient and CAM methods) and both controls, timed end to end.
+   cnnlens runs with its CPU default (32 perturbed images per pass) and with 512. Interleaved
+   repeats; medians; largest curve difference to cnnlens.
+2. The fast protocol (`FAST`: 16 test images, 20 deletion/insertion steps, full randomization
+   and random logit without the per-layer curve) with every registered method of cost <= 64
+   passes/image (the gradient and CAM methods) and both controls, timed end to end.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 import cnnlens
 from cnnlens.explain import explain
-from cnnlens.metrics import perturbation_curves, run_trust
+from cnnlens.metrics import FAST, perturbation_curves, run_trust
 from cnnlens.metrics.protocol import default_methods
 
 
@@ -38,7 +40,7 @@ def reference_deletion(model, x, maps, targets, steps):
             order = np.argsort(-maps[i].reshape(-1).numpy(), kind="stable")
             for k in range(steps + 1):
                 img = x[i].clone().reshape(c, p)
-                img[:, torch.from_numpy(order[:(k * p) // steps])] = 0.0
+                img[:, torch.from_numpy(order[: (k * p) // steps])] = 0.0
                 out[i, k] = torch.softmax(model(img.reshape(1, c, h, w)), 1)[0, targets[i]].item()
     return out
 
@@ -67,15 +69,28 @@ def main() -> None:
     # pixels tie and every tool takes the pixels in the same order
     n_pix = maps[0].numel()
     order = torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
-    maps = torch.empty_like(maps).flatten(1).scatter_(
-        1, order, torch.arange(n_pix, 0, -1, dtype=maps.dtype).expand(len(maps), n_pix).contiguous()).view_as(maps)
+    maps = (
+        torch.empty_like(maps)
+        .flatten(1)
+        .scatter_(
+            1, order, torch.arange(n_pix, 0, -1, dtype=maps.dtype).expand(len(maps), n_pix).contiguous()
+        )
+        .view_as(maps)
+    )
     steps = 64
     p = x.shape[-1] * x.shape[-2]
 
     try:
         import quantus
-        qmetric = quantus.PixelFlipping(features_in_step=p // steps, perturb_baseline=0.0, normalise=False,
-                                        abs=False, disable_warnings=True, display_progressbar=False)
+
+        qmetric = quantus.PixelFlipping(
+            features_in_step=p // steps,
+            perturb_baseline=0.0,
+            normalise=False,
+            abs=False,
+            disable_warnings=True,
+            display_progressbar=False,
+        )
     except Exception as e:  # noqa: BLE001
         quantus, qmetric = None, None
         print(f"quantus unavailable: {type(e).__name__}: {e}")
@@ -83,17 +98,35 @@ def main() -> None:
     def ours():
         return perturbation_curves(model, x, maps, y, "deletion", steps=steps, substrate="mean").numpy()
 
+    def ours512():
+        return perturbation_curves(
+            model, x, maps, y, "deletion", steps=steps, substrate="mean", chunk_size=512
+        ).numpy()
+
     def ref():
         return reference_deletion(model, x, maps, y, steps)
 
     def quant():
-        qm = quantus.PixelFlipping(features_in_step=p // steps, perturb_baseline=0.0, normalise=False, abs=False,
-                                   disable_warnings=True, display_progressbar=False)
-        curves = qm(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps.unsqueeze(1).numpy(),
-                    device="cpu", softmax=True, batch_size=len(x))
+        qm = quantus.PixelFlipping(
+            features_in_step=p // steps,
+            perturb_baseline=0.0,
+            normalise=False,
+            abs=False,
+            disable_warnings=True,
+            display_progressbar=False,
+        )
+        curves = qm(
+            model=model,
+            x_batch=x.numpy(),
+            y_batch=y.numpy(),
+            a_batch=maps.unsqueeze(1).numpy(),
+            device="cpu",
+            softmax=True,
+            batch_size=len(x),
+        )
         return np.asarray(curves)  # [N, steps]: after each step, no step-0 point
 
-    fns = {"cnnlens batched": ours, "per-image reference": ref}
+    fns = {"cnnlens batched": ours, "cnnlens chunk 512": ours512, "per-image reference": ref}
     if qmetric is not None:
         fns["quantus PixelFlipping"] = quant
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -104,22 +137,32 @@ def main() -> None:
             results[name] = fn()
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["cnnlens batched"])
-    print(f"\ndeletion curves: {len(x)} images x {steps + 1} points, median of {args.repeats} interleaved repeats")
+    print(
+        f"\ndeletion curves: {len(x)} images x {steps + 1} points, "
+        f"median of {args.repeats} interleaved repeats"
+    )
     for name in fns:
         med = statistics.median(times[name])
         r = results[name]
-        diff = np.abs(r - results["cnnlens batched"][:, 1:]).max() if r.shape[1] == steps \
+        diff = (
+            np.abs(r - results["cnnlens batched"][:, 1:]).max()
+            if r.shape[1] == steps
             else np.abs(r - results["cnnlens batched"]).max()
-        print(f"  {name:24s} {med * 1000:9.1f} ms   x{med / base:6.1f} vs cnnlens   max |curve diff| {diff:.2e}")
+        )
+        print(
+            f"  {name:24s} {med * 1000:9.1f} ms   x{med / base:6.1f} vs cnnlens   max |curve diff| {diff:.2e}"
+        )
 
     print("\nfast protocol")
     chosen, skipped = default_methods(max_cost=64)
     print(f"  methods: {', '.join(chosen)} + controls; left out: {skipped or 'none'}")
     t = time.perf_counter()
-    rep = run_trust(model, ds, n_images=args.n_images, max_cost=64)
+    rep = run_trust(model, ds, max_cost=64, **FAST)
     secs = time.perf_counter() - t
-    print(f"  run_trust, {rep.n_images} images, {len(rep.methods)} maps families: {secs:.1f} s "
-          f"({'under' if secs < 60 else 'OVER'} 60 s)")
+    print(
+        f"  run_trust, {rep.n_images} images, {len(rep.methods)} maps families: {secs:.1f} s "
+        f"({'under' if secs < 60 else 'OVER'} 60 s)"
+    )
     header, rows = rep.table()
     for r in rows:
         print("  " + r[-1])

@@ -29,16 +29,24 @@ def main() -> None:
         run = cnnlens.load_run(args.run)
     else:
         t = time.perf_counter()
-        run = cnnlens.train("planted", "compact", out="runs/planted-compact", epochs=args.epochs, seed=0, force=True)
+        run = cnnlens.train(
+            "planted", "compact", out="runs/planted-compact", epochs=args.epochs, seed=0, force=True
+        )
         print(f"trained in {time.perf_counter() - t:.0f} s")
     print(f"compact on planted: best val acc {run.meta['best_val_acc']:.3f}")
     t = time.perf_counter()
-    rep = run_trust(run.model, run.dataset, n_images=args.n_images, independent=True, out_dir=run.path / "trust")
+    rep = run_trust(
+        run.model, run.dataset, n_images=args.n_images, independent=True, out_dir=run.path / "trust"
+    )
     print(f"run_trust: {time.perf_counter() - t:.1f} s, methods {rep.methods}, skipped {rep.skipped}")
     out = Path(args.out)
     for metric in ("spearman_abs", "ssim"):
-        plot_randomization(rep.cascading, out / f"trust_planted_cascading_{metric}.png", metric=metric,
-                           title=f"compact on planted: cascading randomization ({rep.n_images} test images)")
+        plot_randomization(
+            rep.cascading,
+            out / f"trust_planted_cascading_{metric}.png",
+            metric=metric,
+            title=f"compact on planted: cascading randomization ({rep.n_images} test images)",
+        )
     header, rows = rep.table()
     print("| " + " | ".join(header[:-1]) + " |")
     print("|" + "---|" * (len(header) - 1))

@@ -13,23 +13,45 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from cnnlens.explain import METHODS, explain
-from cnnlens.metrics import (CONTROLS, Score, auc, beats, deletion_insertion, make_substrate, map_similarity,
-                             perturbation_curves, pointing_game, randomization_curve, relevance_mass, spearman, ssim)
+from cnnlens.metrics import (
+    CONTROLS,
+    Score,
+    auc,
+    beats,
+    deletion_insertion,
+    make_substrate,
+    map_similarity,
+    perturbation_curves,
+    pointing_game,
+    randomization_curve,
+    relevance_mass,
+    spearman,
+    ssim,
+)
 from cnnlens.metrics.protocol import decide, reading
 from cnnlens.metrics.randomization import parameter_layers
 
 
 def tiny_cnn(seed: int = 0, k: int = 3) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                         nn.Linear(24, k))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(24, k),
+    )
 
 
 # ---- deletion / insertion ------------------------------------------------------------------------
 
-def reference_curve(model: nn.Module, x: np.ndarray, m: np.ndarray, t: int, mode: str, steps: int,
-                    sub: np.ndarray) -> np.ndarray:
+
+def reference_curve(
+    model: nn.Module, x: np.ndarray, m: np.ndarray, t: int, mode: str, steps: int, sub: np.ndarray
+) -> np.ndarray:
     """Straightforward per-image, per-step reference: one forward pass per perturbed image."""
     c, h, w = x.shape
     p = h * w
@@ -60,8 +82,9 @@ def test_deletion_insertion_equal_per_image_reference(substrate: str) -> None:
     targets = torch.tensor([0, 1, 2, 0, 1])
     stats = ((0.3,), (0.2,))
     steps, sigma = 7, 1.5  # 144 pixels do not divide into 7 steps
-    scores, curves = deletion_insertion(model, x, maps, targets, steps=steps, substrate=substrate, stats=stats,
-                                        blur_sigma=sigma, chunk_size=9)
+    scores, curves = deletion_insertion(
+        model, x, maps, targets, steps=steps, substrate=substrate, stats=stats, blur_sigma=sigma, chunk_size=9
+    )
     for i in range(5):
         xi = x[i].numpy().astype(np.float64)
         if substrate == "mean":
@@ -122,6 +145,7 @@ def test_faithfulness_errors_name_the_argument() -> None:
 
 # ---- similarity measures ------------------------------------------------------------------------
 
+
 def test_spearman_matches_scipy_with_ties() -> None:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(4, 9, 9, generator=g).round()  # ties
@@ -146,6 +170,7 @@ def test_ssim_matches_skimage() -> None:
 
 
 # ---- controls -----------------------------------------------------------------------------------
+
 
 def test_controls_are_registered_methods_described_as_controls() -> None:
     for name in CONTROLS:
@@ -172,7 +197,11 @@ def test_edge_control_keeps_rank_correlation_one_under_any_randomization() -> No
     for order in ("cascading", "independent"):
         for layer, sims in randomization_curve(model, fn, orig, layers, order=order, seed=5):
             for name in ("spearman", "spearman_abs", "ssim"):
-                assert torch.allclose(sims[name].values, torch.ones(4, dtype=torch.float64)), (order, layer, name)
+                assert torch.allclose(sims[name].values, torch.ones(4, dtype=torch.float64)), (
+                    order,
+                    layer,
+                    name,
+                )
 
 
 def test_random_control_scores_about_zero() -> None:
@@ -210,6 +239,7 @@ def test_randomization_never_touches_the_callers_model() -> None:
 
 # ---- localization -------------------------------------------------------------------------------
 
+
 def test_pointing_game_and_relevance_mass_hand_cases() -> None:
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[:, 0, :2] = True  # two pixels
@@ -230,19 +260,27 @@ def test_pointing_game_and_relevance_mass_hand_cases() -> None:
 
 # ---- verdicts and readings ----------------------------------------------------------------------
 
+
 def _scores(rand: float, n: int = 8) -> dict[str, Score]:
     g = torch.Generator().manual_seed(int(rand * 100))
     noise = 0.01 * torch.randn(n, generator=g)
     out = {}
-    for key, hib, v in [("insertion_minus_deletion", True, 0.5), ("randomization.spearman_abs", False, rand),
-                        ("random_logit.spearman_abs", False, 0.2)]:
+    for key, hib, v in [
+        ("insertion_minus_deletion", True, 0.5),
+        ("randomization.spearman_abs", False, rand),
+        ("random_logit.spearman_abs", False, 0.2),
+    ]:
         out[key] = Score(key, v + noise, hib)
     return out
 
 
 def test_verdict_and_reading_follow_the_numbers() -> None:
-    scores = {"control_edge": _scores(1.0), "control_random": _scores(0.0), "blind": _scores(0.93),
-              "good": _scores(0.1)}
+    scores = {
+        "control_edge": _scores(1.0),
+        "control_random": _scores(0.0),
+        "blind": _scores(0.93),
+        "good": _scores(0.1),
+    }
     scores["control_edge"]["insertion_minus_deletion"] = Score("x", torch.full((8,), 0.1), True)
     scores["control_random"]["insertion_minus_deletion"] = Score("x", torch.zeros(8), True)
     scores["control_random"]["random_logit.spearman_abs"] = Score("x", torch.zeros(8), False)
@@ -252,7 +290,9 @@ def test_verdict_and_reading_follow_the_numbers() -> None:
     blind = decide("blind", scores, tests)
     assert blind == {"faithfulness": True, "randomization": False, "random_logit": True}
     line = reading("blind", scores, blind, tests)
-    assert line.startswith("blind: insensitive to the model's weights (|rank corr| 0.93 after full randomization")
+    assert line.startswith(
+        "blind: insensitive to the model's weights (|rank corr| 0.93 after full randomization"
+    )
     assert "edge control 1.00" in line
     good = decide("good", scores, tests)
     assert all(good.values())
@@ -265,3 +305,21 @@ def test_beats_needs_a_margin() -> None:
     assert not beats(a, Score("s", torch.tensor([0.6, 0.5, 0.56, 0.5]), True))  # mixed, tiny mean gap
     lower = Score("s", torch.tensor([0.1, 0.2, 0.1, 0.1]), False)
     assert beats(lower, Score("s", torch.ones(4), False))
+
+
+def test_norm_layers_join_the_layer_before_and_the_cascade_ends_fully_randomized() -> None:
+    from cnnlens.metrics import fully_randomized, layer_groups
+
+    model = tiny_cnn()
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    groups = layer_groups(model, parameter_layers(model, x))
+    assert groups == ["0+1", "3", "7"]
+    fn = lambda mod: explain(mod, x, "saliency", target=0).maps  # noqa: E731
+    orig = fn(model)
+    curve = randomization_curve(model, fn, orig, groups, order="cascading", seed=3)
+    assert [g for g, _ in curve] == ["7", "3", "0+1"]
+    full = fully_randomized(model, groups, seed=3)
+    assert torch.equal(curve[-1][1]["spearman"].values, map_similarity(orig, fn(full))["spearman"].values)
+    # every parameter of the full copy changed, BatchNorm included (reset to its init)
+    for (name, p0), p1 in zip(model.named_parameters(), full.parameters()):
+        assert not torch.equal(p0, p1) or name.startswith("1."), name

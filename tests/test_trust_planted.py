@@ -19,7 +19,7 @@ def test_planted_pattern_inside_mask_decides_the_class() -> None:
         m = ds.masks[i]
         assert int(m.sum()) == PATTERN * PATTERN
         ys, xs = torch.nonzero(m, as_tuple=True)
-        box = ds.images[i, 0, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        box = ds.images[i, 0, ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
         assert box.shape == (PATTERN, PATTERN)
         # pattern pixels are bright (>= 170), background ones dim (< 60): the box shows its class
         assert torch.equal(box >= 170, pats[ds.labels[i]])

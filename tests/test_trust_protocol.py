@@ -16,10 +16,19 @@ from cnnlens.metrics.randomization import parameter_layers
 
 
 def planted_cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                         nn.Linear(32, 4))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 4),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +53,6 @@ def trained():
     return model, ds
 
 
-def integrated_gradients_reference(model: nn.Module, x: torch.Tensor, t: torch.Tensor, steps: int = 16
-                                   ) -> torch.Tensor:
-    """Plain IG (Sundararajan et al. 2017), zero (= training mean) baseline, midpoint Riemann sum,
-    summed over channels: the reference used while ``integrated_gradients`` is not registered."""
-    model.eval()
-    total = torch.zeros_like(x)
-    for k in range(steps):
-        xi = (x * (k + 0.5) / steps).requires_grad_(True)
-        out = model(xi).gather(1, t.view(-1, 1)).sum()
-        total += torch.autograd.grad(out, xi)[0]
-    return (x * total / steps).sum(1).detach()
-
-
 def test_gradcam_correlation_falls_once_the_top_layer_is_randomized(trained) -> None:
     model, ds = trained
     x, y = ds.split("test")
@@ -79,11 +75,8 @@ def test_localizes_the_planted_pattern_far_above_the_random_control(trained, met
     model, ds = trained
     idx = ds.indices("test")[:24]
     x, y, masks = ds.normalize(ds.images[idx]), ds.labels[idx], ds.masks[idx]
-    if method in METHODS:
-        maps = explain(model, x, method, target=y).maps
-    else:  # not registered on this branch yet: the plain reference implementation stands in
-        assert method == "integrated_gradients"
-        maps = integrated_gradients_reference(model, x, y)
+    assert method in METHODS
+    maps = explain(model, x, method, target=y).maps
     rnd = explain(model, x, "control_random", target=y, seed=0).maps
     area = masks.flatten(1).float().mean().item()  # 49 / 2304: chance level of both metrics
     pg, pg0 = pointing_game(maps, masks).mean, pointing_game(rnd, masks).mean
@@ -97,7 +90,7 @@ def test_run_trust_scores_every_registered_method_and_leaves_the_model_alone(tra
     model, ds = trained
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = run_trust(model, ds, n_images=12, out_dir=tmp_path / "trust", steps=16)
+    report = run_trust(model, ds, n_images=12, out_dir=tmp_path / "trust", steps=10, cascade=False)
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
     assert all(not m._forward_hooks for m in model.modules())
@@ -110,13 +103,14 @@ def test_run_trust_scores_every_registered_method_and_leaves_the_model_alone(tra
         assert entry["reading"].startswith(f"{m}: ")
         assert len(entry["scores"]["deletion_auc"]["values"]) == 12
         assert entry["scores"]["deletion_auc"]["higher_is_better"] is False
-        assert len(entry["randomization_cascading"]) == len(data["options"]["layers"])
+        assert entry["randomization_cascading"] == []  # cascade=False: only the fully randomized model
         if m in CONTROLS:
             assert set(entry["passed"].values()) == {None}
         else:
             assert set(entry["passed"]) == set(report.tests)
-    edge = data["methods"]["control_edge"]
-    assert all(d["spearman_abs"] == pytest.approx(1.0) for _, d in edge["randomization_cascading"])
+    assert data["methods"]["control_edge"]["scores"]["randomization.spearman_abs"]["mean"] == pytest.approx(
+        1.0
+    )
     # the verdicts follow the documented rules, read back from the file
     ctrl = {c: data["methods"][c]["scores"] for c in CONTROLS}
     for m, entry in data["methods"].items():
@@ -127,12 +121,33 @@ def test_run_trust_scores_every_registered_method_and_leaves_the_model_alone(tra
             key = f"{test}.spearman_abs"
             mid = (ctrl["control_edge"][key]["mean"] + ctrl["control_random"][key]["mean"]) / 2
             assert entry["passed"][test] == (sc[key]["mean"] < mid), (m, test)
-        for test, keys in (("faithfulness", ["insertion_minus_deletion"]),
-                           ("localization", ["pointing_game", "relevance_mass"])):
+        for test, keys in (
+            ("faithfulness", ["insertion_minus_deletion"]),
+            ("localization", ["pointing_game", "relevance_mass"]),
+        ):
             if entry["passed"][test]:
                 assert all(sc[k]["mean"] > max(ctrl[c][k]["mean"] for c in CONTROLS) for k in keys), (m, test)
     # Grad-CAM is sensitive to the weights on this model; the edge control, by construction, is not
     assert data["methods"]["gradcam"]["passed"]["randomization"] is True
     header = (tmp_path / "trust" / "table.csv").read_text().splitlines()[0]
     assert header.startswith("method,ins-del,") and header.endswith(",reading")
-    assert (tmp_path / "trust" / "randomization.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "trust" / "randomization.png").exists()
+
+
+def test_run_trust_cascade_curve_per_layer_group(trained, tmp_path) -> None:
+    model, ds = trained
+    report = run_trust(model, ds, ["gradcam"], n_images=8, out_dir=tmp_path, steps=8)
+    data = json.loads((tmp_path / "scores.json").read_text())
+    assert data["options"]["layers"] == ["0", "3", "6", "10"]  # no norm layers to join here
+    for m in ("gradcam", *CONTROLS):
+        curve = data["methods"][m]["randomization_cascading"]
+        assert [ly for ly, _ in curve] == ["10", "6", "3", "0"]  # from the logits down
+        # the verdict's "fully randomized" score is the cascade's last point
+        full = data["methods"][m]["scores"]["randomization.spearman_abs"]["mean"]
+        assert curve[-1][1]["spearman_abs"] == pytest.approx(full)
+    assert all(
+        d["spearman_abs"] == pytest.approx(1.0)
+        for _, d in data["methods"]["control_edge"]["randomization_cascading"]
+    )
+    assert report.cascading["gradcam"][0][1]["spearman_abs"] < 0.5  # top layer randomized: map changes
+    assert (tmp_path / "randomization.png").read_bytes()[:4] == b"\x89PNG"

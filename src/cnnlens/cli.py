@@ -690,9 +690,13 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
                         "the controls are always scored")
-    p.add_argument("--n-images", type=int, default=32, help="test images scored (default 32)")
+    p.add_argument("--fast", action="store_true",
+                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="test images scored (default 32; 16 with --fast)")
     p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
-    p.add_argument("--steps", type=int, default=50, help="deletion/insertion steps (default 50)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="deletion/insertion steps (default 50; 20 with --fast)")
     p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
                    help="what deleted pixels become (default mean)")
     p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")
@@ -705,8 +709,13 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 def _run_trust(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .metrics import run_trust
+    from .metrics import FAST, run_trust
     from .train import load_run
+
+    preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
+    for k in ("n_images", "steps"):
+        if getattr(args, k) is not None:
+            preset[k] = getattr(args, k)
 
     run = load_run(args.run)
     ds = run.dataset
@@ -714,9 +723,9 @@ def _run_trust(args: argparse.Namespace) -> int:
         ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     with Progress("scoring methods") as cb:
-        rep = run_trust(run.model, ds, methods, n_images=args.n_images, out_dir=run.path / "trust",
-                        split=args.split, seed=args.seed, steps=args.steps, substrate=args.substrate,
-                        independent=args.independent, max_cost=args.max_cost, progress=cb)
+        rep = run_trust(run.model, ds, methods, out_dir=run.path / "trust", split=args.split, seed=args.seed,
+                        substrate=args.substrate, independent=args.independent, max_cost=args.max_cost,
+                        progress=cb, **preset)
     header, rows = rep.table()
     t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
                                    f"(model accuracy on them {100 * rep.accuracy:.0f}%)")

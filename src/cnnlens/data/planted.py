@@ -27,19 +27,33 @@ def patterns() -> torch.Tensor:
     return torch.tensor([[[ch == "#" for ch in row] for row in _ROWS[c]] for c in CLASSES])
 
 
-@DATASETS.register("planted", description="synthetic 48x48: a class pattern at a random place + a distractor, with true masks")
-def load_planted(path: str | None = None, *, n: int = 2000, image_size: int = 48, seed: int = 0,
-                 fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), **_: object) -> ImageDataset:
+@DATASETS.register(
+    "planted",
+    description="synthetic 48x48: a class pattern at a random place + a distractor, with true masks",
+)
+def load_planted(
+    path: str | None = None,
+    *,
+    n: int = 2000,
+    image_size: int = 48,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    **_: object,
+) -> ImageDataset:
     """Generate ``n`` images (balanced classes), seeded; split train/val/test (default 70/15/15).
 
     ``masks`` is ``bool [n, H, W]``, True on the 7x7 box of the class pattern.
     """
     if path:
-        raise ValueError(f"the planted dataset is generated and takes no path; got {path!r}: use SPEC 'planted'")
+        raise ValueError(
+            f"the planted dataset is generated and takes no path; got {path!r}: use SPEC 'planted'"
+        )
     if not isinstance(n, int) or n < 2 * len(CLASSES):
         raise ValueError(f"n must be an int >= {2 * len(CLASSES)}; got {n!r}")
     if image_size < 2 * PATTERN + 2:
-        raise ValueError(f"image_size must be >= {2 * PATTERN + 2} to fit a pattern and a distractor; got {image_size}")
+        raise ValueError(
+            f"image_size must be >= {2 * PATTERN + 2} to fit a pattern and a distractor; got {image_size}"
+        )
     g = torch.Generator().manual_seed(seed)
     s, p = image_size, PATTERN
     labels = torch.arange(n) % len(CLASSES)
@@ -59,10 +73,18 @@ def load_planted(path: str | None = None, *, n: int = 2000, image_size: int = 48
     fg = 170 + 85 * torch.rand(n, 2, generator=g)  # pattern / distractor brightness
     yy = torch.arange(s).view(1, s, 1)
     xx = torch.arange(s).view(1, 1, s)
-    masks = ((yy >= py.view(-1, 1, 1)) & (yy < py.view(-1, 1, 1) + p)
-             & (xx >= px.view(-1, 1, 1)) & (xx < px.view(-1, 1, 1) + p))
-    dmask = ((yy >= dy.view(-1, 1, 1)) & (yy < dy.view(-1, 1, 1) + p)
-             & (xx >= dx.view(-1, 1, 1)) & (xx < dx.view(-1, 1, 1) + p))
+    masks = (
+        (yy >= py.view(-1, 1, 1))
+        & (yy < py.view(-1, 1, 1) + p)
+        & (xx >= px.view(-1, 1, 1))
+        & (xx < px.view(-1, 1, 1) + p)
+    )
+    dmask = (
+        (yy >= dy.view(-1, 1, 1))
+        & (yy < dy.view(-1, 1, 1) + p)
+        & (xx >= dx.view(-1, 1, 1))
+        & (xx < dx.view(-1, 1, 1) + p)
+    )
     pat = patterns()[labels]  # [n,7,7]
     on = torch.zeros(n, s, s, dtype=torch.bool)
     on[masks] = pat.reshape(-1)  # boxes are row-major in both
@@ -71,6 +93,15 @@ def load_planted(path: str | None = None, *, n: int = 2000, image_size: int = 48
     images = img.round().clamp(0, 255).to(torch.uint8).unsqueeze(1)
     splits = stratified_split(labels, dict(zip(("train", "val", "test"), fractions)), seed)
     mean, std = channel_stats(images[splits["train"]])
-    return ImageDataset(name="planted", images=images, labels=labels.long(), classes=list(CLASSES),
-                        splits=splits, mean=mean, std=std, ids=[str(i) for i in range(n)], masks=masks,
-                        source=f"generated (seed {seed})")
+    return ImageDataset(
+        name="planted",
+        images=images,
+        labels=labels.long(),
+        classes=list(CLASSES),
+        splits=splits,
+        mean=mean,
+        std=std,
+        ids=[str(i) for i in range(n)],
+        masks=masks,
+        source=f"generated (seed {seed})",
+    )

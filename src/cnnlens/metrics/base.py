@@ -28,8 +28,10 @@ class Score:
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, torch.Tensor) or self.values.ndim != 1:
-            raise TypeError(f"Score {self.name!r}: values must be a 1-D tensor [N]; got "
-                            f"{getattr(self.values, 'shape', type(self.values).__name__)}")
+            raise TypeError(
+                f"Score {self.name!r}: values must be a 1-D tensor [N]; got "
+                f"{getattr(self.values, 'shape', type(self.values).__name__)}"
+            )
         object.__setattr__(self, "values", self.values.detach().to("cpu", torch.float64))
 
     @property
@@ -86,8 +88,10 @@ def beats(method: Score, control: Score, margin_se: float = 2.0) -> bool:
     """Whether ``method`` beats ``control`` on the same images: the paired difference (in the
     score's good direction) is positive and larger than ``margin_se`` standard errors."""
     if method.values.shape != control.values.shape:
-        raise ValueError(f"scores {method.name!r} of {method.method!r} and {control.method!r} cover "
-                         f"different images ({len(method.values)} vs {len(control.values)})")
+        raise ValueError(
+            f"scores {method.name!r} of {method.method!r} and {control.method!r} cover "
+            f"different images ({len(method.values)} vs {len(control.values)})"
+        )
     d = method.values - control.values
     if not method.higher_is_better:
         d = -d

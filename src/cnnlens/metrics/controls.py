@@ -36,7 +36,9 @@ class RandomControl(Explainer):
     def __init__(self) -> None:
         self._gen: torch.Generator | None = None
 
-    def attribute(self, ctx: Context, seed: int | None = None, **_: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    def attribute(
+        self, ctx: Context, seed: int | None = None, **_: Any
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         if self._gen is None:  # one stream per explain() call, continued across chunks
             self._gen = torch.Generator()
             if seed is None:

@@ -11,7 +11,8 @@ A faithful map makes the probability fall fast under deletion (low AUC) and rise
 insertion (high AUC); ``insertion - deletion`` summarizes both (higher is better).
 
 All (image, step) pairs are evaluated in batches on the model's device, ``chunk_size`` images per
-forward pass. Ties in the map keep pixel order (a stable sort), so results are deterministic.
+forward pass (32 on the CPU, 512 on an accelerator by default). Ties in the map keep pixel order
+(a stable sort), so results are deterministic.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y.reshape(n, c, h, w)
 
 
-def make_substrate(x: torch.Tensor, substrate: str | torch.Tensor,
-                   stats: tuple[Sequence[float], Sequence[float]] | None = None,
-                   blur_sigma: float = 5.0) -> torch.Tensor:
+def make_substrate(
+    x: torch.Tensor,
+    substrate: str | torch.Tensor,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    blur_sigma: float = 5.0,
+) -> torch.Tensor:
     """The image pixels are replaced by (deletion) or start from (insertion), ``[N,C,H,W]``.
 
     ``"mean"``: the training mean, which is 0 in cnnlens' normalized input space;
@@ -59,16 +63,19 @@ def make_substrate(x: torch.Tensor, substrate: str | torch.Tensor,
         try:
             return substrate.to(x.device, x.dtype).expand_as(x)
         except RuntimeError:
-            raise ValueError(f"substrate tensor {tuple(substrate.shape)} does not broadcast to the "
-                             f"images {tuple(x.shape)}") from None
+            raise ValueError(
+                f"substrate tensor {tuple(substrate.shape)} does not broadcast to the images {tuple(x.shape)}"
+            ) from None
     if substrate == "mean":
         return torch.zeros_like(x)
     if substrate == "blur":
         return gaussian_blur(x, blur_sigma)
     if substrate == "zeros":
         if stats is None:
-            raise ValueError("substrate='zeros' (black pixels) needs stats=(mean, std) of the input "
-                             "normalization, e.g. stats=(dataset.mean, dataset.std); or use 'mean'")
+            raise ValueError(
+                "substrate='zeros' (black pixels) needs stats=(mean, std) of the input "
+                "normalization, e.g. stats=(dataset.mean, dataset.std); or use 'mean'"
+            )
         m = torch.tensor(stats[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         s = torch.tensor(stats[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (-m / s).expand_as(x).clone()
@@ -87,8 +94,9 @@ def _check(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, steps: in
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"x must be normalized float [N,C,H,W]; got {x.dtype} {tuple(x.shape)}")
     if tuple(maps.shape) != (x.shape[0], *x.shape[-2:]):
-        raise ValueError(f"maps must be [N,H,W] = {(x.shape[0], *x.shape[-2:])} to match x; got "
-                         f"{tuple(maps.shape)}")
+        raise ValueError(
+            f"maps must be [N,H,W] = {(x.shape[0], *x.shape[-2:])} to match x; got {tuple(maps.shape)}"
+        )
     if targets.shape != (x.shape[0],):
         raise ValueError(f"targets must be one class per image [{x.shape[0]}]; got {tuple(targets.shape)}")
     if not isinstance(steps, int) or steps < 1:
@@ -96,10 +104,19 @@ def _check(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, steps: in
 
 
 @torch.no_grad()
-def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
-                        mode: str = "deletion", *, steps: int = 50, substrate: str | torch.Tensor = "mean",
-                        stats: tuple[Sequence[float], Sequence[float]] | None = None,
-                        blur_sigma: float = 5.0, chunk_size: int = 512) -> torch.Tensor:
+def perturbation_curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    mode: str = "deletion",
+    *,
+    steps: int = 50,
+    substrate: str | torch.Tensor = "mean",
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    blur_sigma: float = 5.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """Target-class probability along the deletion or insertion path.
 
     Args:
@@ -109,19 +126,26 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
         targets: ``int64 [N]`` class whose probability is tracked.
         mode: ``"deletion"`` or ``"insertion"``.
         steps: number of equal steps from no pixel to all pixels.
-        chunk_size: perturbed images per forward pass.
+        chunk_size: perturbed images per forward pass; default 32 on the CPU (larger batches ran
+            slower there: cache-bound, see docs/benchmarks.md) and 512 on an accelerator.
 
     Returns:
         ``float64 [N, steps+1]`` probabilities on the CPU.
     """
     _check(x, maps, targets, steps, mode)
     dev = model_device(model)
+    if chunk_size is None:
+        chunk_size = 32 if dev.type == "cpu" else 512
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     n, c, h, w = x.shape
     p = h * w
     xd = x.detach().to(dev, torch.float32)
     sub = make_substrate(xd, substrate, stats, blur_sigma)
     start, end = (xd, sub) if mode == "deletion" else (sub, xd)
-    order = torch.sort(maps.detach().reshape(n, p).to(dev).float(), dim=1, descending=True, stable=True).indices
+    order = torch.sort(
+        maps.detach().reshape(n, p).to(dev).float(), dim=1, descending=True, stable=True
+    ).indices
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(p, device=dev).expand(n, p).contiguous())
     counts = pixel_counts(p, steps).to(dev)
@@ -135,7 +159,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, t
             changed = (rank[i] < counts[k].unsqueeze(1)).view(-1, 1, h, w)
             imgs = torch.where(changed, end[i], start[i])
             prob = model(imgs).float().softmax(1)
-            out[j0:j0 + len(j)] = prob.gather(1, tg[i].view(-1, 1)).squeeze(1)
+            out[j0 : j0 + len(j)] = prob.gather(1, tg[i].view(-1, 1)).squeeze(1)
     return out.view(n, steps + 1).double().cpu()
 
 
@@ -148,10 +172,19 @@ def auc(curves: torch.Tensor) -> torch.Tensor:
     return (c[:, 1:] + c[:, :-1]).sum(1) / (2.0 * s)
 
 
-def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
-                       *, method: str = "", steps: int = 50, substrate: str | torch.Tensor = "mean",
-                       stats: tuple[Sequence[float], Sequence[float]] | None = None, blur_sigma: float = 5.0,
-                       chunk_size: int = 512) -> tuple[dict[str, Score], dict[str, torch.Tensor]]:
+def deletion_insertion(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    method: str = "",
+    steps: int = 50,
+    substrate: str | torch.Tensor = "mean",
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    blur_sigma: float = 5.0,
+    chunk_size: int | None = None,
+) -> tuple[dict[str, Score], dict[str, torch.Tensor]]:
     """Deletion AUC (lower is better), insertion AUC (higher is better) and their difference.
 
     Returns ``(scores, curves)``: scores ``deletion_auc``, ``insertion_auc``,
@@ -161,7 +194,9 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, ta
     dc = perturbation_curves(model, x, maps, targets, "deletion", **kw)
     ic = perturbation_curves(model, x, maps, targets, "insertion", **kw)
     d, i = auc(dc), auc(ic)
-    scores = {"deletion_auc": Score("deletion_auc", d, False, method),
-              "insertion_auc": Score("insertion_auc", i, True, method),
-              "insertion_minus_deletion": Score("insertion_minus_deletion", i - d, True, method)}
+    scores = {
+        "deletion_auc": Score("deletion_auc", d, False, method),
+        "insertion_auc": Score("insertion_auc", i, True, method),
+        "insertion_minus_deletion": Score("insertion_minus_deletion", i - d, True, method),
+    }
     return scores, {"deletion": dc, "insertion": ic}

@@ -19,12 +19,16 @@ from .base import Score
 
 def _check(maps: torch.Tensor, masks: torch.Tensor) -> None:
     if maps.ndim != 3 or masks.shape != maps.shape:
-        raise ValueError(f"maps [N,H,W] and masks must have the same shape; got {tuple(maps.shape)} and "
-                         f"{tuple(masks.shape)}")
+        raise ValueError(
+            f"maps [N,H,W] and masks must have the same shape; got {tuple(maps.shape)} and "
+            f"{tuple(masks.shape)}"
+        )
     if (masks.flatten(1).sum(1) == 0).any():
         bad = torch.nonzero(masks.flatten(1).sum(1) == 0).flatten().tolist()
-        raise ValueError(f"masks of images {bad[:10]} are empty; localization needs a non-empty "
-                         "ground-truth mask per image")
+        raise ValueError(
+            f"masks of images {bad[:10]} are empty; localization needs a non-empty "
+            "ground-truth mask per image"
+        )
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor, method: str = "") -> Score:
@@ -46,5 +50,9 @@ def relevance_mass(maps: torch.Tensor, masks: torch.Tensor, method: str = "") ->
     m = masks.reshape(n, -1).bool().cpu()
     tot = pos.sum(1)
     inside = (pos * m).sum(1)
-    return Score("relevance_mass", torch.where(tot > 0, inside / tot.clamp_min(1e-300), torch.zeros_like(tot)),
-                 True, method)
+    return Score(
+        "relevance_mass",
+        torch.where(tot > 0, inside / tot.clamp_min(1e-300), torch.zeros_like(tot)),
+        True,
+        method,
+    )

@@ -26,24 +26,64 @@ from .base import TRUST_METRICS, Score, TrustTest, beats, register_test
 from .controls import CONTROLS, is_control
 from .faithfulness import deletion_insertion
 from .localization import pointing_game, relevance_mass
-from .randomization import (explainer_fn, fully_randomized, map_similarity, other_classes, parameter_layers,
-                            randomization_curve)
+from .randomization import (
+    fully_randomized,
+    layer_groups,
+    map_similarity,
+    other_classes,
+    parameter_layers,
+    randomization_curve,
+)
+
+# The fast protocol: what `cnnlens trust --fast` and the report use (benchmarks/trust.py times it)
+FAST = {"n_images": 16, "steps": 20, "cascade": False}
 
 log = logging.getLogger(__name__)
 
-FAITHFULNESS = register_test(TrustTest(
-    "faithfulness", ("insertion_minus_deletion",), True, "beat_controls", False,
-    "deletion/insertion AUC of the target probability (Petsiuk et al. 2018); insertion - deletion must beat both controls"))
-RANDOMIZATION = register_test(TrustTest(
-    "randomization", ("spearman_abs",), False, "midpoint", False,
-    "model parameter randomization (Adebayo et al. 2018): |rank corr| with the maps of the fully randomized "
-    "model must be nearer the random control than the edge control"))
-RANDOM_LOGIT = register_test(TrustTest(
-    "random_logit", ("spearman_abs",), False, "midpoint", False,
-    "map for the true class vs for another class: |rank corr| nearer the random control than the edge control"))
-LOCALIZATION = register_test(TrustTest(
-    "localization", ("pointing_game", "relevance_mass"), True, "beat_controls", True,
-    "pointing game and relevance mass inside the ground-truth mask must beat both controls"))
+FAITHFULNESS = register_test(
+    TrustTest(
+        "faithfulness",
+        ("insertion_minus_deletion",),
+        True,
+        "beat_controls",
+        False,
+        "deletion/insertion AUC of the target probability (Petsiuk et al. 2018); "
+        "insertion - deletion must beat both controls",
+    )
+)
+RANDOMIZATION = register_test(
+    TrustTest(
+        "randomization",
+        ("spearman_abs",),
+        False,
+        "midpoint",
+        False,
+        "model parameter randomization (Adebayo et al. 2018): |rank corr| with the maps of the fully "
+        "randomized "
+        "model must be nearer the random control than the edge control",
+    )
+)
+RANDOM_LOGIT = register_test(
+    TrustTest(
+        "random_logit",
+        ("spearman_abs",),
+        False,
+        "midpoint",
+        False,
+        "map for the true class vs for another class: |rank corr| nearer the random control "
+        "than the edge control",
+    )
+)
+LOCALIZATION = register_test(
+    TrustTest(
+        "localization",
+        ("pointing_game", "relevance_mass"),
+        True,
+        "beat_controls",
+        True,
+        "pointing game and relevance mass inside the ground-truth mask must beat both controls",
+    )
+)
 
 
 @dataclass
@@ -76,10 +116,16 @@ class TrustReport:
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows (strings): one row per method, its headline scores, pass/fail, reading."""
-        cols = [("ins-del", "insertion_minus_deletion"), ("del", "deletion_auc"), ("ins", "insertion_auc"),
-                ("rand |rho|", "randomization.spearman_abs"), ("rand ssim", "randomization.ssim"),
-                ("logit |rho|", "random_logit.spearman_abs"), ("pointing", "pointing_game"),
-                ("mass", "relevance_mass")]
+        cols = [
+            ("ins-del", "insertion_minus_deletion"),
+            ("del", "deletion_auc"),
+            ("ins", "insertion_auc"),
+            ("rand |rho|", "randomization.spearman_abs"),
+            ("rand ssim", "randomization.ssim"),
+            ("logit |rho|", "random_logit.spearman_abs"),
+            ("pointing", "pointing_game"),
+            ("mass", "relevance_mass"),
+        ]
         cols = [c for c in cols if any(c[1] in s for s in self.scores.values())]
         header = ["method"] + [c[0] for c in cols] + self.tests + ["reading"]
         rows = []
@@ -87,26 +133,47 @@ class TrustReport:
             row = [m] + [f"{self.scores[m][k].mean:.3f}" if k in self.scores[m] else "-" for _, k in cols]
             for t in self.tests:
                 v = self.passed[m].get(t)
-                row.append("control" if v is None and is_control(m) else "-" if v is None
-                           else "pass" if v else "FAIL")
+                row.append(
+                    "control"
+                    if v is None and is_control(m)
+                    else "-"
+                    if v is None
+                    else "pass"
+                    if v
+                    else "FAIL"
+                )
             row.append(self.readings[m])
             rows.append(row)
         return header, rows
 
     def to_dict(self) -> dict[str, Any]:
-        tests = {t: {"headline": list(TRUST_METRICS.get(t).headline),
-                     "higher_is_better": TRUST_METRICS.get(t).higher_is_better,
-                     "rule": TRUST_METRICS.get(t).rule, "description": TRUST_METRICS.get(t).description}
-                 for t in self.tests}
+        tests = {
+            t: {
+                "headline": list(TRUST_METRICS.get(t).headline),
+                "higher_is_better": TRUST_METRICS.get(t).higher_is_better,
+                "rule": TRUST_METRICS.get(t).rule,
+                "description": TRUST_METRICS.get(t).description,
+            }
+            for t in self.tests
+        }
         return {
-            "n_images": self.n_images, "accuracy_on_images": self.accuracy, "seconds": self.seconds,
-            "options": self.options, "tests": tests, "controls": [m for m in self.methods if is_control(m)],
-            "methods": {m: {"control": is_control(m),
-                            "scores": {k: s.to_dict() for k, s in self.scores[m].items()},
-                            "randomization_cascading": [[ly, d] for ly, d in self.cascading.get(m, [])],
-                            "randomization_independent": [[ly, d] for ly, d in self.independent.get(m, [])],
-                            "passed": self.passed[m], "reading": self.readings[m]}
-                        for m in self.methods},
+            "n_images": self.n_images,
+            "accuracy_on_images": self.accuracy,
+            "seconds": self.seconds,
+            "options": self.options,
+            "tests": tests,
+            "controls": [m for m in self.methods if is_control(m)],
+            "methods": {
+                m: {
+                    "control": is_control(m),
+                    "scores": {k: s.to_dict() for k, s in self.scores[m].items()},
+                    "randomization_cascading": [[ly, d] for ly, d in self.cascading.get(m, [])],
+                    "randomization_independent": [[ly, d] for ly, d in self.independent.get(m, [])],
+                    "passed": self.passed[m],
+                    "reading": self.readings[m],
+                }
+                for m in self.methods
+            },
             "skipped": [{"method": m, "reason": r} for m, r in self.skipped],
         }
 
@@ -138,12 +205,24 @@ def _means(d: dict[str, Score]) -> dict[str, float]:
     return {k: s.mean for k, s in d.items()}
 
 
-def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | None = None, *,
-              n_images: int = 32, out_dir: str | os.PathLike[str] | None = None, split: str = "test",
-              seed: int = 0, steps: int = 50, substrate: str = "mean", blur_sigma: float = 5.0,
-              independent: bool = False, max_cost: int | None = None,
-              method_options: dict[str, dict[str, Any]] | None = None,
-              progress: Callable[[int, int], None] | None = None) -> TrustReport:
+def run_trust(
+    model: nn.Module,
+    dataset: ImageDataset,
+    methods: Sequence[str] | None = None,
+    *,
+    n_images: int = 32,
+    out_dir: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    seed: int = 0,
+    steps: int = 50,
+    substrate: str = "mean",
+    blur_sigma: float = 5.0,
+    cascade: bool = True,
+    independent: bool = False,
+    max_cost: int | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrustReport:
     """Score every method (and both controls) on ``n_images`` images of ``dataset``.
 
     Args:
@@ -154,6 +233,9 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
         n_images: images drawn (seeded) from ``split``.
         out_dir: folder for ``scores.json``, ``table.csv`` and ``randomization.png``; nothing written if None.
         steps, substrate, blur_sigma: deletion/insertion settings (see :mod:`.faithfulness`).
+        cascade: draw the cascading curve layer by layer (one map per layer group); without it
+            only the fully randomized model is compared (the verdict needs only that). ``FAST``
+            (16 images, 20 steps, no cascade) is the quick preset.
         independent: also run the one-layer-at-a-time randomization curve (slower).
         max_cost: with ``methods=None``, leave out methods whose ``cost`` exceeds it (listed as skipped).
         method_options: per-method keyword options for ``explain``.
@@ -182,8 +264,8 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
         logits = model(x)
     acc = float((logits.argmax(1) == targets).float().mean())
     num_classes = int(logits.shape[1])
-    layers = parameter_layers(model, x)
-    randomized = fully_randomized(model, layers, seed)
+    layers = layer_groups(model, parameter_layers(model, x))
+    randomized = None if cascade else fully_randomized(model, layers, seed)
     others = other_classes(targets, num_classes, seed).to(dev)
     tests = [t for t in TRUST_METRICS.names() if masks is not None or not TRUST_METRICS.get(t).needs_masks]
 
@@ -195,7 +277,9 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
         opts = dict(method_options.get(m, {}))
         call = 0
 
-        def maps_fn(mod: nn.Module, target: torch.Tensor = targets, m: str = m, opts: dict = opts) -> torch.Tensor:
+        def maps_fn(
+            mod: nn.Module, target: torch.Tensor = targets, m: str = m, opts: dict = opts
+        ) -> torch.Tensor:
             nonlocal call
             call += 1
             o = dict(opts)
@@ -206,19 +290,35 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
         try:
             t1 = time.perf_counter()
             maps = maps_fn(model)
-            sc, _ = deletion_insertion(model, x, maps, targets, method=m, steps=steps, substrate=substrate,
-                                       stats=(dataset.mean, dataset.std), blur_sigma=blur_sigma)
-            full = map_similarity(maps, maps_fn(randomized), m)
+            sc, _ = deletion_insertion(
+                model,
+                x,
+                maps,
+                targets,
+                method=m,
+                steps=steps,
+                substrate=substrate,
+                stats=(dataset.mean, dataset.std),
+                blur_sigma=blur_sigma,
+            )
+            if cascade:  # its last step is the fully randomized model (same seeds as fully_randomized)
+                curve = randomization_curve(
+                    model, maps_fn, maps, layers, order="cascading", seed=seed, method=m
+                )
+                cascading[m] = [(ly, _means(d)) for ly, d in curve]
+                full = curve[-1][1]
+            else:
+                full = map_similarity(maps, maps_fn(randomized), m)
             sc.update({f"randomization.{k2}": v for k2, v in full.items()})
             logit = map_similarity(maps, maps_fn(model, others), m)
             sc.update({f"random_logit.{k2}": v for k2, v in logit.items()})
             if masks is not None:
                 sc["pointing_game"] = pointing_game(maps.cpu(), masks, m)
                 sc["relevance_mass"] = relevance_mass(maps.cpu(), masks, m)
-            curve = randomization_curve(model, maps_fn, maps, layers, order="cascading", seed=seed, method=m)
-            cascading[m] = [(ly, _means(d)) for ly, d in curve]
             if independent:
-                curve = randomization_curve(model, maps_fn, maps, layers, order="independent", seed=seed, method=m)
+                curve = randomization_curve(
+                    model, maps_fn, maps, layers, order="independent", seed=seed, method=m
+                )
                 indep[m] = [(ly, _means(d)) for ly, d in curve]
             scores[m] = sc
             done.append(m)
@@ -233,12 +333,31 @@ def run_trust(model: nn.Module, dataset: ImageDataset, methods: Sequence[str] | 
 
     passed = {m: decide(m, scores, tests) for m in done}
     readings = {m: reading(m, scores, passed[m], tests) for m in done}
-    report = TrustReport(methods=done, scores=scores, cascading=cascading, independent=indep, passed=passed,
-                         readings=readings, skipped=skipped, tests=tests, n_images=len(idx), accuracy=acc,
-                         seconds=time.perf_counter() - t0,
-                         options={"split": split, "seed": seed, "steps": steps, "substrate": substrate,
-                                  "blur_sigma": blur_sigma, "target": "label", "layers": layers,
-                                  "images": idx.tolist()})
+    report = TrustReport(
+        methods=done,
+        scores=scores,
+        cascading=cascading,
+        independent=indep,
+        passed=passed,
+        readings=readings,
+        skipped=skipped,
+        tests=tests,
+        n_images=len(idx),
+        accuracy=acc,
+        seconds=time.perf_counter() - t0,
+        options={
+            "split": split,
+            "seed": seed,
+            "steps": steps,
+            "substrate": substrate,
+            "blur_sigma": blur_sigma,
+            "target": "label",
+            "layers": layers,
+            "cascade": cascade,
+            "independent": independent,
+            "images": idx.tolist(),
+        },
+    )
     if out_dir is not None:
         write_report(report, out_dir)
     return report
@@ -288,25 +407,32 @@ def _numbers(t: str, scores: dict[str, dict[str, Score]], m: str) -> str:
         return f"ins-del {f(k, m)}; edge control {f(k, 'control_edge')}, random {f(k, 'control_random')}"
     if t == "randomization":
         k = "randomization.spearman_abs"
-        return (f"|rank corr| {f(k, m)} after full randomization; edge control {f(k, 'control_edge')}, "
-                f"random {f(k, 'control_random')}")
+        return (
+            f"|rank corr| {f(k, m)} after full randomization; edge control {f(k, 'control_edge')}, "
+            f"random {f(k, 'control_random')}"
+        )
     if t == "random_logit":
         k = "random_logit.spearman_abs"
         return f"|rank corr| {f(k, m)} with another class's map; edge control {f(k, 'control_edge')}"
     k = "pointing_game"
-    return (f"pointing {f(k, m)}, mass {f('relevance_mass', m)}; edge control {f(k, 'control_edge')}/"
-            f"{f('relevance_mass', 'control_edge')}, random {f(k, 'control_random')}/"
-            f"{f('relevance_mass', 'control_random')}")
+    return (
+        f"pointing {f(k, m)}, mass {f('relevance_mass', m)}; edge control {f(k, 'control_edge')}/"
+        f"{f('relevance_mass', 'control_edge')}, random {f(k, 'control_random')}/"
+        f"{f('relevance_mass', 'control_random')}"
+    )
 
 
-def reading(method: str, scores: dict[str, dict[str, Score]], passed: dict[str, bool | None],
-            tests: Sequence[str]) -> str:
+def reading(
+    method: str, scores: dict[str, dict[str, Score]], passed: dict[str, bool | None], tests: Sequence[str]
+) -> str:
     """One line from the numbers: failed tests first (with their numbers), then what passed."""
     if is_control(method):
         what = "random noise" if method == "control_random" else "Sobel edges of the image"
         s = scores[method]
-        nums = [f"ins-del {s['insertion_minus_deletion'].mean:.2f}",
-                f"|rank corr| {s['randomization.spearman_abs'].mean:.2f} after full randomization"]
+        nums = [
+            f"ins-del {s['insertion_minus_deletion'].mean:.2f}",
+            f"|rank corr| {s['randomization.spearman_abs'].mean:.2f} after full randomization",
+        ]
         if "pointing_game" in s:
             nums.append(f"pointing {s['pointing_game'].mean:.2f}")
         return f"{method}: control ({what}; ignores the model): " + ", ".join(nums)
@@ -327,8 +453,14 @@ def write_report(report: TrustReport, out_dir: str | os.PathLike[str]) -> Path:
     write_json(out / "scores.json", report.to_dict())
     header, rows = report.table()
     write_csv(out / "table.csv", header, rows)
+    if not report.cascading:
+        return out / "scores.json"
     from ..report.fig_trust import plot_randomization
 
-    plot_randomization(report.cascading, out / "randomization.png", metric="spearman_abs",
-                       title=f"cascading randomization ({report.n_images} images)")
+    plot_randomization(
+        report.cascading,
+        out / "randomization.png",
+        metric="spearman_abs",
+        title=f"cascading randomization ({report.n_images} images)",
+    )
     return out / "scores.json"

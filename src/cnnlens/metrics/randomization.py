@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explain.core import explain, model_device, model_guard
+from ..explain.core import model_device, model_guard
 from .base import Score
 
 SIMILARITIES = ("spearman", "spearman_abs", "ssim")
 
 
 # ---- similarity measures -------------------------------------------------------------------------
+
 
 def average_ranks(v: torch.Tensor) -> torch.Tensor:
     """Row-wise ranks ``[N, P]`` (0-based), ties get the average of their positions (as scipy)."""
@@ -68,8 +68,14 @@ def minmax01(m: torch.Tensor) -> torch.Tensor:
     return out.reshape(m.shape)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, win_size: int = 7, data_range: float = 1.0,
-         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    win_size: int = 7,
+    data_range: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """Mean SSIM of each pair of images ``[N, H, W]`` -> ``[N]`` (float64).
 
     ``SSIM = (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2))`` with
@@ -77,7 +83,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, win_size: int = 7, data_range: float 
     ``C2 = (k2 L)^2``; averaged over the valid window positions (scikit-image's default).
     """
     if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(f"ssim needs two [N,H,W] tensors of the same shape; got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"ssim needs two [N,H,W] tensors of the same shape; got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
     if min(a.shape[-2:]) < win_size:
         raise ValueError(f"images {tuple(a.shape[-2:])} are smaller than the SSIM window {win_size}")
     x, y = a.double().unsqueeze(1), b.double().unsqueeze(1)
@@ -100,12 +108,15 @@ def map_similarity(a: torch.Tensor, b: torch.Tensor, method: str = "") -> dict[s
     """Similarities of two sets of maps ``[N, H, W]``: ``spearman``, ``spearman_abs`` and ``ssim``
     (each ``[N]``; lower is better: the method is sensitive to what was changed)."""
     a, b = a.detach().cpu(), b.detach().cpu()
-    return {"spearman": Score("spearman", spearman(a, b), False, method),
-            "spearman_abs": Score("spearman_abs", spearman(a.abs(), b.abs()), False, method),
-            "ssim": Score("ssim", ssim(minmax01(a), minmax01(b)), False, method)}
+    return {
+        "spearman": Score("spearman", spearman(a, b), False, method),
+        "spearman_abs": Score("spearman_abs", spearman(a.abs(), b.abs()), False, method),
+        "ssim": Score("ssim", ssim(minmax01(a), minmax01(b)), False, method),
+    }
 
 
 # ---- re-initialization ---------------------------------------------------------------------------
+
 
 def parameter_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the modules that own parameters, in the order the forward pass calls them
@@ -114,10 +125,28 @@ def parameter_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     seen: list[str] = []
     with model_guard(model) as handles, torch.no_grad():
         for n, m in own:
-            handles.append(m.register_forward_hook(
-                lambda _m, _i, _o, n=n: seen.append(n) if n not in seen else None))
+            handles.append(
+                m.register_forward_hook(lambda _m, _i, _o, n=n: seen.append(n) if n not in seen else None)
+            )
         model(x[:1].to(model_device(model)))
     return seen + [n for n, _ in own if n not in seen]
+
+
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def layer_groups(model: nn.Module, layers: Sequence[str]) -> list[str]:
+    """Join each normalization layer to the layer before it: ``["cnn.0", "cnn.1", "fc.1"]`` ->
+    ``["cnn.0+cnn.1", "fc.1"]`` when ``cnn.1`` is a BatchNorm. A group is randomized as one step
+    (a BatchNorm reset alone is the identity: a curve point that says nothing)."""
+    named = dict(model.named_modules())
+    out: list[str] = []
+    for n in layers:
+        if out and isinstance(named.get(n), NORM_LAYERS):
+            out[-1] += "+" + n
+        else:
+            out.append(n)
+    return out
 
 
 def reinitialize(module: nn.Module, seed: int) -> None:
@@ -136,28 +165,27 @@ def reinitialize(module: nn.Module, seed: int) -> None:
                     p.normal_(0.0, std if std > 0 else 1.0)
 
 
-MapFn = Callable[[nn.Module], torch.Tensor]
+MapFn = Callable[[nn.Module], torch.Tensor]  # model -> maps [N,H,W] on fixed images and targets
 
 
-def explainer_fn(method: str, x: torch.Tensor, targets: torch.Tensor, **options: Any) -> MapFn:
-    """``model -> maps [N,H,W]`` for ``method`` on fixed images and fixed target classes."""
-
-    def fn(model: nn.Module) -> torch.Tensor:
-        return explain(model, x, method, target=targets, **options).maps
-
-    return fn
-
-
-def randomization_curve(model: nn.Module, maps_fn: MapFn, original: torch.Tensor, layers: Sequence[str],
-                        *, order: str = "cascading", seed: int = 0, method: str = ""
-                        ) -> list[tuple[str, dict[str, Score]]]:
+def randomization_curve(
+    model: nn.Module,
+    maps_fn: MapFn,
+    original: torch.Tensor,
+    layers: Sequence[str],
+    *,
+    order: str = "cascading",
+    seed: int = 0,
+    method: str = "",
+) -> list[tuple[str, dict[str, Score]]]:
     """Similarity between original maps and maps of a randomized copy, one entry per layer.
 
     Args:
         model: the trained model; only deep copies are randomized.
         maps_fn: ``model -> maps [N, H, W]`` (fixed images and targets).
         original: the maps of the unmodified model ``[N, H, W]``.
-        layers: parameter layers bottom to top (:func:`parameter_layers`).
+        layers: parameter layers bottom to top (:func:`parameter_layers`), or groups of them
+            joined by ``+`` (:func:`layer_groups`), each randomized as one step.
         order: ``"cascading"``: layer ``i`` of the result has every layer from the top down to
             ``i`` randomized (the last entry is the fully randomized model); ``"independent"``:
             only that layer is randomized.
@@ -170,7 +198,7 @@ def randomization_curve(model: nn.Module, maps_fn: MapFn, original: torch.Tensor
     if order not in ("cascading", "independent"):
         raise ValueError(f"order must be 'cascading' or 'independent'; got {order!r}")
     named = dict(model.named_modules())
-    missing = [n for n in layers if n not in named]
+    missing = [n for g in layers for n in g.split("+") if n not in named]
     if missing:
         raise ValueError(f"layers {missing} are not in the model; valid: {', '.join(n for n in named if n)}")
     out: list[tuple[str, dict[str, Score]]] = []
@@ -178,8 +206,7 @@ def randomization_curve(model: nn.Module, maps_fn: MapFn, original: torch.Tensor
     for j in reversed(range(len(layers))):
         if order == "independent":
             work = copy.deepcopy(model)
-        mods = dict(work.named_modules())  # type: ignore[union-attr]
-        reinitialize(mods[layers[j]], seed + j)
+        _randomize_group(work, layers[j], seed + j)  # type: ignore[arg-type]
         out.append((layers[j], map_similarity(original, maps_fn(work), method)))  # type: ignore[arg-type]
     return out
 
@@ -188,10 +215,15 @@ def fully_randomized(model: nn.Module, layers: Sequence[str], seed: int = 0) -> 
     """A deep copy of ``model`` with every layer of ``layers`` re-initialized (layer ``j`` with seed
     ``seed + j``, the same weights the cascade ends with)."""
     work = copy.deepcopy(model)
-    mods = dict(work.named_modules())
     for j in reversed(range(len(layers))):
-        reinitialize(mods[layers[j]], seed + j)
+        _randomize_group(work, layers[j], seed + j)
     return work
+
+
+def _randomize_group(model: nn.Module, group: str, seed: int) -> None:
+    mods = dict(model.named_modules())
+    for i, n in enumerate(group.split("+")):
+        reinitialize(mods[n], seed * 1000 + i)
 
 
 def other_classes(targets: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
