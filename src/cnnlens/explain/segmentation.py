@@ -96,20 +96,19 @@ def _register(name: str, description: str) -> Callable[[Callable[..., np.ndarray
     return SEGMENTERS.register(name, description=description)
 
 
-@_register("slic", "SLIC k-means superpixels (Achanta et al. 2012), n_segments=50, compactness 10 in Lab units")
+@_register("slic", "SLIC k-means superpixels (Achanta et al. 2012), n_segments=50, compactness 10 (Lab) / 0.1 (grey)")
 def _slic(arr: np.ndarray, n_segments: int | None = None, seed: int = 0, **options: Any) -> np.ndarray:
     from skimage.segmentation import slic
 
     h, w = arr.shape[:2]
-    kw: dict[str, Any] = {"n_segments": n_segments or default_segments(h, w), "compactness": 10.0,
-                          "sigma": 0.0, "start_label": 0}
+    kw: dict[str, Any] = {"n_segments": n_segments or default_segments(h, w), "sigma": 0.0, "start_label": 0}
     if arr.shape[-1] == 3:
-        kw["channel_axis"] = -1  # converted to Lab (0..100) by skimage
+        kw.update(channel_axis=-1, compactness=10.0)  # converted to Lab (0..100) by skimage
         img = arr
     else:
-        # grey: scale to 0..100 like Lab's L so the same compactness means the same thing
-        kw["channel_axis"] = None
-        img = arr[..., 0] * 100.0
+        # grey in [0, 1]: the same colour/space trade-off as 10 on Lab's 0..100 range
+        kw.update(channel_axis=None, compactness=0.1)
+        img = arr[..., 0]
     kw.update(options)
     return slic(img, **kw)
 
