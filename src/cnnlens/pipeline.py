@@ -284,7 +284,8 @@ def explain_lime(run: Run, result: EvalResult, per_class: int = 1, n_samples: in
                 "weights": [w.tolist() for w in ex["weights"]],
                 "n_segments": list(ex["n_segments"]),
                 "intercept": _list(ex.get("intercept")), "score": _list(ex.get("score")),
-                "segmentation": "slic", "output": ex.get("output", "prob")}
+                "segmentation": "slic", "grid_fallback": _list(ex.get("grid_fallback")),
+                "output": ex.get("output", "prob")}
         write_json(out / "lime.json", meta)
     return meta
 

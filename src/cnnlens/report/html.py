@@ -330,15 +330,19 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
         classes = lime["classes"]
         titles = [f"#{i} {classes[t]} ({100 * p:.0f}%)" for i, t, p in zip(lime["indices"], lime["targets"],
                                                                              lime["probs"])]
-        plots.lime_figure(r.images(lime["indices"]), seg, lime["weights"], titles, out / "lime.png")
+        from .fig_lime import plot_superpixel_evidence
+
+        plot_superpixel_evidence(r.images(lime["indices"]), seg, [torch.tensor(w) for w in lime["weights"]],
+                                 out / "lime.png", k=5, titles=titles, method="LIME")
         d["lime_figure"] = _fig(
             "lime.png", "LIME with superpixel boundaries",
             f"LIME per class ({len(lime['indices'])} correctly classified test images, explained for the predicted "
-            f"class): left, the image with its SLIC superpixel boundaries (yellow; {int(np.median(lime['n_segments']))} "
-            f"superpixels, median); middle, the 5 superpixels with the largest positive weight kept and the rest "
-            f"dimmed; right, each superpixel coloured by its weight in a ridge regression (α = 1, kernel width 0.25) "
-            f"of the class probability on {lime['n_samples']:,} random superpixel on/off samples (seed "
-            f"{lime['seed']}; off = superpixel mean), red = for the class, blue = against.")
+            f"class). Columns: the image with its superpixel boundaries (yellow; {int(np.median(lime['n_segments']))} "
+            "superpixels, median); the 5 superpixels with the largest positive weight (evidence for the class, "
+            "green tint, the rest dimmed); the 5 with the most negative weight (against, red tint); every "
+            "superpixel coloured by its weight (red = for, blue = against, scale on the colour bar). Weights: a "
+            f"ridge regression (α = 1, kernel width 0.25) of the class probability on {lime['n_samples']:,} random "
+            f"superpixel on/off samples (seed {lime['seed']}; off = the superpixel's mean colour).")
         d["lime_findings"] = F.lime_findings(lime)
         d["raw"] += ["explain/lime/lime.json", "explain/lime/lime.npy", "explain/lime/segments.npy"]
     return d

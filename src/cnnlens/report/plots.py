@@ -129,47 +129,6 @@ def reliability_diagram(bins: list[dict[str, float]], ece: float, path: str | os
     return save_figure(fig, path)
 
 
-def lime_figure(images_uint8: torch.Tensor, segments: torch.Tensor, weights: list[list[float]],
-                titles: list[str], path: str | os.PathLike[str], k: int = 5) -> Path:
-    """LIME per image: the image with its superpixel boundaries, the ``k`` superpixels with the largest
-    positive weight kept (the rest dimmed), and every superpixel coloured by its signed weight
-    (red = for the class, blue = against; scaled per image to the largest |weight|)."""
-    from skimage.segmentation import mark_boundaries
-
-    from .figures import to_display
-
-    n = images_uint8.shape[0]
-    if segments.shape[0] != n or len(weights) != n or len(titles) != n:
-        raise ValueError(f"segments ({segments.shape[0]}), weights ({len(weights)}) and titles ({len(titles)}) "
-                         f"need one entry per image ({n})")
-    fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.8 * n), squeeze=False)
-    for i in range(n):
-        img = to_display(images_uint8[i])
-        rgb = np.stack([img] * 3, -1) if img.ndim == 2 else img
-        seg = segments[i].cpu().numpy().astype(np.int64)
-        up = max(1, 128 // max(seg.shape))  # draw small images larger so boundaries stay thin
-        rgb = rgb.repeat(up, 0).repeat(up, 1)
-        seg = seg.repeat(up, 0).repeat(up, 1)
-        w = np.asarray(weights[i], dtype=np.float64)
-        order = np.argsort(-w, kind="stable")
-        top = [int(j) for j in order[:k] if w[j] > 0]
-        keep = np.isin(seg, top)
-        dim = np.where(keep[..., None], rgb, 0.25 + 0.25 * rgb)
-        scale = float(np.abs(w).max()) or 1.0
-        wrgb = plt.get_cmap("bwr")((w[seg] / scale + 1) / 2)[..., :3]
-        axes[i, 0].imshow(mark_boundaries(rgb, seg, color=(1, 1, 0), mode="inner"), interpolation="nearest")
-        axes[i, 0].set_title(titles[i], fontsize=8)
-        axes[i, 1].imshow(mark_boundaries(dim, np.where(keep, seg + 1, 0), color=(0, 1, 0), mode="inner"),
-                          interpolation="nearest")
-        axes[i, 1].set_title(f"top {len(top)} superpixels", fontsize=8)
-        axes[i, 2].imshow(mark_boundaries(wrgb, seg, color=(0.3, 0.3, 0.3), mode="inner"), interpolation="nearest")
-        axes[i, 2].set_title(f"weights (max |w| {scale:.3f})", fontsize=8)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    return save_figure(fig, path)
-
-
 def region_mass_figure(rows: list[dict[str, float]], classes: list[str], path: str | os.PathLike[str],
                        method: str) -> Path:
     """Heatmap of the share of attribution mass per class (rows) and image region (columns)."""
