@@ -22,6 +22,7 @@ AMP = 'a&b"c'
 
 # ---- findings on hand-made numbers ------------------------------------------------------------------
 
+
 def test_region_mass_on_hand_set_maps():
     maps = np.zeros((3, 12, 12), dtype=np.float32)
     maps[0, 0, 0] = 2.0  # all mass top-left, outside the central box (rows/cols 3..8)
@@ -33,7 +34,9 @@ def test_region_mass_on_hand_set_maps():
         assert r[1][k] == pytest.approx(1 / 3)
     assert r[1]["centre_box"] == pytest.approx(36 / 144) == r[1]["centre_box_area"]
     assert r[2]["middle"] == 1 and r[2]["centre_col"] == 1 and r[2]["centre_box"] == 1
-    assert all(math.isnan(v) for k, v in F.region_mass(np.zeros((1, 12, 12)))[0].items() if k != "centre_box_area")
+    assert all(
+        math.isnan(v) for k, v in F.region_mass(np.zeros((1, 12, 12)))[0].items() if k != "centre_box_area"
+    )
 
 
 def test_looks_findings_name_the_region_with_the_most_mass():
@@ -49,14 +52,26 @@ def test_looks_findings_name_the_region_with_the_most_mass():
 
 
 def _metrics() -> dict:
-    return {"split": "test", "n": 50, "accuracy": 0.8, "macro_f1": 0.79, "classes": ["a", "b"],
-            "per_class": [{"class": "a", "precision": 0.75, "recall": 0.9, "f1": 0.8, "support": 20},
-                          {"class": "b", "precision": 0.9, "recall": 0.7, "f1": 0.78, "support": 30}],
-            "most_confused": [{"true": "b", "pred": "a", "count": 9, "rate": 0.3}],
-            "top_losses": [{"index": 7, "true": "b", "pred": "a", "p_true": 0.01, "p_pred": 0.99, "loss": 4.6}],
-            "calibration": {"ece": 0.1, "bins": [{"lo": 0, "hi": 0.5, "count": 10, "accuracy": 0.5, "confidence": 0.45},
-                                                 {"lo": 0.5, "hi": 1, "count": 40, "accuracy": 0.875,
-                                                  "confidence": 0.95}]}}
+    return {
+        "split": "test",
+        "n": 50,
+        "accuracy": 0.8,
+        "macro_f1": 0.79,
+        "classes": ["a", "b"],
+        "per_class": [
+            {"class": "a", "precision": 0.75, "recall": 0.9, "f1": 0.8, "support": 20},
+            {"class": "b", "precision": 0.9, "recall": 0.7, "f1": 0.78, "support": 30},
+        ],
+        "most_confused": [{"true": "b", "pred": "a", "count": 9, "rate": 0.3}],
+        "top_losses": [{"index": 7, "true": "b", "pred": "a", "p_true": 0.01, "p_pred": 0.99, "loss": 4.6}],
+        "calibration": {
+            "ece": 0.1,
+            "bins": [
+                {"lo": 0, "hi": 0.5, "count": 10, "accuracy": 0.5, "confidence": 0.45},
+                {"lo": 0.5, "hi": 1, "count": 40, "accuracy": 0.875, "confidence": 0.95},
+            ],
+        },
+    }
 
 
 def test_eval_findings_come_from_the_numbers():
@@ -71,16 +86,29 @@ def test_eval_findings_come_from_the_numbers():
 
 def test_trust_findings_say_which_method_failed_which_test():
     def m(passed, control=False, rho=0.5):
-        return {"control": control, "passed": passed, "reading": "",
-                "scores": {"insertion_minus_deletion": {"mean": 0.2, "sem": 0.01},
-                           "randomization.spearman_abs": {"mean": rho, "sem": 0.01}}}
+        return {
+            "control": control,
+            "passed": passed,
+            "reading": "",
+            "scores": {
+                "insertion_minus_deletion": {"mean": 0.2, "sem": 0.01},
+                "randomization.spearman_abs": {"mean": rho, "sem": 0.01},
+            },
+        }
 
-    s = {"n_images": 16, "tests": {"faithfulness": {"headline": ["insertion_minus_deletion"]},
-                                   "randomization": {"headline": ["spearman_abs"]}},
-         "methods": {"good": m({"faithfulness": True, "randomization": True}, rho=0.05),
-                     "bad": m({"faithfulness": True, "randomization": False}, rho=0.8),
-                     "control_edge": m({"faithfulness": None, "randomization": None}, control=True)},
-         "skipped": [{"method": "slow", "reason": "cost"}]}
+    s = {
+        "n_images": 16,
+        "tests": {
+            "faithfulness": {"headline": ["insertion_minus_deletion"]},
+            "randomization": {"headline": ["spearman_abs"]},
+        },
+        "methods": {
+            "good": m({"faithfulness": True, "randomization": True}, rho=0.05),
+            "bad": m({"faithfulness": True, "randomization": False}, rho=0.8),
+            "control_edge": m({"faithfulness": None, "randomization": None}, control=True),
+        },
+        "skipped": [{"method": "slow", "reason": "cost"}],
+    }
     text = [f["text"] for f in F.trust_findings(s)]
     assert text[0].startswith("2 methods scored on 16 test images")
     assert "Passed every test: good." in text
@@ -91,9 +119,13 @@ def test_trust_findings_say_which_method_failed_which_test():
 
 # ---- the page, on copies of the session's demo run --------------------------------------------------
 
+
 def _files(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "report"}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] != "report"
+    }
 
 
 def test_demo_report_has_every_section_and_traceable_numbers(demo_run):
@@ -166,18 +198,43 @@ def test_report_computes_only_the_cheap_missing_descriptions(demo_run, tmp_path)
 
 def _rename_classes(run: Path, names: dict[str, str]) -> None:
     """Rewrite class names in every saved file of a run (as if the dataset had named them so)."""
+
     def fix(v):
         if isinstance(v, str):
             return names.get(v, v)
         if isinstance(v, list):
             return [fix(x) for x in v]
         if isinstance(v, dict):
-            return {k: (fix(x) if k in ("classes", "class", "true", "pred", "per_class", "most_confused",
-                                        "top_losses", "pairs", "rows") else x) for k, x in v.items()}
+            return {
+                k: (
+                    fix(x)
+                    if k
+                    in (
+                        "classes",
+                        "class",
+                        "true",
+                        "pred",
+                        "per_class",
+                        "most_confused",
+                        "top_losses",
+                        "pairs",
+                        "rows",
+                    )
+                    else x
+                )
+                for k, x in v.items()
+            }
         return v
 
-    for rel in ("model.json", "eval/metrics.json", "data/counts.json", "data/samples.json",
-                "explain/explanations.json", "explain/lime/lime.json", "explain/confused/confused.json"):
+    for rel in (
+        "model.json",
+        "eval/metrics.json",
+        "data/counts.json",
+        "data/samples.json",
+        "explain/explanations.json",
+        "explain/lime/lime.json",
+        "explain/confused/confused.json",
+    ):
         p = run / rel
         if p.exists():
             write_json(p, fix(read_json(p)))
@@ -213,4 +270,3 @@ def test_report_errors_name_the_fix(tmp_path):
     assert not (tmp_path / "x").exists()  # failed before training
     p = cli("run", "--data", "digits", "--skip", "explain,bogus", "--out", str(tmp_path / "y"), check=False)
     assert p.returncode == 2 and "bogus" in p.stderr and "featureviz" in p.stderr
-

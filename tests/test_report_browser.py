@@ -30,7 +30,7 @@ def test_demo_report_in_chromium(demo_run):
         shot = tab.screenshot(ARTIFACTS / "test-report" / "demo_report.png")
         errors = tab.console_errors
         urls = tab.requested_urls
-    print(f"\nscreenshot of the demo report: {shot}")
+    print(f"\nscreenshot of the demo report: {shot}")  # noqa: T201  (where the artifact is)
     assert info["sections"] == EXPECTED
     for key in EXPECTED:  # each section has its heading and opens with findings
         assert re.search(rf'<section id="{key}">\s*<h2>[^<]+</h2>\s*<div class="findings">', html), key
@@ -52,8 +52,10 @@ def test_demo_report_in_chromium(demo_run):
 def test_the_checks_catch_a_broken_page(tmp_path):
     """The same checks fail on a page with a missing image and a script error."""
     page = tmp_path / "broken.html"
-    page.write_text('<!doctype html><html><body><section id="x"></section><img src="missing.png">'
-                    "<script>console.error('boom'); undefinedFunction();</script></body></html>")
+    page.write_text(
+        '<!doctype html><html><body><section id="x"></section><img src="missing.png">'
+        "<script>console.error('boom'); undefinedFunction();</script></body></html>"
+    )
     with Browser() as b:
         tab = b.open(page.as_uri())
         info = tab.inspect()

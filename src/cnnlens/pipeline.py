@@ -39,8 +39,17 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None] | None
 
-GRADIENT_CAM = ("saliency", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop",
-                "gradcam", "gradcam_pp", "layercam", "guided_gradcam")
+GRADIENT_CAM = (
+    "saliency",
+    "gradient_x_input",
+    "smoothgrad",
+    "integrated_gradients",
+    "guided_backprop",
+    "gradcam",
+    "gradcam_pp",
+    "layercam",
+    "guided_gradcam",
+)
 """The gradient and CAM methods shown side by side by default (one pass family each, cheap)."""
 
 
@@ -55,7 +64,8 @@ class StageSizes:
             methods used (each image explained for its true and for its predicted class).
         lime_samples: perturbed images per LIME explanation.
         filters_first, filters_last: filters shown of the first and of the last conv layer
-            (``None``: all); filter_steps: activation-maximization steps; examples: dataset patches per filter.
+            (``None``: all); filter_steps: activation-maximization steps; examples: dataset patches
+            per filter.
         dream_octaves, dream_steps, dream_every: Deep Dream scales, steps per scale, snapshot interval.
         trust_images, trust_steps, trust_methods: the trust protocol's images, deletion/insertion
             steps and methods (the random and edge controls are always added).
@@ -76,8 +86,16 @@ class StageSizes:
     dream_every: int = 10
     trust_images: int = 32
     trust_steps: int = 50
-    trust_methods: tuple[str, ...] = ("saliency", "gradient_x_input", "smoothgrad", "guided_backprop", "gradcam",
-                                      "gradcam_pp", "layercam", "guided_gradcam")
+    trust_methods: tuple[str, ...] = (
+        "saliency",
+        "gradient_x_input",
+        "smoothgrad",
+        "guided_backprop",
+        "gradcam",
+        "gradcam_pp",
+        "layercam",
+        "guided_gradcam",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -86,23 +104,44 @@ class StageSizes:
 SIZES: dict[str, StageSizes] = {
     "run": StageSizes(),
     "demo": StageSizes(trust_images=24, trust_steps=32, filter_steps=96),
-    "fast": StageSizes(methods=("saliency", "gradient_x_input", "guided_backprop", "gradcam", "gradcam_pp",
-                                "guided_gradcam"),
-                       confused_pairs=2, per_pair=1, confused_methods=("saliency", "gradcam"), lime_samples=200,
-                       filters_first=8, filters_last=8, filter_steps=24, examples=3, dream_octaves=2,
-                       dream_steps=8, dream_every=4, trust_images=8, trust_steps=10,
-                       trust_methods=("saliency", "gradcam")),
+    "fast": StageSizes(
+        methods=(
+            "saliency",
+            "gradient_x_input",
+            "guided_backprop",
+            "gradcam",
+            "gradcam_pp",
+            "guided_gradcam",
+        ),
+        confused_pairs=2,
+        per_pair=1,
+        confused_methods=("saliency", "gradcam"),
+        lime_samples=200,
+        filters_first=8,
+        filters_last=8,
+        filter_steps=24,
+        examples=3,
+        dream_octaves=2,
+        dream_steps=8,
+        dream_every=4,
+        trust_images=8,
+        trust_steps=10,
+        trust_methods=("saliency", "gradcam"),
+    ),
 }
 
 
 # ---- timing ---------------------------------------------------------------------------------------
+
 
 def record_timing(run_dir: str | Path, stage: str, seconds: float, cpu_seconds: float | None = None) -> None:
     """Add ``stage`` to ``RUN/timings.json`` (``{stage: {"wall_s": .., "cpu_s": ..}}``, in stage order)."""
     p = Path(run_dir) / "timings.json"
     d = read_json(p) if p.exists() else {}
     d.pop(stage, None)
-    d[stage] = {"wall_s": round(seconds, 2)} | ({} if cpu_seconds is None else {"cpu_s": round(cpu_seconds, 2)})
+    d[stage] = {"wall_s": round(seconds, 2)} | (
+        {} if cpu_seconds is None else {"cpu_s": round(cpu_seconds, 2)}
+    )
     write_json(p, d)
 
 
@@ -122,7 +161,10 @@ def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:  # kept f
 
 # ---- evaluate, model, data -----------------------------------------------------------------------
 
-def evaluate_run(run: Run, split: str = "test", progress: Progress = None, tta: str | None = None) -> EvalResult:
+
+def evaluate_run(
+    run: Run, split: str = "test", progress: Progress = None, tta: str | None = None
+) -> EvalResult:
     """Evaluate a run's model on ``split`` and write ``RUN/eval/`` (``RUN/eval/tta-<mode>/`` with TTA)."""
     with timed(run.path, "evaluate"):
         res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std, progress=progress, tta=tta)
@@ -153,22 +195,36 @@ def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]
         counts = ds.counts()
         splits = list(ds.splits)
         unlabeled = {s: int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits}
-        info = {"name": ds.name, "source": str(ds.source), "classes": list(ds.classes), "splits": splits,
-                "counts": {s: [int(v) for v in counts[s]] for s in splits}, "unlabeled": unlabeled,
-                "size": {s: len(ds.splits[s]) for s in splits}, "shape": [ds.channels, *ds.size],
-                "mean": list(ds.mean), "std": list(ds.std), "skipped": len(ds.skipped)}
+        info = {
+            "name": ds.name,
+            "source": str(ds.source),
+            "classes": list(ds.classes),
+            "splits": splits,
+            "counts": {s: [int(v) for v in counts[s]] for s in splits},
+            "unlabeled": unlabeled,
+            "size": {s: len(ds.splits[s]) for s in splits},
+            "shape": [ds.channels, *ds.size],
+            "mean": list(ds.mean),
+            "std": list(ds.std),
+            "skipped": len(ds.skipped),
+        }
         out = run.path / "data"
         write_json(out / "counts.json", info)
-        rows = [[c, *[info["counts"][s][k] for s in splits], sum(info["counts"][s][k] for s in splits)]
-                for k, c in enumerate(ds.classes)]
+        rows = [
+            [c, *[info["counts"][s][k] for s in splits], sum(info["counts"][s][k] for s in splits)]
+            for k, c in enumerate(ds.classes)
+        ]
         write_csv(out / "counts.csv", ["class", *splits, "total"], rows)
         split = "train" if "train" in ds.splits else None
         samples = [{"class": c, "indices": idx} for c, idx in pick_samples(ds, per_class, split, seed)]
-        write_json(out / "samples.json", {"split": split, "seed": seed, "per_class": per_class, "rows": samples})
+        write_json(
+            out / "samples.json", {"split": split, "seed": seed, "per_class": per_class, "rows": samples}
+        )
     return info
 
 
 # ---- explanations ---------------------------------------------------------------------------------
+
 
 def select_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
     """Up to ``per_class`` correctly classified images of each class (dataset indices), in split order."""
@@ -179,12 +235,20 @@ def select_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
     return chosen
 
 
-def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, per_class: int = 1,
-                target: str | int = "pred", split: str = "test", progress: Progress = None,
-                result: EvalResult | None = None) -> dict[str, Any]:
+def explain_run(
+    run: Run,
+    methods: list[str],
+    indices: list[int] | None = None,
+    per_class: int = 1,
+    target: str | int = "pred",
+    split: str = "test",
+    progress: Progress = None,
+    result: EvalResult | None = None,
+) -> dict[str, Any]:
     """Explain chosen images of a run with each method; writes ``RUN/explain/`` (one ``<method>.npy`` per
     method, ``explanations.json`` and ``grid.png``). Images default to ``per_class`` correctly classified
-    images per class of ``split`` (from ``result`` when given, else evaluated here). Returns the JSON index."""
+    images per class of ``split`` (from ``result`` when given, else evaluated here). Returns the JSON
+    index."""
     from .explain.batch import explain_images
 
     with timed(run.path, "explain"):
@@ -192,7 +256,9 @@ def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, 
             METHODS.get(m)  # unknown names fail before any work, listing the valid ones
         ds = run.dataset
         if indices is None:
-            indices = select_per_class(result if result is not None else _load_or_evaluate(run, split), per_class)
+            indices = select_per_class(
+                result if result is not None else _load_or_evaluate(run, split), per_class
+            )
         if not indices:
             raise ValueError("no images to explain (no correctly classified image in the split?)")
         n = len(ds)
@@ -204,14 +270,30 @@ def explain_run(run: Run, methods: list[str], indices: list[int] | None = None, 
         tgt: Any = int(target) if isinstance(target, str) and target.isdigit() else target
         if tgt == "label" and (labels < 0).any():
             raise ValueError("target 'label' needs labeled images; some chosen images are unlabeled")
-        explain_images(run.model, ds.images[idx], run.mean, run.std, methods, targets=tgt,
-                       labels=labels, out_dir=run.path / "explain", classes=ds.classes, indices=indices,
-                       progress=progress)
+        explain_images(
+            run.model,
+            ds.images[idx],
+            run.mean,
+            run.std,
+            methods,
+            targets=tgt,
+            labels=labels,
+            out_dir=run.path / "explain",
+            classes=ds.classes,
+            indices=indices,
+            progress=progress,
+        )
     return read_json(run.path / "explain" / "explanations.json")
 
 
-def explain_confused(run: Run, result: EvalResult, methods: list[str] | tuple[str, ...], pairs: int = 3,
-                     per_pair: int = 2, progress: Progress = None) -> dict[str, Any] | None:
+def explain_confused(
+    run: Run,
+    result: EvalResult,
+    methods: list[str] | tuple[str, ...],
+    pairs: int = 3,
+    per_pair: int = 2,
+    progress: Progress = None,
+) -> dict[str, Any] | None:
     """The ``pairs`` most-confused (true A, predicted B) pairs: up to ``per_pair`` test images of A taken
     for B, each explained by every method for A and for B. Writes ``RUN/explain/confused/``:
     ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and ``confused.json``.
@@ -233,32 +315,58 @@ def explain_confused(run: Run, result: EvalResult, methods: list[str] | tuple[st
         images = ds.images[indices]
         lab, pred = result.labels[pos], result.preds[pos]
         out = run.path / "explain" / "confused"
-        meta: dict[str, Any] = {"pairs": top, "per_pair": per_pair, "indices": indices.tolist(),
-                                "labels": lab.tolist(), "predicted": pred.tolist(),
-                                "p_true": result.probs[pos].gather(1, lab.view(-1, 1)).view(-1).tolist(),
-                                "p_pred": result.probs[pos].gather(1, pred.view(-1, 1)).view(-1).tolist(),
-                                "probs": result.probs[pos].tolist(),
-                                "classes": list(ds.classes), "methods": {}}
+        meta: dict[str, Any] = {
+            "pairs": top,
+            "per_pair": per_pair,
+            "indices": indices.tolist(),
+            "labels": lab.tolist(),
+            "predicted": pred.tolist(),
+            "p_true": result.probs[pos].gather(1, lab.view(-1, 1)).view(-1).tolist(),
+            "p_pred": result.probs[pos].gather(1, pred.view(-1, 1)).view(-1).tolist(),
+            "probs": result.probs[pos].tolist(),
+            "classes": list(ds.classes),
+            "methods": {},
+        }
         for k, m in enumerate(methods):
             name = _file_name(m)
-            res = explain_confused_pairs(run.model, images, run.mean, run.std, lab, pred,
-                                         [(p["true_index"], p["pred_index"]) for p in top], ds.classes,
-                                         out / f"{name}.png", method=m, per_pair=len(chosen))
+            res = explain_confused_pairs(
+                run.model,
+                images,
+                run.mean,
+                run.std,
+                lab,
+                pred,
+                [(p["true_index"], p["pred_index"]) for p in top],
+                ds.classes,
+                out / f"{name}.png",
+                method=m,
+                per_pair=len(chosen),
+            )
             if res is None:  # cannot happen: every chosen image matches its pair
                 raise RuntimeError("confused-pair selection found no image")
             ea, eb = res
             _save_npy(out / f"{name}_true.npy", ea.maps)
             _save_npy(out / f"{name}_pred.npy", eb.maps)
-            meta["methods"][m] = {"true": f"{name}_true.npy", "pred": f"{name}_pred.npy", "signed": ea.signed,
-                                  "layer": ea.layer}
+            meta["methods"][m] = {
+                "true": f"{name}_true.npy",
+                "pred": f"{name}_pred.npy",
+                "signed": ea.signed,
+                "layer": ea.layer,
+            }
             if progress:
                 progress(k + 1, len(methods))
         write_json(out / "confused.json", meta)
     return meta
 
 
-def explain_lime(run: Run, result: EvalResult, per_class: int = 1, n_samples: int = 1000, seed: int = 0,
-                 progress: Progress = None) -> dict[str, Any]:
+def explain_lime(
+    run: Run,
+    result: EvalResult,
+    per_class: int = 1,
+    n_samples: int = 1000,
+    seed: int = 0,
+    progress: Progress = None,
+) -> dict[str, Any]:
     """LIME (superpixels) for ``per_class`` correctly classified test images of each class, for the
     predicted class. Writes ``RUN/explain/lime/``: ``lime.npy`` (``float32 [N, H, W]`` pixel maps),
     ``segments.npy`` (``int32 [N, H, W]`` superpixel labels), ``lime.json`` (indices, per-image
@@ -271,34 +379,51 @@ def explain_lime(run: Run, result: EvalResult, per_class: int = 1, n_samples: in
             raise ValueError("no correctly classified test image to explain with LIME")
         ds = run.dataset
         idx = torch.as_tensor(indices)
-        exp = explain_images(run.model, ds.images[idx], run.mean, run.std, ["lime"], figure=False,
-                             method_options={"lime": {"n_samples": n_samples, "seed": seed, "mean": run.mean,
-                                                      "std": run.std}}, progress=progress)["lime"]
+        exp = explain_images(
+            run.model,
+            ds.images[idx],
+            run.mean,
+            run.std,
+            ["lime"],
+            figure=False,
+            method_options={"lime": {"n_samples": n_samples, "seed": seed, "mean": run.mean, "std": run.std}},
+            progress=progress,
+        )["lime"]
         out = run.path / "explain" / "lime"
         _save_npy(out / "lime.npy", exp.maps)
         _save_npy(out / "segments.npy", exp.extras["segments"].to(torch.int32))
         ex = exp.extras
-        meta = {"indices": indices, "labels": ds.labels[idx].tolist(), "targets": exp.targets.tolist(),
-                "probs": exp.probs.gather(1, exp.targets.view(-1, 1)).view(-1).tolist(),
-                "classes": list(ds.classes), "n_samples": n_samples, "seed": seed,
-                "weights": [w.tolist() for w in ex["weights"]],
-                "n_segments": list(ex["n_segments"]),
-                "intercept": _list(ex.get("intercept")), "score": _list(ex.get("score")),
-                "segmentation": "slic", "grid_fallback": _list(ex.get("grid_fallback")),
-                "output": ex.get("output", "prob")}
+        meta = {
+            "indices": indices,
+            "labels": ds.labels[idx].tolist(),
+            "targets": exp.targets.tolist(),
+            "probs": exp.probs.gather(1, exp.targets.view(-1, 1)).view(-1).tolist(),
+            "classes": list(ds.classes),
+            "n_samples": n_samples,
+            "seed": seed,
+            "weights": [w.tolist() for w in ex["weights"]],
+            "n_segments": list(ex["n_segments"]),
+            "intercept": _list(ex.get("intercept")),
+            "score": _list(ex.get("score")),
+            "segmentation": "slic",
+            "grid_fallback": _list(ex.get("grid_fallback")),
+            "output": ex.get("output", "prob"),
+        }
         write_json(out / "lime.json", meta)
     return meta
 
 
 # ---- feature visualization ------------------------------------------------------------------------
 
+
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of the model's ``Conv2d`` layers, in definition order."""
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def featureviz_run(run: Run, result: EvalResult, sizes: StageSizes, progress: Progress = None
-                   ) -> dict[str, Any] | None:
+def featureviz_run(
+    run: Run, result: EvalResult, sizes: StageSizes, progress: Progress = None
+) -> dict[str, Any] | None:
     """Filters of the first and last conv layers (activation maximization beside their top train
     patches), every feature map of both layers for one correctly classified test image, and a Deep
     Dream progression on that image at the last conv layer. Writes ``RUN/featureviz/`` and its index
@@ -314,15 +439,21 @@ def featureviz_run(run: Run, result: EvalResult, sizes: StageSizes, progress: Pr
         limits = [sizes.filters_first, sizes.filters_last]
         picked = select_per_class(result, 1)
         image = picked[0] if picked else int(result.indices[0])
-        index: dict[str, Any] = {"layers": layers, "image": image, "filters": [], "featuremaps": [],
-                                 "dream": None}
+        index: dict[str, Any] = {
+            "layers": layers,
+            "image": image,
+            "filters": [],
+            "featuremaps": [],
+            "dream": None,
+        }
         total = 2 * len(layers) + 1
         done = 0
         for layer, lim in zip(layers, limits):
             k = run.model.get_submodule(layer).out_channels
             chans = None if lim is None or lim >= k else list(range(lim))
-            index["filters"].append(filters_run(run, layer, chans, steps=sizes.filter_steps,
-                                                examples=sizes.examples))
+            index["filters"].append(
+                filters_run(run, layer, chans, steps=sizes.filter_steps, examples=sizes.examples)
+            )
             done += 1
             if progress:
                 progress(done, total)
@@ -330,8 +461,15 @@ def featureviz_run(run: Run, result: EvalResult, sizes: StageSizes, progress: Pr
             done += 1
             if progress:
                 progress(done, total)
-        index["dream"] = dream_run(run, image, layers[-1], None, steps=sizes.dream_steps, every=sizes.dream_every,
-                                   octaves=sizes.dream_octaves)
+        index["dream"] = dream_run(
+            run,
+            image,
+            layers[-1],
+            None,
+            steps=sizes.dream_steps,
+            every=sizes.dream_every,
+            octaves=sizes.dream_octaves,
+        )
         if progress:
             progress(total, total)
         write_json(run.path / "featureviz" / "featureviz.json", index)
@@ -340,8 +478,14 @@ def featureviz_run(run: Run, result: EvalResult, sizes: StageSizes, progress: Pr
 
 # ---- trust ----------------------------------------------------------------------------------------
 
-def trust_run(run: Run, methods: list[str] | tuple[str, ...], n_images: int = 32, steps: int = 50,
-              progress: Progress = None) -> dict[str, Any]:
+
+def trust_run(
+    run: Run,
+    methods: list[str] | tuple[str, ...],
+    n_images: int = 32,
+    steps: int = 50,
+    progress: Progress = None,
+) -> dict[str, Any]:
     """The trust protocol (:func:`cnnlens.metrics.run_trust`) on ``n_images`` test images: writes
     ``RUN/trust/scores.json``, ``table.csv`` and ``randomization.png``. Returns the scores JSON."""
     from .metrics import run_trust
@@ -351,8 +495,15 @@ def trust_run(run: Run, methods: list[str] | tuple[str, ...], n_images: int = 32
         if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
             ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
         n = min(n_images, len(ds.indices("test")))
-        run_trust(run.model, ds, list(methods), n_images=n, out_dir=run.path / "trust", steps=steps,
-                  progress=progress)
+        run_trust(
+            run.model,
+            ds,
+            list(methods),
+            n_images=n,
+            out_dir=run.path / "trust",
+            steps=steps,
+            progress=progress,
+        )
     return read_json(run.path / "trust" / "scores.json")
 
 
@@ -360,15 +511,30 @@ def trust_run(run: Run, methods: list[str] | tuple[str, ...], n_images: int = 32
 
 STAGES = ("explain", "confused", "lime", "featureviz", "trust")
 """The analysis stages :func:`analyze` runs (and can skip), in order."""
-OUTPUTS = ("eval", "explain", "featureviz", "trust", "compare", "data", "model", "report", "timings.json",
-           "stages.json")
+OUTPUTS = (
+    "eval",
+    "explain",
+    "featureviz",
+    "trust",
+    "compare",
+    "data",
+    "model",
+    "report",
+    "timings.json",
+    "stages.json",
+)
 """What the stages after training write into a run directory (and :func:`reset_outputs` removes)."""
 
 ProgressFor = Callable[[str], Any]  # label -> context manager yielding a (done, total) callback
 
 
-def analyze(run: Run, result: EvalResult, sizes: StageSizes, progress_for: ProgressFor | None = None,
-            skip: tuple[str, ...] = ()) -> list[str]:
+def analyze(
+    run: Run,
+    result: EvalResult,
+    sizes: StageSizes,
+    progress_for: ProgressFor | None = None,
+    skip: tuple[str, ...] = (),
+) -> list[str]:
     """Every stage after evaluation, in report order: model summary, data, per-class explanations,
     confused pairs, LIME, feature visualization, trust. ``progress_for(label)`` (e.g. the CLI's
     progress bar) gives each long stage a ``(done, total)`` callback; ``skip`` names stages to leave
@@ -432,6 +598,7 @@ def reset_outputs(run_dir: str | Path) -> list[str]:
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+
 
 def _load_or_evaluate(run: Run, split: str) -> EvalResult:
     return evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)

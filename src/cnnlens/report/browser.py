@@ -25,16 +25,28 @@ from ..io import write_bytes
 log = logging.getLogger(__name__)
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
-         "--no-default-browser-check", "--mute-audio", "--hide-scrollbars")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--no-default-browser-check",
+    "--mute-audio",
+    "--hide-scrollbars",
+)
 
 # what the page is checked for, evaluated in the page: every <img> and every section id
 _INSPECT_JS = """JSON.stringify({
   title: document.title,
   sections: Array.from(document.querySelectorAll('section[id]')).map(s => s.id),
-  images: Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete,
-                                                 naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight})),
+  images: Array.from(document.images).map(i => ({
+    src: i.getAttribute('src'), complete: i.complete,
+    naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight})),
   height: document.documentElement.scrollHeight,
   width: document.documentElement.scrollWidth
 })"""
@@ -43,18 +55,23 @@ _INSPECT_JS = """JSON.stringify({
 def find_chromium(path: str | os.PathLike[str] | None = None) -> str:
     """The Chromium executable: ``path``, else ``$CNNLENS_CHROMIUM``, else the first of
     chromium / chromium-browser / google-chrome on ``PATH``."""
-    for cand in ([str(path)] if path else []) + ([os.environ["CNNLENS_CHROMIUM"]]
-                                                 if os.environ.get("CNNLENS_CHROMIUM") else []):
+    for cand in ([str(path)] if path else []) + (
+        [os.environ["CNNLENS_CHROMIUM"]] if os.environ.get("CNNLENS_CHROMIUM") else []
+    ):
         if Path(cand).is_file() or shutil.which(cand):
             return shutil.which(cand) or cand
-        raise FileNotFoundError(f"Chromium not found at {cand!r}; install it (Debian: apt-get install chromium) "
-                                "or point CNNLENS_CHROMIUM at the executable")
+        raise FileNotFoundError(
+            f"Chromium not found at {cand!r}; install it (Debian: apt-get install chromium) "
+            "or point CNNLENS_CHROMIUM at the executable"
+        )
     for name in CANDIDATES:
         found = shutil.which(name)
         if found:
             return found
-    raise FileNotFoundError("no Chromium on PATH (looked for " + ", ".join(CANDIDATES) + "); install it "
-                            "(Debian: apt-get install chromium) or set CNNLENS_CHROMIUM to the executable")
+    raise FileNotFoundError(
+        "no Chromium on PATH (looked for " + ", ".join(CANDIDATES) + "); install it "
+        "(Debian: apt-get install chromium) or set CNNLENS_CHROMIUM to the executable"
+    )
 
 
 class BrowserError(RuntimeError):
@@ -91,11 +108,22 @@ class Browser:
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
 
-        cmd = [self.executable, *FLAGS, f"--user-data-dir={self._tmp.name}", "--remote-debugging-pipe",
-               "about:blank"]
+        cmd = [
+            self.executable,
+            *FLAGS,
+            f"--user-data-dir={self._tmp.name}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, preexec_fn=child_fds, close_fds=False)
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=child_fds,
+                close_fds=False,
+            )
         finally:
             for fd in {to_child_r, from_child_w, hi_r, hi_w}:
                 os.close(fd)
@@ -103,8 +131,13 @@ class Browser:
         self._r = from_child_r
 
     # -- protocol ------------------------------------------------------------------------------
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout_s: float | None = None) -> dict[str, Any]:
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
         """Send one command and wait for its reply (events that arrive meanwhile are kept)."""
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
@@ -121,8 +154,9 @@ class Browser:
             if "method" in m:
                 self._events.append(m)
 
-    def wait_event(self, method: str, session: str | None = None, timeout_s: float | None = None
-                   ) -> dict[str, Any]:
+    def wait_event(
+        self, method: str, session: str | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         """Wait for an event named ``method`` (returns its params)."""
         for i, e in enumerate(self._events):
             if e["method"] == method and (session is None or e.get("sessionId") == session):
@@ -154,8 +188,12 @@ class Browser:
             if ready:
                 chunk = os.read(self._r, 1 << 20)
                 if not chunk:
-                    err = self._proc.stderr.read().decode(errors="replace")[-2000:] if self._proc.stderr else ""
-                    raise BrowserError(f"Chromium ({self.executable}) exited (code {self._proc.poll()}): {err}")
+                    err = (
+                        self._proc.stderr.read().decode(errors="replace")[-2000:] if self._proc.stderr else ""
+                    )
+                    raise BrowserError(
+                        f"Chromium ({self.executable}) exited (code {self._proc.poll()}): {err}"
+                    )
                 self._buf += chunk
         raw, _, self._buf = self._buf.partition(b"\0")
         return json.loads(raw)
@@ -168,8 +206,11 @@ class Browser:
         page = Page(self, session)
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=session)
-        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
-                                                          "deviceScaleFactor": 1, "mobile": False}, session)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session,
+        )
         self.send("Page.navigate", {"url": url}, session)
         self.wait_event("Page.loadEventFired", session)
         return page
@@ -209,14 +250,18 @@ class Page:
         self.session = session
 
     def evaluate(self, expression: str) -> Any:
-        r = self.browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                   "awaitPromise": True}, self.session)
+        r = self.browser.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            self.session,
+        )
         if "exceptionDetails" in r:
             raise BrowserError(f"script failed: {r['exceptionDetails'].get('text')}")
         return r["result"].get("value")
 
     def inspect(self) -> dict[str, Any]:
-        """``{title, sections: [id], images: [{src, complete, naturalWidth, naturalHeight}], width, height}``."""
+        """``{title, sections: [id], images: [{src, complete, naturalWidth, naturalHeight}], width,
+        height}``."""
         return json.loads(self.evaluate(_INSPECT_JS))
 
     @property
@@ -226,7 +271,9 @@ class Page:
         for e in self.browser.events(self.session):
             p = e.get("params", {})
             if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+                out.append(
+                    "console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
+                )
             elif e["method"] == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
                 out.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
@@ -239,8 +286,11 @@ class Page:
     @property
     def requested_urls(self) -> list[str]:
         """Every URL the page asked for (the page itself included)."""
-        return [e["params"]["request"]["url"] for e in self.browser.events(self.session)
-                if e["method"] == "Network.requestWillBeSent"]
+        return [
+            e["params"]["request"]["url"]
+            for e in self.browser.events(self.session)
+            if e["method"] == "Network.requestWillBeSent"
+        ]
 
     def screenshot(self, path: str | os.PathLike[str], full_page: bool = True) -> Path:
         """PNG of the page (the whole scrollable page by default)."""
@@ -248,22 +298,36 @@ class Page:
         if full_page:
             m = self.browser.send("Page.getLayoutMetrics", session=self.session)
             size = m.get("cssContentSize") or m["contentSize"]
-            params.update(captureBeyondViewport=True,
-                          clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+            params.update(
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+            )
         data = self.browser.send("Page.captureScreenshot", params, self.session, timeout_s=120)["data"]
         return write_bytes(path, base64.b64decode(data))
 
     def pdf(self, path: str | os.PathLike[str]) -> Path:
         """Print the page to PDF (A4, backgrounds printed)."""
-        data = self.browser.send("Page.printToPDF", {"printBackground": True, "paperWidth": 8.27,
-                                                     "paperHeight": 11.69, "marginTop": 0.4, "marginBottom": 0.4,
-                                                     "marginLeft": 0.4, "marginRight": 0.4,
-                                                     "preferCSSPageSize": False}, self.session, timeout_s=180)["data"]
+        data = self.browser.send(
+            "Page.printToPDF",
+            {
+                "printBackground": True,
+                "paperWidth": 8.27,
+                "paperHeight": 11.69,
+                "marginTop": 0.4,
+                "marginBottom": 0.4,
+                "marginLeft": 0.4,
+                "marginRight": 0.4,
+                "preferCSSPageSize": False,
+            },
+            self.session,
+            timeout_s=180,
+        )["data"]
         return write_bytes(path, base64.b64decode(data))
 
 
-def print_pdf(html: str | os.PathLike[str], pdf: str | os.PathLike[str] | None = None,
-              executable: str | None = None) -> Path:
+def print_pdf(
+    html: str | os.PathLike[str], pdf: str | os.PathLike[str] | None = None, executable: str | None = None
+) -> Path:
     """Print ``html`` (a file) to ``pdf`` (default: beside it, ``.pdf``) with headless Chromium."""
     src = Path(html).resolve()
     if not src.is_file():

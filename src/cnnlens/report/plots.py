@@ -35,8 +35,12 @@ def training_curves(history: list[dict[str, float]], path: str | os.PathLike[str
     return save_figure(fig, path)
 
 
-def confusion_matrix(confusion: torch.Tensor | list[list[int]], classes: list[str], path: str | os.PathLike[str],
-                     normalized: bool = False) -> Path:
+def confusion_matrix(
+    confusion: torch.Tensor | list[list[int]],
+    classes: list[str],
+    path: str | os.PathLike[str],
+    normalized: bool = False,
+) -> Path:
     """Confusion matrix heatmap (rows: true class, columns: predicted), counts or row-normalized."""
     c = torch.as_tensor(confusion, dtype=torch.float64)
     m = c / c.sum(1, keepdim=True).clamp_min(1) if normalized else c
@@ -53,8 +57,15 @@ def confusion_matrix(confusion: torch.Tensor | list[list[int]], classes: list[st
         for j in range(k):
             v = float(m[i, j])
             txt = f"{v:.2f}" if normalized else f"{int(v)}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=7 if k > 8 else 8,
-                    color="white" if v > thresh else "black")
+            ax.text(
+                j,
+                i,
+                txt,
+                ha="center",
+                va="center",
+                fontsize=7 if k > 8 else 8,
+                color="white" if v > thresh else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title("confusion matrix" + (" (row-normalized)" if normalized else " (counts)"), fontsize=10)
     return save_figure(fig, path)
@@ -78,8 +89,13 @@ def class_counts(counts: dict[str, list[int]], classes: list[str], path: str | o
     return save_figure(fig, path)
 
 
-def image_row_grid(images_uint8: torch.Tensor, titles: list[str], path: str | os.PathLike[str],
-                   ncols: int = 5, title: str | None = None) -> Path:
+def image_row_grid(
+    images_uint8: torch.Tensor,
+    titles: list[str],
+    path: str | os.PathLike[str],
+    ncols: int = 5,
+    title: str | None = None,
+) -> Path:
     """Images in a grid with one title each (e.g. the top losses with true/predicted/probability)."""
     from .figures import show_image
 
@@ -91,8 +107,9 @@ def image_row_grid(images_uint8: torch.Tensor, titles: list[str], path: str | os
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     lines = max(t.count("\n") + 1 for t in titles)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, (1.8 + 0.17 * lines) * nrows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.9 * ncols, (1.8 + 0.17 * lines) * nrows), squeeze=False, layout="constrained"
+    )
     for i in range(nrows * ncols):
         ax = axes[i // ncols, i % ncols]
         if i < n:
@@ -112,10 +129,20 @@ def reliability_diagram(bins: list[dict[str, float]], ece: float, path: str | os
     cnt = np.array([b["count"] for b in bins])
     acc = np.array([b["accuracy"] for b in bins])
     conf = np.array([b["confidence"] for b in bins])
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     used = cnt > 0
-    ax.bar(lo[used], acc[used], hi[used] - lo[used], align="edge", edgecolor="k", lw=0.5, alpha=0.8,
-           label="accuracy in bin")
+    ax.bar(
+        lo[used],
+        acc[used],
+        hi[used] - lo[used],
+        align="edge",
+        edgecolor="k",
+        lw=0.5,
+        alpha=0.8,
+        label="accuracy in bin",
+    )
     ax.plot(conf[used], acc[used], "o", ms=3, color="C3", label="(mean confidence, accuracy)")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
@@ -129,12 +156,20 @@ def reliability_diagram(bins: list[dict[str, float]], ece: float, path: str | os
     return save_figure(fig, path)
 
 
-def region_mass_figure(rows: list[dict[str, float]], classes: list[str], path: str | os.PathLike[str],
-                       method: str) -> Path:
+def region_mass_figure(
+    rows: list[dict[str, float]], classes: list[str], path: str | os.PathLike[str], method: str
+) -> Path:
     """Heatmap of the share of attribution mass per class (rows) and image region (columns)."""
     cols = ["top", "middle", "bottom", "left", "centre_col", "right", "centre_box"]
-    labels = ["top third", "middle third", "bottom third", "left third", "centre third", "right third",
-              "central box"]
+    labels = [
+        "top third",
+        "middle third",
+        "bottom third",
+        "left third",
+        "centre third",
+        "right third",
+        "central box",
+    ]
     m = np.array([[r[c] for c in cols] for r in rows])
     fig, ax = plt.subplots(figsize=(6.2, 0.32 * len(rows) + 1.6))
     ax.imshow(m, cmap="Oranges", vmin=0, vmax=1, aspect="auto")
@@ -142,7 +177,14 @@ def region_mass_figure(rows: list[dict[str, float]], classes: list[str], path: s
     ax.set_yticks(range(len(rows)), classes, fontsize=8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, "—" if np.isnan(m[i, j]) else f"{100 * m[i, j]:.0f}%", ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                "—" if np.isnan(m[i, j]) else f"{100 * m[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if m[i, j] > 0.6 else "black",
+            )
     ax.set_title(f"{method}: share of |attribution| per region", fontsize=9)
     return save_figure(fig, path)
