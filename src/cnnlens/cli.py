@@ -365,8 +365,12 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "report", "write RUN/report/index.html from what the run holds (redraws only)",
-                    "cnnlens report runs/demo")
+                    "cnnlens report runs/demo --pdf")
     p.add_argument("run", metavar="RUN")
+    p.add_argument("--pdf", action="store_true", help="also print the page to RUN/report/report.pdf with headless "
+                   "Chromium (Debian: apt-get install chromium)")
+    p.add_argument("--chromium", default=None, metavar="PATH",
+                   help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -374,24 +378,35 @@ def _run_report(args: argparse.Namespace) -> int:
 
     page = build_report(args.run)
     console.print(f"report: {page}")
+    if args.pdf:
+        from .report.browser import print_pdf
+
+        pdf = print_pdf(page, page.with_name("report.pdf"), executable=args.chromium)
+        console.print(f"pdf: {pdf}")
     return 0
 
 
-def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
-    from .pipeline import evaluate_run, explain_run
+def _pipeline(args: argparse.Namespace, sizes) -> Path:
+    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json."""
+    from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
     from .report.html import build_report
 
+    t0, c0 = time.perf_counter(), time.process_time()
     run = _train_from_args(args)
     if run is None:  # a data-parallel worker process: rank 0 carries on alone
         raise SystemExit(0)
+    reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
+    record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
     if getattr(args, "baseline", None):
-        _baseline(args, run)
-    with Progress("explaining") as cb:
-        explain_run(run, methods, per_class=1, progress=cb)
-    page = build_report(run.path)
+        with timed(run.path, f"baseline ({args.baseline}: train, evaluate, compare)"):
+            _baseline(args, run)
+    skip = tuple(s.strip() for s in (getattr(args, "skip", None) or "").split(",") if s.strip())
+    analyze(run, res, sizes, progress_for=Progress, skip=skip)
+    with timed(run.path, "report"):
+        page = build_report(run.path)
     console.print(f"report: [b]{page}[/b]")
     return page
 
@@ -414,92 +429,65 @@ def _baseline(args: argparse.Namespace, run) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, report",
-                    "cnnlens demo --out runs/demo --fast")
+    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, visualize, "
+                    "trust, report", "cnnlens demo --out runs/demo --fast")
     p.add_argument("--out", default="runs/demo", metavar="DIR")
-    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every artifact")
+    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
+                   "artifact: 2 epochs and every analysis stage at reduced size")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .pipeline import SIZES
+
     parser, _ = build_parser()
     targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
     targs.epochs = 2 if args.fast else 12
     targs.seed = 0
-    _pipeline(targs, ["saliency", "gradcam"])
+    _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]))
     return 0
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = _parser_for(sub, "run", "train -> evaluate -> explain -> report, in one command",
-                    "cnnlens run --data digits --model compact --out runs/digits")
+    from .pipeline import SIZES
+
+    p = _parser_for(sub, "run", "train -> evaluate -> explain -> visualize -> trust -> report, in one command",
+                    "cnnlens run --data digits --model compact --baseline mlp --out runs/digits")
     _add_train_args(p)
-    p.add_argument("--methods", default="saliency,gradcam")
+    p.add_argument("--methods", default=None, help="gradient/CAM methods shown side by side per class "
+                   f"(comma-separated; default {','.join(SIZES['run'].methods)})")
+    p.add_argument("--per-class", type=int, default=None, help="correctly classified test images per class "
+                   "to explain (default 1)")
+    p.add_argument("--size", choices=list(SIZES), default="run",
+                   help="how much work the analysis stages do (fast: a quick look; run: the default)")
+    p.add_argument("--skip", default=None, metavar="STAGES",
+                   help="comma-separated stages to leave out: explain, confused, lime, featureviz, trust")
     p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
                    "and compare (RUN/compare)")
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    _pipeline(args, [m.strip() for m in args.methods.split(",") if m.strip()])
-    return 0
-
-
-def _add_trust(sub: argparse._SubParsersAction) -> None:
-    from .explain import METHODS
-    from .metrics import TRUST_METRICS
-
-    p = _parser_for(sub, "trust", "trust scores per explanation method -> RUN/trust/scores.json and a table",
-                    "cnnlens trust runs/demo --methods saliency,gradcam --n-images 32")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
-                        "the controls are always scored")
-    p.add_argument("--fast", action="store_true",
-                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
-    p.add_argument("--n-images", type=int, default=None,
-                   help="test images scored (default 32; 16 with --fast)")
-    p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="deletion/insertion steps (default 50; 20 with --fast)")
-    p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
-                   help="what deleted pixels become (default mean)")
-    p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")
-    p.add_argument("--max-cost", type=int, default=None,
-                   help="with the default methods, leave out those costing more passes per image")
-    p.add_argument("--seed", type=int, default=0)
-    p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
-
-
-def _run_trust(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .metrics import FAST, run_trust
-    from .train import load_run
+    from .pipeline import SIZES
 
-    preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
-    for k in ("n_images", "steps"):
-        if getattr(args, k) is not None:
-            preset[k] = getattr(args, k)
+    sizes = SIZES[args.size]
+    if args.methods:
+        sizes = replace(sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+    if args.per_class is not None:
+        if args.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1; got {args.per_class}")
+        sizes = replace(sizes, per_class=args.per_class)
+    from .explain import METHODS
+    from .pipeline import STAGES
 
-    run = load_run(args.run)
-    ds = run.dataset
-    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
-        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
-    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    with Progress("scoring methods") as cb:
-        rep = run_trust(run.model, ds, methods, out_dir=run.path / "trust", split=args.split, seed=args.seed,
-                        substrate=args.substrate, independent=args.independent, max_cost=args.max_cost,
-                        progress=cb, **preset)
-    header, rows = rep.table()
-    t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
-                                   f"(model accuracy on them {100 * rep.accuracy:.0f}%)")
-    for r in rows:
-        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else v for v in r[:-1]])
-    console.print(t)
-    for r in rows:
-        console.print(r[-1])
-    for m, why in rep.skipped:
-        console.print(f"[yellow]skipped {m}[/yellow]: {why}")
-    console.print(f"wrote {run.path / 'trust' / 'scores.json'} ({rep.seconds:.1f} s)")
+    for m in sizes.methods:
+        METHODS.get(m)  # an unknown name fails now, listing the valid ones, not after training
+    for st in (args.skip or "").split(","):
+        if st.strip() and st.strip() not in STAGES:
+            raise ValueError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
+    _pipeline(args, sizes)
     return 0
 
 
@@ -721,6 +709,66 @@ def _run_dream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_trust(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+    from .metrics import TRUST_METRICS
+
+    p = _parser_for(sub, "trust", "trust scores per explanation method -> RUN/trust/scores.json and a table",
+                    "cnnlens trust runs/demo --methods saliency,gradcam --n-images 32")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
+                        "the controls are always scored")
+    p.add_argument("--fast", action="store_true",
+                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="test images scored (default 32; 16 with --fast)")
+    p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="deletion/insertion steps (default 50; 20 with --fast)")
+    p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
+                   help="what deleted pixels become (default mean)")
+    p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")
+    p.add_argument("--max-cost", type=int, default=None,
+                   help="with the default methods, leave out those costing more passes per image")
+    p.add_argument("--seed", type=int, default=0)
+    p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
+
+
+def _run_trust(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .metrics import FAST, run_trust
+    from .train import load_run
+
+    preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
+    for k in ("n_images", "steps"):
+        if getattr(args, k) is not None:
+            preset[k] = getattr(args, k)
+
+    run = load_run(args.run)
+    ds = run.dataset
+    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
+        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    with Progress("scoring methods") as cb:
+        rep = run_trust(run.model, ds, methods, out_dir=run.path / "trust", split=args.split, seed=args.seed,
+                        substrate=args.substrate, independent=args.independent, max_cost=args.max_cost,
+                        progress=cb, **preset)
+    header, rows = rep.table()
+    t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
+                                   f"(model accuracy on them {100 * rep.accuracy:.0f}%)")
+    for r in rows:
+        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else v for v in r[:-1]])
+    console.print(t)
+    for r in rows:
+        console.print(r[-1])
+    for m, why in rep.skipped:
+        console.print(f"[yellow]skipped {m}[/yellow]: {why}")
+    console.print(f"wrote {run.path / 'trust' / 'scores.json'} ({rep.seconds:.1f} s)")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (_add_demo, _run_demo),
@@ -730,8 +778,8 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_explain, _run_explain),
     (_add_filters, _run_filters), (_add_featuremaps, _run_featuremaps), (_add_dream, _run_dream),
     (_add_report, _run_report),
-    (_add_trust, _run_trust),
     (_add_compare, _run_compare),
+    (_add_trust, _run_trust),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
     (_add_data, _run_data),
