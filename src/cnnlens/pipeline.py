@@ -246,10 +246,10 @@ def explain_run(
     result: EvalResult | None = None,
     layer: str | None = None,
 ) -> dict[str, Any]:
-    """Explain chosen images of a run with each method (``layer``: the CAM layer, default the last conv); writes ``RUN/explain/`` (one ``<method>.npy`` per
-    method, ``explanations.json`` and ``grid.png``). Images default to ``per_class`` correctly classified
-    images per class of ``split`` (from ``result`` when given, else evaluated here). Returns the JSON
-    index."""
+    """Explain chosen images of a run with each method (``layer``: the CAM layer, default the last conv);
+    writes ``RUN/explain/`` (one ``<method>.npy`` per method, ``explanations.json`` and ``grid.png``).
+    Images default to ``per_class`` correctly classified images per class of ``split`` (from ``result``
+    when given, else evaluated here). Returns the JSON index."""
     from .explain.batch import explain_images
 
     with timed(run.path, "explain"):
