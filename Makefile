@@ -2,9 +2,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test install demo
-test: install
+.PHONY: test install demo chromium
+test: install chromium
 	$(PY) -m pytest
+
+# The report's end-to-end tests open the page in headless Chromium (Debian's `chromium`): installed
+# here when missing and running as root; otherwise say how.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Chromium is missing: install it (sudo apt-get install chromium) or set CNNLENS_CHROMIUM"; exit 1; fi; }
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -17,7 +17,7 @@ def test_demo_writes_every_artifact(demo_run):
     out, proc = demo_run
     for rel in ("config.yaml", "model.safetensors", "model.json", "history.csv", "checkpoints/best.ckpt",
                 "checkpoints/last.ckpt", "eval/metrics.json", "eval/predictions.csv", "eval/confusion.csv",
-                "explain/maps_saliency.npy", "explain/maps_gradcam.npy", "explain/index.json",
+                "explain/saliency.npy", "explain/gradcam.npy", "explain/explanations.json", "explain/grid.png",
                 "report/index.html", "report/training_curves.png", "report/confusion_counts.png",
                 "report/explanations.png"):
         assert (out / rel).is_file(), rel
@@ -109,17 +109,23 @@ def test_existing_run_is_not_overwritten_silently(demo_run, tmp_path):
 def test_cli_explain_and_report_on_existing_run(demo_run):
     out, _ = demo_run
     cli("explain", str(out), "--methods", "gradcam,saliency", "--images", "0,5,9")
-    idx = json.loads((out / "explain/index.json").read_text())
+    idx = json.loads((out / "explain/explanations.json").read_text())
     assert idx["indices"] == [0, 5, 9]
     assert set(idx["methods"]) == {"gradcam", "saliency"}
     cli("report", str(out))
     assert (out / "report/index.html").is_file()
 
 
-def test_every_command_has_help_with_an_example():
-    from cnnlens.cli import build_parser
+def test_every_command_has_help_with_an_example(capsys):
+    import pytest
 
-    parser, runners = build_parser()
+    from cnnlens.cli import build_parser, main
+
+    _, runners = build_parser()
+    assert len(runners) >= 15
     for name in runners:
-        p = cli(name, "--help")
-        assert "example:" in p.stdout and "cnnlens " + name.split()[0] in p.stdout, name
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "example:" in out and "cnnlens " + name in out, name

@@ -24,8 +24,9 @@ def test_step_schedule_and_sgd_nesterov_reach_the_history(tmp_path):
 
 
 def test_early_stopping_stops_when_val_accuracy_stalls(tmp_path):
-    # lr so small that nothing is learned: val accuracy cannot improve after epoch 1
-    run = cnnlens.train(data="digits", model="compact", epochs=6, out=tmp_path / "r", lr=1e-12, early_stopping=1)
+    # lr so small that nothing is learned and no BatchNorm statistics drift (mlp): val accuracy cannot
+    # improve after epoch 1
+    run = cnnlens.train(data="digits", model="mlp", epochs=6, out=tmp_path / "r", lr=1e-12, early_stopping=1)
     assert len(run.history) == 2
     assert run.meta["best_epoch"] == 1
 
@@ -90,3 +91,18 @@ def test_compact_beats_its_parameter_matched_mlp(tmp_path):
     # the baseline is a complete run itself and loads like any other
     base = cnnlens.load_run(out / "baseline")
     assert cnnlens.count_params(base.model) == dnn["params"]
+
+
+def test_tensorboard_graph_and_weights_file_not_needed_to_reload(tmp_path):
+    from cnnlens.models import save_weights
+
+    src = cnnlens.create_model("compact", 1, 10, 32)
+    wfile = tmp_path / "init.safetensors"
+    save_weights(src, wfile)
+    run = cnnlens.train(data="digits", model="compact", epochs=1, out=tmp_path / "r", tensorboard=True,
+                        model_options={"weights": str(wfile)})
+    assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    wfile.unlink()  # the run must not depend on the file it started from
+    again = cnnlens.load_run(tmp_path / "r")
+    sa, sb = run.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

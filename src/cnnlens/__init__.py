@@ -8,6 +8,7 @@ import logging as _logging
 
 from .data import load_dataset
 from .explain import Explanation, explain, explain_many, methods, normalize_maps
+from . import metrics  # noqa: E402,F401  (registers the trust controls as methods)
 from .models import count_params, create_model
 
 # `cnnlens.train` and `cnnlens.evaluate` are subpackages and functions; binding the functions after the

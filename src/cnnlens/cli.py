@@ -216,6 +216,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
@@ -252,7 +253,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
                 weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                 early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision)
+                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                tensorboard=getattr(args, "tensorboard", False))
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
@@ -357,14 +359,18 @@ def _run_explain(args: argparse.Namespace) -> int:
     with Progress("explaining") as cb:
         explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb,
                     layer=args.layer)
-    console.print(f"wrote maps and {run.path / 'explain' / 'explanations.png'}")
+    console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "report", "write RUN/report/index.html from what the run holds (redraws only)",
-                    "cnnlens report runs/demo")
+                    "cnnlens report runs/demo --pdf")
     p.add_argument("run", metavar="RUN")
+    p.add_argument("--pdf", action="store_true", help="also print the page to RUN/report/report.pdf with headless "
+                   "Chromium (Debian: apt-get install chromium)")
+    p.add_argument("--chromium", default=None, metavar="PATH",
+                   help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -372,22 +378,35 @@ def _run_report(args: argparse.Namespace) -> int:
 
     page = build_report(args.run)
     console.print(f"report: {page}")
+    if args.pdf:
+        from .report.browser import print_pdf
+
+        pdf = print_pdf(page, page.with_name("report.pdf"), executable=args.chromium)
+        console.print(f"pdf: {pdf}")
     return 0
 
 
-def _pipeline(args: argparse.Namespace, methods: list[str]) -> Path:
-    from .pipeline import evaluate_run, explain_run
+def _pipeline(args: argparse.Namespace, sizes) -> Path:
+    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json."""
+    from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
     from .report.html import build_report
 
+    t0, c0 = time.perf_counter(), time.process_time()
     run = _train_from_args(args)
+    if run is None:  # a data-parallel worker process: rank 0 carries on alone
+        raise SystemExit(0)
+    reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
+    record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, progress=cb)
     _print_eval(res)
     if getattr(args, "baseline", None):
-        _baseline(args, run)
-    with Progress("explaining") as cb:
-        explain_run(run, methods, per_class=1, progress=cb)
-    page = build_report(run.path)
+        with timed(run.path, f"baseline ({args.baseline}: train, evaluate, compare)"):
+            _baseline(args, run)
+    skip = tuple(s.strip() for s in (getattr(args, "skip", None) or "").split(",") if s.strip())
+    analyze(run, res, sizes, progress_for=Progress, skip=skip)
+    with timed(run.path, "report"):
+        page = build_report(run.path)
     console.print(f"report: [b]{page}[/b]")
     return page
 
@@ -405,37 +424,70 @@ def _baseline(args: argparse.Namespace, run) -> None:
         model={"name": args.baseline, "options": {}}), force=True, progress=True,
         model_options={"match_params": target})
     evaluate_run(base)
-    compare_runs([run.path, base.path], run.path / "compare",
-                 names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"])
+    _print_compare(compare_runs([run.path, base.path], run.path / "compare",
+                                names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"]))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, report",
-                    "cnnlens demo --out runs/demo --fast")
+    p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, visualize, "
+                    "trust, report", "cnnlens demo --out runs/demo --fast")
     p.add_argument("--out", default="runs/demo", metavar="DIR")
-    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every artifact")
+    p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
+                   "artifact: 2 epochs and every analysis stage at reduced size")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .pipeline import SIZES
+
     parser, _ = build_parser()
     targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
     targs.epochs = 2 if args.fast else 12
     targs.seed = 0
-    _pipeline(targs, ["saliency", "gradcam"])
+    _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]))
     return 0
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = _parser_for(sub, "run", "train -> evaluate -> explain -> report, in one command",
-                    "cnnlens run --data digits --model compact --out runs/digits")
+    from .pipeline import SIZES
+
+    p = _parser_for(sub, "run", "train -> evaluate -> explain -> visualize -> trust -> report, in one command",
+                    "cnnlens run --data digits --model compact --baseline mlp --out runs/digits")
     _add_train_args(p)
-    p.add_argument("--methods", default="saliency,gradcam")
+    p.add_argument("--methods", default=None, help="gradient/CAM methods shown side by side per class "
+                   f"(comma-separated; default {','.join(SIZES['run'].methods)})")
+    p.add_argument("--per-class", type=int, default=None, help="correctly classified test images per class "
+                   "to explain (default 1)")
+    p.add_argument("--size", choices=list(SIZES), default="run",
+                   help="how much work the analysis stages do (fast: a quick look; run: the default)")
+    p.add_argument("--skip", default=None, metavar="STAGES",
+                   help="comma-separated stages to leave out: explain, confused, lime, featureviz, trust")
     p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
                    "and compare (RUN/compare)")
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    _pipeline(args, [m.strip() for m in args.methods.split(",") if m.strip()])
+    from dataclasses import replace
+
+    from .pipeline import SIZES
+
+    sizes = SIZES[args.size]
+    if args.methods:
+        sizes = replace(sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+    if args.per_class is not None:
+        if args.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1; got {args.per_class}")
+        sizes = replace(sizes, per_class=args.per_class)
+    from .explain import METHODS
+    from .pipeline import STAGES
+
+    for m in sizes.methods:
+        METHODS.get(m)  # an unknown name fails now, listing the valid ones, not after training
+    for st in (args.skip or "").split(","):
+        if st.strip() and st.strip() not in STAGES:
+            raise ValueError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
+    _pipeline(args, sizes)
     return 0
 
 
@@ -450,13 +502,21 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .report.compare import compare_runs
 
     out = args.out or str(Path(args.runs[0]) / "compare")
-    res = compare_runs(args.runs, out)
+    _print_compare(compare_runs(args.runs, out))
+    console.print(f"wrote {Path(out) / 'index.html'}")
+    return 0
+
+
+def _print_compare(res: dict) -> None:
     t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
     for r in res["runs"]:
         t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
                   f"{100 * r['test_acc']:.2f}%")
     console.print(t)
-    console.print(f"wrote {Path(out) / 'index.html'}")
+    for line in res.get("findings", []):
+        console.print(line)
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     from .data import DATASETS
 
@@ -512,6 +572,203 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from .evaluate.tta import TTA_MODES
+
+    p = _parser_for(sub, "predict", "a submission file for a test set: one row per input, ensembles and TTA",
+                    "cnnlens predict runs/fer runs/fer-s1 --data fer2013:data/test.csv --out predictions.csv "
+                    "--tta flip\n  cnnlens predict runs/digits --data digits --split val --out val.csv "
+                    "--probs")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="one run, or several for an ensemble (mean of probabilities)")
+    p.add_argument("--data", metavar="SPEC", default=None,
+                   help=f"dataset: {_data_choices()}, or a bare path; default: the first run's training data")
+    p.add_argument("--split", default="test", help="split to predict (default test)")
+    p.add_argument("--out", required=True, metavar="CSV", help="the predictions file to write")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: average the softmax over flipped / ten-crop views")
+    p.add_argument("--probs", action="store_true", help="add one probability column per class")
+    p.add_argument("--label", choices=["index", "name"], default="index",
+                   help="write the predicted class index (default, the course's Kaggle form) or name")
+    p.add_argument("--columns", default=None, metavar="ID,LABEL",
+                   help="names of the two first columns (default id,label or file,label), e.g. Id,Category")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip unreadable rows/files and list them in OUT_STEM.skipped.csv")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .predict import load_data, predict, skipped_path
+    from .train import load_run
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    runs = [load_run(r, device=device) for r in args.runs]
+    with Progress("decoding") as cb:
+        ds = load_data(args.data, runs, skip_bad_rows=args.skip_bad_rows, progress=cb)
+    with Progress("predicting") as cb:
+        pred = predict(runs, ds, args.split, tta=args.tta, batch_size=args.batch_size, progress=cb,
+                       out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows,
+                       columns=args.columns.split(",") if args.columns else None)
+    what = f"{len(runs)}-run ensemble" if len(runs) > 1 else "1 run"
+    console.print(f"wrote {len(pred):,} rows ({what}, tta {pred.tta}) to {args.out}", markup=False)
+    if pred.skipped:
+        console.print(f"[yellow]skipped {len(pred.skipped):,} input(s)[/yellow], listed in "
+                      f"{skipped_path(args.out)}")
+    elif args.skip_bad_rows:
+        console.print(f"skipped 0 inputs ({skipped_path(args.out)} is empty)")
+    if pred.accuracy is not None:
+        t = Table("run", "accuracy", title=f"{pred.split} split, {len(pred):,} images, tta {pred.tta}")
+        for r, a in zip(pred.runs, pred.member_accuracy or []):
+            t.add_row(r, f"{100 * a:.2f}%")
+        if len(runs) > 1:
+            t.add_row("ensemble (mean of probabilities)", f"{100 * pred.accuracy:.2f}%", style="bold")
+        console.print(t)
+        console.print("the numbers are written to RUN/eval/ of each run")
+    return 0
+
+
+def _add_filters(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "filters", "activation maximization: what each filter of a layer responds to, "
+                    "beside its top dataset patches -> RUN/featureviz/",
+                    "cnnlens filters runs/demo --layer cnn.4 --channels 0-15")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--layer", required=True, help="layer name (e.g. cnn.4) or index into the leaf layers")
+    p.add_argument("--channels", help="filters to show, e.g. 0,3,7 or 0-15 (default: all)")
+    p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--examples", type=int, default=4, help="dataset patches per filter (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_filters(args: argparse.Namespace) -> int:
+    from .featureviz.runs import filters_run, parse_channels
+    from .train import load_run
+
+    run = load_run(args.run)
+    with Progress("rendering filters") as cb:
+        info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
+                           seed=args.seed, examples=args.examples, progress=cb)
+    console.print(f"{len(info['channels'])} filters of {info['layer']}: "
+                  f"{info['reached_dataset_max']:.0%} reach their dataset maximum")
+    console.print(f"wrote {run.path / 'featureviz' / info['figure']}")
+    return 0
+
+
+def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "featuremaps", "every filter's output of a layer for one image -> RUN/featureviz/",
+                    "cnnlens featuremaps runs/demo --layer cnn.0 --image 3")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--layer", required=True, help="layer name (e.g. cnn.0) or index into the leaf layers")
+    p.add_argument("--image", type=int, required=True, help="dataset index of the image")
+
+
+def _run_featuremaps(args: argparse.Namespace) -> int:
+    from .featureviz.runs import featuremaps_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    info = featuremaps_run(run, args.layer, args.image)
+    fig = run.path / "featureviz" / info["figure"]
+    console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
+    return 0
+
+
+def _add_dream(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "dream", "Deep Dream on an image: snapshots strip + animated GIF -> RUN/featureviz/",
+                    "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 "
+                    "--weight-decay 1e-4 --every 10")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--image", required=True, help="dataset index or an image file")
+    p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
+    p.add_argument("--channel", type=int, help="filter to amplify (default: the whole layer)")
+    p.add_argument("--octaves", type=int, default=3, help="number of scales (default 3)")
+    p.add_argument("--octave-scale", type=float, default=1.4, help="ratio between scales (default 1.4)")
+    p.add_argument("--steps", type=int, default=20, help="steps per octave (default 20)")
+    p.add_argument("--every", type=int, default=10, help="snapshot every N steps (default 10)")
+    p.add_argument("--lr", type=float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="pull towards the dataset mean (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_dream(args: argparse.Namespace) -> int:
+    from .featureviz.runs import dream_run
+    from .train import load_run
+
+    run = load_run(args.run)
+    with Progress("dreaming") as cb:
+        info = dream_run(run, args.image, args.layer, args.channel, steps=args.steps, every=args.every,
+                         octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, progress=cb)
+    obj = ", ".join(f"{v:.3g}" for v in info["octave_objective"])
+    console.print(f"objective {info['initial_objective']:.3g} -> {obj} (per octave)")
+    console.print(f"wrote {', '.join(str(run.path / 'featureviz' / f) for f in info['files'])}")
+    return 0
+
+
+def _add_trust(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+    from .metrics import TRUST_METRICS
+
+    p = _parser_for(sub, "trust", "trust scores per explanation method -> RUN/trust/scores.json and a table",
+                    "cnnlens trust runs/demo --methods saliency,gradcam --n-images 32")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
+                        "the controls are always scored")
+    p.add_argument("--fast", action="store_true",
+                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="test images scored (default 32; 16 with --fast)")
+    p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="deletion/insertion steps (default 50; 20 with --fast)")
+    p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
+                   help="what deleted pixels become (default mean)")
+    p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")
+    p.add_argument("--max-cost", type=int, default=None,
+                   help="with the default methods, leave out those costing more passes per image")
+    p.add_argument("--seed", type=int, default=0)
+    p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
+
+
+def _run_trust(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .metrics import FAST, run_trust
+    from .train import load_run
+
+    preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
+    for k in ("n_images", "steps"):
+        if getattr(args, k) is not None:
+            preset[k] = getattr(args, k)
+
+    run = load_run(args.run)
+    ds = run.dataset
+    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
+        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    with Progress("scoring methods") as cb:
+        rep = run_trust(run.model, ds, methods, out_dir=run.path / "trust", split=args.split, seed=args.seed,
+                        substrate=args.substrate, independent=args.independent, max_cost=args.max_cost,
+                        progress=cb, **preset)
+    header, rows = rep.table()
+    t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
+                                   f"(model accuracy on them {100 * rep.accuracy:.0f}%)")
+    for r in rows:
+        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else v for v in r[:-1]])
+    console.print(t)
+    for r in rows:
+        console.print(r[-1])
+    for m, why in rep.skipped:
+        console.print(f"[yellow]skipped {m}[/yellow]: {why}")
+    console.print(f"wrote {run.path / 'trust' / 'scores.json'} ({rep.seconds:.1f} s)")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (_add_demo, _run_demo),
@@ -519,11 +776,14 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_train, _run_train),
     (_add_evaluate, _run_evaluate),
     (_add_explain, _run_explain),
+    (_add_filters, _run_filters), (_add_featuremaps, _run_featuremaps), (_add_dream, _run_dream),
     (_add_report, _run_report),
     (_add_compare, _run_compare),
+    (_add_trust, _run_trust),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
     (_add_data, _run_data),
+    (_add_predict, _run_predict),
 ]
 
 

@@ -55,12 +55,15 @@ def fingerprint(kind: str, root: Path, files: list[Path], options: dict[str, obj
     root = root.resolve()
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, kind, str(root), options], sort_keys=True, default=str).encode())
+    parts = []
     for f in files:
+        name = os.path.abspath(f)
         try:
-            st = os.stat(f)
+            st = os.stat(name)
         except FileNotFoundError:
             raise FileNotFoundError(f"{f} disappeared while the folder was being read; retry") from None
-        h.update(f"\0{f.relative_to(root) if f.is_absolute() else f}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        parts.append(f"\0{os.path.relpath(name, root)}\0{st.st_size}\0{st.st_mtime_ns}")
+    h.update("".join(parts).encode())
     root_id = hashlib.sha256(f"{kind}\0{root}".encode()).hexdigest()[:12]
     return CacheKey(prefix=f"{kind}-{root_id}", digest=h.hexdigest())
 

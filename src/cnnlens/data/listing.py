@@ -97,7 +97,15 @@ def assemble(name: str, root: Path, images: torch.Tensor, entries: list[tuple[Pa
             parts.setdefault(s, []).append(torch.tensor(idx, dtype=torch.int64))
     splits = {s: torch.cat(parts[s]).sort().values for s in ("train", "val", "test")
               if s in parts and sum(len(t) for t in parts[s])}
-    stats_idx = splits.get("train", torch.arange(len(entries)))
-    mean, std = channel_stats(images[stats_idx])
+    mean, std = channel_stats(_rows(images, splits.get("train")))
     return ImageDataset(name=name, images=images, labels=labels, classes=classes, splits=splits, mean=mean,
                         std=std, ids=ids, source=str(root), skipped=skipped)
+
+
+def _rows(images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """``images[idx]``, as a view (no copy) when ``idx`` is one contiguous run or absent."""
+    if idx is None:
+        return images
+    if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool((idx.diff() == 1).all()):
+        return images[int(idx[0]):int(idx[-1]) + 1]
+    return images[idx]

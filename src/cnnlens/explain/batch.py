@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``uint8 [N,C,H,W]`` -> normalized ``float32``, ``(x/255 - mean) / std`` per channel."""
-    if not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
+    if (not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8
+            or images_uint8.ndim != 4):
         got = (f"{images_uint8.dtype} {tuple(images_uint8.shape)}" if isinstance(images_uint8, torch.Tensor)
                else type(images_uint8).__name__)
         raise ValueError(f"images_uint8 must be uint8 [N,C,H,W]; got {got}")
@@ -37,9 +38,9 @@ def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Seq
         raise ValueError(f"mean and std need one value per channel ({c}); got {len(mean)} and {len(std)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std must be positive; got {tuple(std)}")
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images_uint8.float() / 255.0 - m) / s
+    from ..data.base import normalize
+
+    return normalize(images_uint8, tuple(mean), tuple(std))
 
 
 def select_per_class(labels: torch.Tensor | Sequence[int], per_class: int) -> torch.Tensor:
@@ -72,7 +73,8 @@ def _scalars(extras: dict[str, Any]) -> dict[str, Any]:
 
 
 def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                   methods: Sequence[str], targets: TargetSpec = None, labels: torch.Tensor | Sequence[int] | None = None,
+                   methods: Sequence[str], targets: TargetSpec = None,
+                   labels: torch.Tensor | Sequence[int] | None = None,
                    out_dir: str | os.PathLike[str] | None = None, *, layer: str | nn.Module | None = None,
                    classes: Sequence[str] | None = None, indices: Sequence[int] | torch.Tensor | None = None,
                    device: str | torch.device | None = None, chunk_size: int | None = None,
@@ -118,6 +120,7 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
         "targets": first.targets.tolist(),
         "predicted": first.probs.argmax(1).tolist(),
         "target_prob": first.probs.gather(1, first.targets.view(-1, 1)).squeeze(1).tolist(),
+        "probs": first.probs.tolist(),
         "classes": list(classes) if classes is not None else None,
         "methods": {},
     }

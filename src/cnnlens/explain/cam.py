@@ -88,7 +88,7 @@ class GradCAMpp(CAMMethod):
     """
 
     name = "gradcam_pp"
-    description = "Grad-CAM++: pixel-weighted positive gradients as channel weights (Chattopadhay et al. 2018)"
+    description = "Grad-CAM++: pixel-weighted positive gradients as weights (Chattopadhay et al. 2018)"
 
     def raw_cam(self, act, ga):  # type: ignore[no-untyped-def,override]
         g2 = ga * ga
@@ -161,7 +161,7 @@ class ScoreCAM(CAMMethod):
     """
 
     name = "scorecam"
-    description = "Score-CAM: channel weights from the logit of the input masked by each channel (Wang et al. 2020)"
+    description = "Score-CAM: weights from the logits of the input masked by each channel (Wang et al. 2020)"
     needs_grad = False
     shareable = False
     cost = 16
@@ -169,7 +169,8 @@ class ScoreCAM(CAMMethod):
     def accepted_options(self) -> tuple[str, ...]:
         return ("batch_size",)
 
-    def attribute(self, ctx: Context, batch_size: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:  # type: ignore[override]
+    def attribute(self, ctx: Context, batch_size: int | None = None  # type: ignore[override]
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
         p = run_pass(ctx, need_input=False, need_layer=True, need_grad=False)
         act = check_feature_map(p.act, ctx)
         t = ctx.targets
@@ -190,7 +191,8 @@ class ScoreCAM(CAMMethod):
                 scores[i:i + rows] = out.gather(1, t[idx].view(-1, 1)).squeeze(1)
         w = scores.view(b, k).softmax(1)
         cam = cam_from_weights(act, w, relu=True)
-        return upsample(cam, x.shape[-2:]), {"cam": cam, "zero_maps": zero_maps(cam), "channel_scores": scores.view(b, k)}
+        extra = {"cam": cam, "zero_maps": zero_maps(cam), "channel_scores": scores.view(b, k)}
+        return upsample(cam, x.shape[-2:]), extra
 
 
 @register_method

@@ -58,7 +58,8 @@ class CaptumMethod(Explainer):
     def attribute(self, ctx: Context, init: dict[str, Any] | None = None, **options: Any
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
         t = ctx.targets
-        obj = self.cls(ctx.model, ctx.layer, **(init or {})) if self.uses_layer else self.cls(ctx.model, **(init or {}))
+        args = (ctx.model, ctx.layer) if self.uses_layer else (ctx.model,)
+        obj = self.cls(*args, **(init or {}))
         params = inspect.signature(obj.attribute).parameters
         if "baselines" in params and params["baselines"].default is inspect.Parameter.empty \
                 and "baselines" not in options:

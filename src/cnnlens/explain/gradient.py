@@ -137,7 +137,8 @@ class GradientMethod(Explainer):
             a, extra = self.channel_attr(ctx, ctx.x, None, rows, **opts)
         return reduce_channels(a, how), extra
 
-    def from_pass(self, ctx: Context, p: Pass, reduce: str | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def from_pass(self, ctx: Context, p: Pass, reduce: str | None = None
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
     def accepted_options(self) -> tuple[str, ...]:
@@ -224,8 +225,8 @@ class Saliency(GradientMethod):
 
     def from_pass(self, ctx: Context, p: Pass, reduce: str | None = None, abs: bool = True
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
-        g = p.gx
-        return reduce_channels(g.abs() if abs else g, reduce or self.default_reduce), {}  # type: ignore[union-attr]
+        g: torch.Tensor = p.gx  # type: ignore[assignment]
+        return reduce_channels(g.abs() if abs else g, reduce or self.default_reduce), {}
 
 
 @register_method
@@ -261,7 +262,8 @@ class GradientXInput(GradientMethod):
     def channel_attr(self, ctx, x, t, rows):  # type: ignore[no-untyped-def,override]
         return plain_grad(ctx, x, t) * x, {}
 
-    def from_pass(self, ctx: Context, p: Pass, reduce: str | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def from_pass(self, ctx: Context, p: Pass, reduce: str | None = None
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
         return reduce_channels(p.gx * ctx.x, reduce or self.default_reduce), {}  # type: ignore[operator]
 
 
@@ -313,7 +315,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_sigma: float | None) -> torch.Tensor:
+def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_sigma: float | None
+                  ) -> torch.Tensor:
     """``"zeros"`` / ``"mean"`` (zeros in normalized space: the dataset mean), ``"blur"`` (Gaussian-
     blurred input, ``blur_sigma`` default ``max(H, W) / 10`` pixels), a number, or a tensor
     broadcastable to ``x`` (``[C,H,W]``, ``[C,1,1]``, ``[1,C,H,W]``, or ``[B,C,H,W]`` for this chunk)."""
@@ -356,7 +359,7 @@ class IntegratedGradients(GradientMethod):
     def passes_per_image(self, steps: int = 64, **_: Any) -> int:
         return steps
 
-    def channel_attr(self, ctx, x, t, rows, baseline="zeros", steps=64,  # type: ignore[no-untyped-def,override]
+    def channel_attr(self, ctx, x, t, rows, baseline="zeros", steps=64,  # type: ignore[override]
                      quadrature="gausslegendre", blur_sigma=None):
         clean = t is None
         if clean:

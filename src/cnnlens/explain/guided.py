@@ -8,8 +8,8 @@ from the plain gradient only at the rectifiers:
 - deconvnet:       ``dL/dx = max(0, g)``                    (ignores the forward mask)
 
 The rule is installed on activation *modules*: a forward pre-hook passes the module's input through
-an identity "gate" whose backward applies the rule, and a forward hook passes the output through an
-identity that records ``g``. Inputs are cloned by the gate, so in-place activations are safe, and a
+an identity "gate" whose backward applies the rule, and (for the deconvnet) a forward hook puts a
+tensor hook on the output that records ``g``. Inputs are cloned by the gate, so in-place activations are safe, and a
 module used several times in one forward gets one gate per call.
 
 The same rule is applied to the other rectifier-like activation modules (LeakyReLU, PReLU, ELU,
@@ -73,20 +73,6 @@ class _Gate(torch.autograd.Function):
         return g_out.clamp_min(0), None
 
 
-class _Record(torch.autograd.Function):
-    """Identity on the activation's output; backward records the incoming gradient."""
-
-    @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, slot: dict[str, Any]) -> torch.Tensor:  # type: ignore[override]
-        ctx.slot = slot
-        return y.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        ctx.slot["grad_out"] = grad
-        return grad, None
-
-
 class _Spy(TorchFunctionMode):
     """Counts activation functions called outside an activation module."""
 
@@ -129,12 +115,11 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
         state["stacks"].setdefault(id(m), []).append(slot)
         return (_Gate.apply(inp[0], slot), *inp[1:])
 
-    def post(m: nn.Module, _inp: Any, out: Any) -> Any:
+    def post(m: nn.Module, _inp: Any, out: Any) -> None:
         state["depth"] -= 1
         slot = state["stacks"][id(m)].pop()
-        if slot is None or rule != "deconvnet" or not isinstance(out, torch.Tensor):
-            return None
-        return _Record.apply(out, slot)
+        if slot is not None and rule == "deconvnet" and isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(lambda g, slot=slot: slot.__setitem__("grad_out", g))
 
     for _, m in mods:
         own.append(m.register_forward_pre_hook(pre))

@@ -63,7 +63,8 @@ def _can_share(explainer: Explainer, opts: dict[str, Any]) -> bool:
 def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], target: TargetSpec = None,
                  layer: str | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
                  chunk_size: int | None = None, method_options: dict[str, dict[str, Any]] | None = None,
-                 progress: Callable[[int, int], None] | None = None, **options: Any) -> dict[str, Explanation]:
+                 progress: Callable[[int, int], None] | None = None, **options: Any
+                 ) -> dict[str, Explanation]:
     """Explain ``x`` with several methods, sharing forward/backward passes where possible.
 
     Args:
@@ -104,7 +105,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     shared = [m for m, e in explainers.items() if _can_share(e, per[m])]
     alone = [m for m in methods if m not in shared]
     needs_layer = any(e.uses_layer for e in explainers.values())
-    layer_name, layer_mod = resolve_layer(model, layer) if needs_layer else (None, None)
+    layer_name, layer_mod = resolve_layer(model, layer, x) if needs_layer else (None, None)
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     n = x.shape[0]
     if lab is not None and lab.numel() != n:
@@ -168,7 +169,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
         e = explainers[m]
         out[m] = Explanation(maps=torch.cat([a.detach().float().to(out_dev) for a, _ in parts[m]]), method=m,
                              targets=t_all, probs=p_all, layer=layer_name if e.uses_layer else None,
-                             signed=e.signed, extras=_to_device(merge_extras([ex for _, ex in parts[m]]), out_dev))
+                             signed=e.signed,
+                             extras=_to_device(merge_extras([ex for _, ex in parts[m]]), out_dev))
     return out
 
 

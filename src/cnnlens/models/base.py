@@ -27,7 +27,19 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10,
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2; got {num_classes}")
     factory = MODELS.get(name)
-    return factory(in_channels=in_channels, num_classes=num_classes, input_size=input_size, **kwargs)
+    import inspect
+
+    try:
+        takes_weights = "weights" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_weights = False
+    weights = None if takes_weights else kwargs.pop("weights", None)
+    model = factory(in_channels=in_channels, num_classes=num_classes, input_size=input_size, **kwargs)
+    if weights is not None:  # any model: initial weights from a file (safetensors, or a safe .pt/.pth)
+        from .weights import load_weights
+
+        load_weights(model, weights)
+    return model
 
 
 def count_params(model: nn.Module | int, trainable_only: bool = False) -> int:

@@ -53,11 +53,11 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
                      "test_acc": metrics["accuracy"], "test_split": metrics["split"], "n_test": metrics["n"],
                      "epochs": len(hist), "per_class_acc": per_class_acc, "confusion": metrics["confusion"],
                      "history": hist})
+    classes = classes or []
     base = rows[0]
     for r in rows:
         r["params_ratio"] = r["params"] / base["params"]
         r["test_acc_gap"] = r["test_acc"] - base["test_acc"]
-    assert classes is not None
     _curves(rows, out / "curves.png")
     _per_class(rows, classes, out / "per_class.png")
     _confusions(rows, classes, out / "confusions.png")

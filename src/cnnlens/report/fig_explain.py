@@ -23,7 +23,8 @@ CELL = 1.6  # inches per panel
 
 
 def _check_images(images_uint8: torch.Tensor, n: int | None = None) -> None:
-    if not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
+    if (not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8
+            or images_uint8.ndim != 4):
         got = (f"{images_uint8.dtype} {tuple(images_uint8.shape)}" if isinstance(images_uint8, torch.Tensor)
                else type(images_uint8).__name__)
         raise ValueError(f"images_uint8 must be uint8 [N,C,H,W] (the dataset's raw pixels); got {got}")
@@ -116,13 +117,15 @@ def per_class_grid(images_uint8: torch.Tensor, labels: torch.Tensor, exp: Explan
             ax.set_yticks([])
             if j < len(idx):
                 i = idx[j]
-                show_overlay(ax, images_uint8[i], heat[i], signed=exp.signed, title=f"→ {_label(exp, i, classes)}")
+                show_overlay(ax, images_uint8[i], heat[i], signed=exp.signed,
+                             title=f"→ {_label(exp, i, classes)}")
             elif j == 0:
                 ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=8)
             else:
                 ax.axis("off")
         axes[c, 0].set_ylabel(classes[c], fontsize=9)
-    fig.suptitle(f"{exp.method} per class (rows: true class; titles: explained class, probability)", fontsize=9)
+    fig.suptitle(f"{exp.method} per class (rows: true class; titles: explained class, probability)",
+                 fontsize=9)
     return save_figure(fig, path)
 
 

@@ -35,25 +35,52 @@ def collate_batch(batch: object) -> object:
 
 
 class EpochShuffle(Sampler[int]):
-    """A permutation drawn from ``(seed, epoch)``: the same order again after a resume."""
+    """A permutation drawn from ``(seed, epoch)``: the same order again after a resume.
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    Under data parallelism rank ``r`` of ``world`` takes ``perm[r::world]`` (the permutation padded
+    by wrapping around to a multiple of ``world``, so every rank runs the same number of steps). With
+    a per-device batch of ``B``, the ranks' step-``i`` batches together are exactly the single-process
+    batch ``perm[i*B*world:(i+1)*B*world]``.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        perm = torch.randperm(self.n, generator=g)
+        pad = len(self) * self.world - self.n
+        if pad:
+            perm = torch.cat([perm, perm[:pad]])
+        return iter(perm[self.rank::self.world].tolist())
 
 
-def loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0
-           ) -> DataLoader:
+def loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+           rank: int = 0, world: int = 1) -> DataLoader:
     ds = TensorPairs(images, labels)
-    sampler = EpochShuffle(len(ds), seed) if shuffle else None
+    sampler = EpochShuffle(len(ds), seed, rank, world) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=0,
                       collate_fn=collate_batch)
+
+
+def datamodule(xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Tensor, batch_size: int,
+               seed: int):
+    """Loaders built once the trainer knows this process's rank (training data sharded by rank,
+    validation on every rank whole, so its metrics are exact)."""
+    import lightning as L
+
+    class TensorData(L.LightningDataModule):
+        def train_dataloader(self) -> DataLoader:
+            t = self.trainer
+            return loader(xtr, ytr, batch_size, True, seed, t.global_rank, t.world_size)
+
+        def val_dataloader(self) -> DataLoader:
+            return loader(xva, yva, max(batch_size, 256), False)
+
+    return TensorData()

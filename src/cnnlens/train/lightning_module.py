@@ -35,6 +35,10 @@ class Classifier(L.LightningModule):
         self.cfg = cfg
         self.mean, self.std = tuple(mean), tuple(std)
         self.num_classes = num_classes
+        from torchmetrics import MeanMetric
+
+        # weighted means kept as (sum, count) and reduced across ranks by torchmetrics: exact under DDP
+        self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val") for m in ("loss", "acc")})
         self._augment = None
         if cfg.augment:
             from ..data.augment import AugmentConfig, augment_batch
@@ -58,11 +62,12 @@ class Classifier(L.LightningModule):
         x = self._prepare(images, batch_idx, stage == "train")
         logits = self.model(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing if stage == "train" else 0.0)
-        correct = (logits.argmax(1) == labels).float().sum()
         n = labels.shape[0]
-        # sums reduced across ranks by Lightning (sync_dist + "sum"), divided once at epoch end
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log(f"{stage}_acc", correct / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        lm, am = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
+        lm.update(loss.detach(), weight=n)
+        am.update((logits.argmax(1) == labels).float())
+        self.log(f"{stage}_loss", lm, on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{stage}_acc", am, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def on_train_epoch_start(self) -> None:

@@ -158,7 +158,7 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
           force: bool = False, progress: bool = False, model_options: dict[str, Any] | None = None,
-          max_time_s: float | None = None, **train_options: Any) -> Run:
+          max_time_s: float | None = None, tensorboard: bool = False, **train_options: Any) -> Run:
     """Train a classifier with Lightning and write the run directory ``out``.
 
     Args:
@@ -169,6 +169,7 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         config: a :class:`RunConfig` or a YAML file with data/model/train sections.
         resume: continue from ``out/checkpoints/last.ckpt``.
         progress: show Lightning's rich progress bar (the CLI turns it on; the library is silent).
+        tensorboard: also write the model's graph for TensorBoard into ``out/tensorboard``.
         **train_options: any other :class:`TrainConfig` field (optimizer, scheduler, augment, ...).
 
     Returns:
@@ -178,7 +179,9 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-        from .data import loader
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from .data import datamodule
         from .lightning_module import Classifier
 
     out = Path(out)
@@ -212,11 +215,11 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     module = Classifier(net, tc, ds.mean, ds.std, ds.num_classes)
     xtr, ytr = ds.split("train")
     xva, yva = ds.split("val")
-    train_dl = loader(xtr, ytr, tc.batch_size, shuffle=True, seed=tc.seed)
-    val_dl = loader(xva, yva, max(tc.batch_size, 256), shuffle=False)
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", _config_to_save(cfg, model_options_resolved, net))
+    data_module = datamodule(xtr, ytr, xva, yva, tc.batch_size, tc.seed)
+    # processes started by a DDP launcher run this code too: only the global rank 0 writes files
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "config.yaml", _config_to_save(cfg, model_options_resolved, net))
     history = _history_callback(out / "history.csv")
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
                               save_top_k=1, save_last=True, enable_version_counter=False)
@@ -235,7 +238,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         num_nodes=tc.num_nodes, precision=tc.precision, callbacks=callbacks, logger=False,
         default_root_dir=str(out), enable_progress_bar=progress, enable_model_summary=False,
         deterministic=True if on_cpu else "warn", gradient_clip_val=tc.grad_clip,
-        num_sanity_val_steps=0, log_every_n_steps=1, plugins=[atomic_checkpoint_io()])
+        num_sanity_val_steps=0, log_every_n_steps=1, use_distributed_sampler=False,
+        sync_batchnorm=_multi_device(tc) and not on_cpu, plugins=[atomic_checkpoint_io()])
     if max_time_s:
         trainer_kw["max_time"] = {"seconds": max_time_s}
     if resume:
@@ -244,7 +248,7 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         trainer = L.Trainer(**trainer_kw)
         try:
             with sigint_to(lambda: interrupt.handle(trainer)):
-                trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None,
+                trainer.fit(module, datamodule=data_module, ckpt_path=str(last) if resume else None,
                             weights_only=True if resume else None)
         except (KeyboardInterrupt, SystemExit):
             # Lightning turns a KeyboardInterrupt into sys.exit(1); a second Ctrl-C lands here
@@ -263,9 +267,21 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     best_epoch = int(best_ckpt.get("epoch", -1)) + 1
     meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
     save_model(out, net, meta)
+    if tensorboard:
+        from ..models.tensorboard import export_graph
+
+        export_graph(net, (c, h, w), out / "tensorboard")
     net.eval()
     return Run(path=out, model=net, classes=list(ds.classes), config=cfg, meta=meta,
                history=read_history(out / "history.csv"))
+
+
+def _multi_device(tc: TrainConfig) -> bool:
+    """Data-parallel over more than one process (BatchNorm statistics then synced across them)."""
+    dev = tc.devices
+    many = (isinstance(dev, int) and dev > 1) or (isinstance(dev, str) and dev not in ("1", "auto")) \
+        or (isinstance(dev, list | tuple) and len(dev) > 1)
+    return bool(many or tc.num_nodes > 1)
 
 
 def _interrupted(out: Path, completed: int) -> None:
@@ -295,6 +311,8 @@ def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any
 
 def _serializable_options(net: nn.Module, mc: ModelConfig) -> dict[str, Any]:
     opts = dict(mc.options)
+    # initial weights read from a file are not needed to rebuild the run: model.safetensors holds them
+    opts.pop("weights", None)
     if "match_params" in opts and hasattr(net, "hidden"):
         # the matched widths, so the model can be rebuilt without the reference model
         opts.pop("match_params")

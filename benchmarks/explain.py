@@ -1,0 +1,214 @@
+"""cnnlens's attribution methods against Captum and pytorch-grad-cam, and against the compute floor.
+
+Same model, same batch, same targets, one process; every (method, implementation) is timed in
+interleaved repeats and the median per-image time is reported with the ratio to the peer and to
+one raw forward+backward pass.
+
+    python benchmarks/explain.py [--repeats 5] [--batch 32] [--models compact,resnet] [--device cpu]
+                                 [--methods saliency,gradcam,many,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnnlens
+from cnnlens.explain import explain_many
+from cnnlens.explain.core import resolve_layer
+
+warnings.filterwarnings("ignore")
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.down(x))
+
+
+class SmallResNet(nn.Module):
+    """ResNet-ish: stem 32, blocks 32-64-128 (strides 1,2,2), global average pool, FC."""
+
+    def __init__(self, num_classes: int = 11) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.layers = nn.Sequential(Block(32, 32, 1), Block(32, 64, 2), Block(64, 128, 2))
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
+
+
+def models(names: list[str]) -> list[tuple[str, nn.Module, tuple[int, int, int]]]:
+    out = []
+    for n in names:
+        torch.manual_seed(0)
+        if n == "compact":
+            out.append(("compact 1x48x48", cnnlens.create_model("compact", in_channels=1, num_classes=7,
+                                                                 input_size=48), (1, 48, 48)))
+        elif n == "resnet":
+            out.append(("resnet-ish 3x64x64", SmallResNet(), (3, 64, 64)))
+        else:
+            raise SystemExit(f"unknown model {n!r}; use compact,resnet")
+    return out
+
+
+def fwd_bwd(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> None:
+    xg = x.detach().requires_grad_(True)
+    torch.autograd.grad(model(xg).gather(1, t[:, None]).sum(), xg)
+
+
+def pgc_runner(cls_name: str, model: nn.Module, layer: nn.Module, batch_size: int | None = None
+               ) -> Callable[[torch.Tensor, torch.Tensor], object]:
+    import pytorch_grad_cam as pgc
+    import pytorch_grad_cam.score_cam as score_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    # ScoreCAM's tqdm progress bar (per image) off: quiet output, and no drawing cost in its timing
+    score_cam.tqdm = type("NoBar", (), {"tqdm": staticmethod(lambda it, *a, **k: it)})
+
+    def run(x: torch.Tensor, t: torch.Tensor) -> object:
+        with getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
+            if batch_size:
+                cam.batch_size = batch_size
+            return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+
+    return run
+
+
+def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int) -> list[tuple[str, str, Callable]]:
+    """(method, implementation, fn(x, t)) triples."""
+    import captum.attr as ca
+
+    def ours(method: str, **o: object) -> Callable:
+        return lambda x, t: cnnlens.explain(model, x, method, target=t, **o)
+
+    def cap_layer_gc(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
+        return ca.LayerAttribution.interpolate(a, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+    return [
+        ("saliency", "cnnlens", ours("saliency")),
+        ("saliency", "captum", lambda x, t: ca.Saliency(model).attribute(x, target=t, abs=True)),
+        ("gradient_x_input", "cnnlens", ours("gradient_x_input")),
+        ("gradient_x_input", "captum", lambda x, t: ca.InputXGradient(model).attribute(x, target=t)),
+        ("smoothgrad", "cnnlens", ours("smoothgrad", n_samples=nt)),
+        ("smoothgrad", "captum", lambda x, t: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x, target=t, nt_type="smoothgrad", nt_samples=nt, stdevs=0.15 * float(x.max() - x.min()))),
+        ("integrated_gradients", "cnnlens", ours("integrated_gradients", steps=ig_steps)),
+        ("integrated_gradients", "captum", lambda x, t: ca.IntegratedGradients(model).attribute(
+            x, baselines=0.0, target=t, n_steps=ig_steps)),
+        ("guided_backprop", "cnnlens", ours("guided_backprop")),
+        ("guided_backprop", "captum", lambda x, t: ca.GuidedBackprop(model).attribute(x, target=t)),
+        ("deconvnet", "cnnlens", ours("deconvnet")),
+        ("deconvnet", "captum", lambda x, t: ca.Deconvolution(model).attribute(x, target=t)),
+        ("gradcam", "cnnlens", ours("gradcam")),
+        ("gradcam", "captum", cap_layer_gc),
+        ("gradcam", "pytorch-grad-cam", pgc_runner("GradCAM", model, layer)),
+        ("gradcam_pp", "cnnlens", ours("gradcam_pp")),
+        ("gradcam_pp", "pytorch-grad-cam", pgc_runner("GradCAMPlusPlus", model, layer)),
+        ("xgradcam", "cnnlens", ours("xgradcam")),
+        ("xgradcam", "pytorch-grad-cam", pgc_runner("XGradCAM", model, layer)),
+        ("layercam", "cnnlens", ours("layercam")),
+        ("layercam", "pytorch-grad-cam", pgc_runner("LayerCAM", model, layer)),
+        ("eigencam", "cnnlens", ours("eigencam")),
+        ("eigencam", "pytorch-grad-cam", pgc_runner("EigenCAM", model, layer)),
+        ("guided_gradcam", "cnnlens", ours("guided_gradcam")),
+        ("guided_gradcam", "captum", lambda x, t: ca.GuidedGradCam(model, layer).attribute(
+            x, target=t, interpolate_mode="bilinear")),
+    ]
+
+
+def timeit(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch: int, repeats: int,
+                device: str, ig_steps: int, nt: int, score_batch: int, only: list[str] | None = None) -> None:
+    model = model.to(device).eval()
+    torch.manual_seed(1)
+    x = torch.randn(batch, *shape, device=device)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    _, layer = resolve_layer(model, None)
+    cs = cases(model, layer, ig_steps, nt)
+    xs, ts = x[:score_batch], t[:score_batch]
+    score = [("scorecam", "cnnlens", lambda: cnnlens.explain(model, xs, "scorecam", target=ts, batch_size=64)),
+             ("scorecam", "pytorch-grad-cam", lambda: pgc_runner("ScoreCAM", model, layer, 64)(xs, ts))]
+    jobs: list[tuple[str, str, Callable[[], object], int]] = [("forward+backward", "raw", lambda: fwd_bwd(model, x, t), batch)]
+    jobs += [(m, impl, (lambda f=f: f(x, t)), batch) for m, impl, f in cs]
+    jobs += [(m, impl, f, score_batch) for m, impl, f in score]
+    trio = ["saliency", "gradcam", "gradient_x_input"]
+    jobs.append(("saliency+gradcam+gradient_x_input", "explain_many",
+                 lambda: explain_many(model, x, trio, target=t), batch))
+    jobs.append(("saliency+gradcam+gradient_x_input", "3 explain calls",
+                 lambda: [cnnlens.explain(model, x, m, target=t) for m in trio], batch))
+    if only:
+        keep = set(only) | {"forward+backward"}
+        if "many" in keep:
+            keep.add("saliency+gradcam+gradient_x_input")
+        jobs = [j for j in jobs if j[0] in keep]
+    for _, _, fn, _ in jobs:  # warm-up
+        fn()
+    times: dict[tuple[str, str], list[float]] = {(m, i): [] for m, i, _, _ in jobs}
+    for _ in range(repeats):
+        for m, i, fn, n in jobs:
+            times[(m, i)].append(timeit(fn) / n)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    floor = med[("forward+backward", "raw")]
+    print(f"\n### {label}, batch {batch} (scorecam: {score_batch}), {device}, median of {repeats} interleaved repeats")
+    print(f"raw forward+backward: {floor:.3f} ms/image\n")
+    print("| method | cnnlens ms/img | x fwd+bwd | peer | peer ms/img | cnnlens / peer |")
+    print("|---|---:|---:|---|---:|---:|")
+    methods = list(dict.fromkeys(m for m, i, _, _ in jobs if i == "cnnlens"))
+    for m in methods:
+        ours = med[(m, "cnnlens")]
+        peers = [(i, v) for (mm, i), v in med.items() if mm == m and i != "cnnlens"]
+        for i, v in peers:
+            print(f"| {m} | {ours:.3f} | {ours / floor:.2f} | {i} | {v:.3f} | {ours / v:.2f} |")
+    if ("saliency+gradcam+gradient_x_input", "explain_many") not in med:
+        return
+    many = med[("saliency+gradcam+gradient_x_input", "explain_many")]
+    sep = med[("saliency+gradcam+gradient_x_input", "3 explain calls")]
+    print(f"| saliency+gradcam+gradient_x_input | {many:.3f} (explain_many) | {many / floor:.2f} | "
+          f"3 separate explain calls | {sep:.3f} | {many / sep:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--score-batch", type=int, default=4)
+    ap.add_argument("--ig-steps", type=int, default=32)
+    ap.add_argument("--nt-samples", type=int, default=8)
+    ap.add_argument("--models", default="compact,resnet")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", default="", help="only these (comma-separated; 'many' = the explain_many trio)")
+    a = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for label, model, shape in models(a.models.split(",")):
+        bench_model(label, model, shape, a.batch, a.repeats, a.device, a.ig_steps, a.nt_samples, a.score_batch,
+                    [m for m in a.methods.split(",") if m] or None)
+
+
+if __name__ == "__main__":
+    main()

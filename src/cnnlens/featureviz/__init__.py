@@ -1,0 +1,60 @@
+"""Feature visualization: what a CNN's filters, neurons and classes respond to.
+
+Built from small pieces (as Lucent): :mod:`objectives` (what to maximize), :mod:`param` (how the
+image is parameterized), :mod:`transforms` (random jitter/scale/rotation for robustness) and one
+render loop (:func:`render`); plus feature maps, dataset examples and Deep Dream.
+"""
+
+from .dream import Dream, deep_dream
+from .examples import Examples, dataset_examples
+from .featuremaps import FeatureMaps, feature_maps
+from .objectives import Objective, channel, class_logit, diversity, layer_l2, neuron
+from .param import FourierImage, ImageParam, PixelImage, color_correlation, high_frequency_power
+from .render import (
+    FilterViz,
+    InputSpace,
+    Rendered,
+    filter_layer,
+    leaf_layers,
+    naive_pixel_ascent,
+    render,
+    resolve_layer,
+    score,
+    visualize_classes,
+    visualize_filters,
+)
+from .runs import dream_run, featuremaps_run, filters_run
+
+__all__ = [
+    "Dream",
+    "Examples",
+    "FeatureMaps",
+    "FilterViz",
+    "FourierImage",
+    "ImageParam",
+    "InputSpace",
+    "Objective",
+    "PixelImage",
+    "Rendered",
+    "channel",
+    "class_logit",
+    "color_correlation",
+    "dataset_examples",
+    "deep_dream",
+    "diversity",
+    "dream_run",
+    "feature_maps",
+    "featuremaps_run",
+    "filter_layer",
+    "filters_run",
+    "high_frequency_power",
+    "layer_l2",
+    "leaf_layers",
+    "naive_pixel_ascent",
+    "neuron",
+    "render",
+    "resolve_layer",
+    "score",
+    "visualize_classes",
+    "visualize_filters",
+]

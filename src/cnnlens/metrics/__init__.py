@@ -1,0 +1,52 @@
+"""Trust scores for explanations: faithfulness, randomization checks, localization, controls.
+
+Importing this package registers the controls ``control_random`` and ``control_edge`` in
+``METHODS`` and the protocol's tests in ``TRUST_METRICS``.
+"""
+
+from . import controls  # noqa: F401  (registers the controls as methods)
+from .base import TRUST_METRICS, Score, TrustTest, beats, register_test
+from .controls import CONTROLS, is_control, sobel_magnitude
+from .faithfulness import auc, deletion_insertion, make_substrate, perturbation_curves
+from .localization import pointing_game, relevance_mass
+from .protocol import FAST, TrustReport, run_trust
+from .randomization import (
+    fully_randomized,
+    layer_groups,
+    map_similarity,
+    other_classes,
+    parameter_layers,
+    randomization_curve,
+    reinitialize,
+    spearman,
+    ssim,
+)
+
+__all__ = [
+    "CONTROLS",
+    "FAST",
+    "TRUST_METRICS",
+    "Score",
+    "TrustReport",
+    "TrustTest",
+    "auc",
+    "beats",
+    "deletion_insertion",
+    "fully_randomized",
+    "is_control",
+    "layer_groups",
+    "make_substrate",
+    "map_similarity",
+    "other_classes",
+    "parameter_layers",
+    "perturbation_curves",
+    "pointing_game",
+    "randomization_curve",
+    "register_test",
+    "reinitialize",
+    "relevance_mass",
+    "run_trust",
+    "sobel_magnitude",
+    "spearman",
+    "ssim",
+]
