@@ -44,7 +44,8 @@ def env() -> dict[str, str]:
             "COLUMNS": "200"}
 
 
-def run_cli(*args: str, fsize_limit: int | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, fsize_limit: int | None = None, timeout: int = 600,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m cnnlens ARGS``; ``fsize_limit`` bytes: no file may grow beyond it (a full disk:
     the kernel refuses the write with EFBIG; Python ignores SIGXFSZ, so it is an OSError)."""
 
@@ -52,8 +53,8 @@ def run_cli(*args: str, fsize_limit: int | None = None, timeout: int = 600) -> s
         if fsize_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
 
-    return subprocess.run([sys.executable, "-m", "cnnlens", *args], env=env(), capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=limit)
+    return subprocess.run([sys.executable, "-m", "cnnlens", *args], env={**env(), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:

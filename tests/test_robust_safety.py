@@ -118,8 +118,8 @@ def hostile_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
             a[:, 3 * k:3 * k + 3] = 220
             Image.fromarray(a).save(root / name / f"<i>{i}.png")
     out = base / "<i>run\"&'"
-    os.environ.setdefault("CNNLENS_CACHE", str(base / "cache"))
-    p = run_cli("run", "--data", f"folder:{root}", "--epochs", "1", "--batch-size", "8", "--out", str(out))
+    p = run_cli("run", "--data", f"folder:{root}", "--epochs", "1", "--batch-size", "8", "--out", str(out),
+                extra_env={"CNNLENS_CACHE": str(base / "cache")})
     assert p.returncode == 0, p.stderr
     return out / "report", (out / "report" / "index.html").read_text(encoding="utf-8")
 

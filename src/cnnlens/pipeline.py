@@ -149,10 +149,18 @@ def record_timing(run_dir: str | Path, stage: str, seconds: float, cpu_seconds: 
 def timed(run_dir: str | Path, stage: str) -> Iterator[None]:
     """Record the wall and CPU (this process) time of the block as ``stage``, also when it fails."""
     t0, c0 = time.perf_counter(), time.process_time()
+    done = False
     try:
         yield
+        done = True
     finally:
-        record_timing(run_dir, stage, time.perf_counter() - t0, time.process_time() - c0)
+        try:
+            record_timing(run_dir, stage, time.perf_counter() - t0, time.process_time() - c0)
+        except OSError as e:
+            if done:
+                raise
+            # the block's own error (e.g. a full disk) is the one to report, not this follow-up
+            log.warning("could not record the time of %s: %s", stage, e)
 
 
 def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:  # kept for older callers
