@@ -147,26 +147,3 @@ def test_target_label_and_chunking_agree():
     assert a.targets.tolist() == [0, 1, 2, 3, 4, 0, 1]
     torch.testing.assert_close(a.maps, b.maps)
     torch.testing.assert_close(a.probs, torch.softmax(m.eval()(x), 1), atol=1e-6, rtol=1e-5)
-
-
-class _ShortcutLast(nn.Module):
-    """A residual block whose shortcut conv is registered after the main branch (as torchvision's
-    ``downsample``) but runs first; the main branch's conv2 is the last spatial layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.shortcut = nn.Conv2d(1, 4, 1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        s = self.shortcut(x)
-        y = self.conv2(torch.relu(self.conv1(x))) + s
-        return self.fc(y.mean((2, 3)))
-
-
-def test_default_layer_is_the_last_conv_to_run():
-    m = _ShortcutLast()
-    e = cnnlens.explain(m, torch.randn(2, 1, 8, 8), "gradcam")
-    assert e.layer == "conv2"

@@ -237,14 +237,8 @@ def _check_range(t: torch.Tensor, k: int) -> None:
                          f"(0..{k - 1})")
 
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None, example: torch.Tensor | None = None
-                  ) -> tuple[str, nn.Module]:
-    """A layer given by dotted name or module; ``None`` -> the last ``Conv2d``.
-
-    "Last" means last to run in the forward pass when an ``example`` input is given (one image is
-    enough), so a residual shortcut convolution registered after the block's main branch is not
-    taken for the last spatial layer; without an example, the last one registered.
-    """
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
+    """A layer given by dotted name or module; ``None`` -> the last ``Conv2d``."""
     named = dict(model.named_modules())
     if layer is None:
         convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
@@ -252,10 +246,6 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None, example: torc
             _refuse_torchscript(model, deep=True)
             raise ValueError("the model has no Conv2d layer to use by default; pass layer=<name>. "
                              f"Layers: {', '.join(n for n in named if n)}")
-        if example is not None and len(convs) > 1:
-            ran = _execution_order(model, [m for _, m in convs], example[:1])
-            if ran:
-                return next((n, m) for n, m in convs if m is ran[-1])
         return convs[-1]
     if isinstance(layer, nn.Module):
         for n, m in named.items():
@@ -278,23 +268,6 @@ def _refuse_torchscript(module: nn.Module, deep: bool = False) -> None:
         raise ValueError("this is a TorchScript model: its layers cannot take the hooks that layer-based "
                          "methods (gradcam, ...) need. Use an input-gradient method (saliency, ...), or "
                          "load the Python model instead (FILE.py:ClassName with weights=FILE)")
-
-
-def _execution_order(model: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> list[nn.Module]:
-    """The given modules in the order a forward pass on ``x`` runs them (training flags restored)."""
-    order: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in modules]
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x.to(model_device(model), torch.float32))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, t in zip(model.modules(), modes):
-            m.training = t
-    return order
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -356,7 +329,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     explainer: Explainer = impl() if isinstance(impl, type) else impl
     dev = model_device(model)
     out_dev = x.device
-    layer_name, layer_mod = resolve_layer(model, layer, x) if explainer.uses_layer else (None, None)
+    layer_name, layer_mod = resolve_layer(model, layer) if explainer.uses_layer else (None, None)
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
         raise ValueError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")

@@ -105,7 +105,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     shared = [m for m, e in explainers.items() if _can_share(e, per[m])]
     alone = [m for m in methods if m not in shared]
     needs_layer = any(e.uses_layer for e in explainers.values())
-    layer_name, layer_mod = resolve_layer(model, layer, x) if needs_layer else (None, None)
+    layer_name, layer_mod = resolve_layer(model, layer) if needs_layer else (None, None)
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     n = x.shape[0]
     if lab is not None and lab.numel() != n:
