@@ -24,6 +24,7 @@ def test_trust_cli_writes_scores_and_prints_the_table(tmp_path) -> None:
         str(run.path),
         "--methods",
         "gradcam",
+        "--fast",
         "--n-images",
         "6",
         "--steps",
@@ -34,6 +35,7 @@ def test_trust_cli_writes_scores_and_prints_the_table(tmp_path) -> None:
     data = json.loads((run.path / "trust" / "scores.json").read_text())
     assert list(data["methods"]) == ["gradcam", "control_random", "control_edge"]
     assert data["n_images"] == 6 and "localization" not in data["tests"]  # digits has no masks
+    assert data["options"]["steps"] == 8 and data["options"]["cascade"] is False  # --fast, flags override
     for m, entry in data["methods"].items():
         assert entry["reading"] in res.stdout  # one reading line per method
     assert "scores.json" in res.stdout

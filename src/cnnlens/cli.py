@@ -720,7 +720,9 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
                         "the controls are always scored")
     p.add_argument("--fast", action="store_true",
-                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve (flags override)")
+                   help="quick protocol: 16 images, 20 deletion steps, no per-layer curve, "
+                        "methods of cost <= 64 "
+                        "(gradient and CAM; flags override)")
     p.add_argument("--n-images", type=int, default=None,
                    help="test images scored (default 32; 16 with --fast)")
     p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
@@ -742,7 +744,7 @@ def _run_trust(args: argparse.Namespace) -> int:
     from .train import load_run
 
     preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
-    for k in ("n_images", "steps"):
+    for k in ("n_images", "steps", "max_cost"):
         if getattr(args, k) is not None:
             preset[k] = getattr(args, k)
 
@@ -753,8 +755,7 @@ def _run_trust(args: argparse.Namespace) -> int:
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     with Progress("scoring methods") as cb:
         rep = run_trust(run.model, ds, methods, out_dir=run.path / "trust", split=args.split, seed=args.seed,
-                        substrate=args.substrate, independent=args.independent, max_cost=args.max_cost,
-                        progress=cb, **preset)
+                        substrate=args.substrate, independent=args.independent, progress=cb, **preset)
     header, rows = rep.table()
     t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
                                    f"(model accuracy on them {100 * rep.accuracy:.0f}%)")

@@ -36,7 +36,7 @@ from .randomization import (
 )
 
 # The fast protocol: what `cnnlens trust --fast` and the report use (benchmarks/trust.py times it)
-FAST = {"n_images": 16, "steps": 20, "cascade": False}
+FAST = {"n_images": 16, "steps": 20, "cascade": False, "max_cost": 64}  # gradient and CAM methods
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def run_trust(
         steps, substrate, blur_sigma: deletion/insertion settings (see :mod:`.faithfulness`).
         cascade: draw the cascading curve layer by layer (one map per layer group); without it
             only the fully randomized model is compared (the verdict needs only that). ``FAST``
-            (16 images, 20 steps, no cascade) is the quick preset.
+            (16 images, 20 steps, no cascade, methods of cost <= 64) is the quick preset.
         independent: also run the one-layer-at-a-time randomization curve (slower).
         max_cost: with ``methods=None``, leave out methods whose ``cost`` exceeds it (listed as skipped).
         method_options: per-method keyword options for ``explain``.
