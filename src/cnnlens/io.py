@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -78,6 +77,18 @@ def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequenc
     w.writerow(header)
     w.writerows(rows)
     return write_text(path, buf.getvalue())
+
+
+def write_npy(path: str | os.PathLike[str], array: Any) -> Path:
+    """A NumPy array (or a tensor: detached, moved to the CPU) as a ``.npy`` file, atomically."""
+    import numpy as np
+    import torch
+
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return write_bytes(path, buf.getvalue())
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

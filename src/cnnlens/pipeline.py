@@ -17,7 +17,6 @@ only reads what these stages wrote.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -26,13 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .evaluate import EvalResult, evaluate, write_eval
 from .explain.core import METHODS
-from .io import read_json, write_bytes, write_csv, write_json
+from .io import read_json, write_csv, write_json, write_npy
 from .train import Run
 
 log = logging.getLogger(__name__)
@@ -615,10 +613,7 @@ def _load_or_evaluate(run: Run, split: str) -> EvalResult:
 
 
 def _save_npy(path: Path, t: torch.Tensor) -> Path:
-    buf = io.BytesIO()
-    a = t.detach().cpu().numpy()
-    np.save(buf, a.astype(np.float32) if a.dtype.kind == "f" else a)
-    return write_bytes(path, buf.getvalue())
+    return write_npy(path, t.float() if t.is_floating_point() else t)
 
 
 def _list(v: Any) -> list[float] | None:

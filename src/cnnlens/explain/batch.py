@@ -8,18 +8,16 @@ writes one ``<method>.npy`` per method (``float32 [N, H, W]`` raw maps), ``expla
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..io import write_bytes, write_json
+from ..io import write_json, write_npy
 from .core import Explanation, TargetSpec
 from .many import explain_many
 
@@ -50,12 +48,6 @@ def select_per_class(labels: torch.Tensor | Sequence[int], per_class: int) -> to
     lab = torch.as_tensor(labels).view(-1)
     out = [(lab == c).nonzero().view(-1)[:per_class] for c in sorted(set(lab[lab >= 0].tolist()))]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def _npy_bytes(a: torch.Tensor) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a.detach().cpu().float().numpy())
-    return buf.getvalue()
 
 
 def _scalars(extras: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +118,7 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
     }
     for m, e in results.items():
         name = _file_name(m)
-        write_bytes(out / f"{name}.npy", _npy_bytes(e.maps))
+        write_npy(out / f"{name}.npy", e.maps.float())
         meta["methods"][m] = {"file": f"{name}.npy", "shape": list(e.maps.shape), "signed": e.signed,
                               "layer": e.layer, "extras": _scalars(e.extras)}
     write_json(out / "explanations.json", meta)

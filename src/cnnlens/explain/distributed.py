@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..io import write_bytes, write_json
+from ..io import write_bytes, write_json, write_npy
 from .core import METHODS
 
 log = logging.getLogger(__name__)
@@ -37,14 +36,6 @@ class _Indexed(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, int]:
         return i, self.images[i], -1 if self.labels is None else int(self.labels[i])
-
-
-def _npy(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
 
 
 def map_images(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
@@ -143,10 +134,10 @@ def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence
     info: dict[str, Any] = {"n": int(images_uint8.shape[0]), "methods": {}}
     for m in methods:
         name = m.replace(":", "_").replace("/", "_")
-        write_bytes(out / f"{name}.npy", _npy(got[f"map:{m}"].numpy()))
+        write_npy(out / f"{name}.npy", got[f"map:{m}"])
         info["methods"][m] = {"file": f"{name}.npy"}
-    write_bytes(out / "targets.npy", _npy(got["targets"].numpy()))
-    write_bytes(out / "probs.npy", _npy(got["probs"].numpy()))
+    write_npy(out / "targets.npy", got["targets"])
+    write_npy(out / "probs.npy", got["probs"])
     write_json(out / "explanations.json", info)
     return out
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import read_json, write_bytes, write_json
-from .batch import _file_name, _npy_bytes, _scalars, normalize_images
+from ..io import read_json, write_json, write_npy
+from .batch import _file_name, _scalars, normalize_images
 from .core import METHODS, TargetSpec
 from .many import explain_many
 
@@ -260,16 +260,16 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
         first = next(iter(res.values()))
         for m, e in res.items():
             folder = out / _file_name(m)
-            write_bytes(folder / f"{k:05d}.npy", _npy_bytes(e.maps))
+            write_npy(folder / f"{k:05d}.npy", e.maps.float())
             sc = _scalars(e.extras)
             if sc:
                 write_json(folder / f"{k:05d}.json", sc)
             manifest["signed"][m] = e.signed
             if e.layer:
                 manifest["layer"] = e.layer
-        write_bytes(out / "targets" / f"{k:05d}.npy", _npy_bytes_int(first.targets))
-        write_bytes(out / "probs" / f"{k:05d}.npy", _npy_bytes(first.probs))
-        write_bytes(out / "indices" / f"{k:05d}.npy", _npy_bytes_int(torch.from_numpy(sel)))
+        write_npy(out / "targets" / f"{k:05d}.npy", first.targets.long())
+        write_npy(out / "probs" / f"{k:05d}.npy", first.probs.float())
+        write_npy(out / "indices" / f"{k:05d}.npy", torch.from_numpy(sel).long())
         manifest["classes_count"] = int(first.probs.shape[1])
         manifest["chunks_done"] = k + 1
         write_json(out / "manifest.json", manifest)  # the chunk counts only once this is on disk
@@ -280,12 +280,6 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
     return StreamResult(out, manifest)
 
 
-def _npy_bytes_int(a: torch.Tensor) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a.detach().cpu().long().numpy())
-    return buf.getvalue()
 
 
 def _clear(out: Path, manifest: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ figures (PNG, GIF), the raw 8-bit images (``.npy``) and a JSON summary with the 
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..io import write_bytes, write_json
+from ..io import write_json, write_npy
 from .dream import deep_dream
 from .examples import dataset_examples
 from .featuremaps import feature_maps
@@ -33,9 +32,7 @@ def _slug(name: str) -> str:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> Path:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return write_bytes(path, buf.getvalue())
+    return write_npy(path, arr)
 
 
 def _u8(img: torch.Tensor) -> np.ndarray:
