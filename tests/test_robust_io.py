@@ -24,43 +24,52 @@ A = b"A" * (4 << 20)
 B = b"B" * (4 << 20) + b"tail"
 
 
-def _writer(kind: str, target: Path, ready: int) -> None:
-    """Child process: write the two versions in turn, forever (until killed)."""
+# The writer runs in a fresh interpreter, not os.fork(): forking pytest's multi-threaded process
+# (torch's thread pool) can deadlock the child before it writes anything.
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+
+    import torch
+
     from cnnlens.io import write_bytes
     from cnnlens.train.safety import atomic_checkpoint_io
 
+    kind, target = sys.argv[1], Path(sys.argv[2])
+    A = b"A" * (4 << 20)
+    B = b"B" * (4 << 20) + b"tail"
     io = atomic_checkpoint_io()
     ckpts = [{"step": k, "w": torch.full((1 << 20,), float(k))} for k in (0, 1)]
     i = 0
-    while True:
+    while True:  # write the two versions in turn until killed
         if kind == "bytes":
             write_bytes(target, (A, B)[i % 2])
         else:
             io.save_checkpoint(ckpts[i % 2], target)
         if i == 0:
-            os.write(ready, b"r")
+            sys.stdout.write("r")
+            sys.stdout.flush()
         i += 1
+""")
 
 
 def _kill_while_writing(kind: str, target: Path, rounds: int) -> None:
-    """Fork a writer, SIGKILL it at a random moment, check the target; ``rounds`` times."""
+    """Start a writer, SIGKILL it at a random moment, check the target; ``rounds`` times."""
     rng = random.Random(0)
     for _ in range(rounds):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child never returns into pytest
-            try:
-                os.close(r)
-                _writer(kind, target, w)
-            finally:
-                os._exit(1)
-        os.close(w)
-        assert os.read(r, 1) == b"r"
-        os.close(r)
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        p = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target)], stdout=subprocess.PIPE,
+                             env=env())
+        try:
+            assert p.stdout.read(1) == b"r"
+            time.sleep(rng.uniform(0.0, 0.3))
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        assert p.returncode == -signal.SIGKILL
         _check(kind, target)
 
 
