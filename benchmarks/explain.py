@@ -1,7 +1,8 @@
 """cnnlens's attribution methods against Captum and pytorch-grad-cam, and against the compute floor.
 
 Same model, same batch, same targets, one process; every (method, implementation) is timed in
-interleaved repeats and the median per-image time is reported with the ratio to the peer and to
+interleaved repeats (a fresh random order each repeat); the median per-image time is reported
+with the ratio to the peer and to
 one raw forward+backward pass.
 
     python benchmarks/explain.py [--repeats 5] [--batch 32] [--models compact,resnet] [--device cpu]
@@ -11,6 +12,7 @@ one raw forward+backward pass.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 import warnings
@@ -152,8 +154,9 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     _, layer = resolve_layer(model, None)
     cs = cases(model, layer, ig_steps, nt)
     xs, ts = x[:score_batch], t[:score_batch]
-    score = [("scorecam", "cnnlens", lambda: cnnlens.explain(model, xs, "scorecam", target=ts, batch_size=64)),
-             ("scorecam", "pytorch-grad-cam", lambda: pgc_runner("ScoreCAM", model, layer, 64)(xs, ts))]
+    # each tool at its defaults: cnnlens sizes its passes itself, pytorch-grad-cam runs 16 masks a pass
+    score = [("scorecam", "cnnlens", lambda: cnnlens.explain(model, xs, "scorecam", target=ts)),
+             ("scorecam", "pytorch-grad-cam", lambda: pgc_runner("ScoreCAM", model, layer)(xs, ts))]
     jobs: list[tuple[str, str, Callable[[], object], int]] = [("forward+backward", "raw", lambda: fwd_bwd(model, x, t), batch)]
     jobs += [(m, impl, (lambda f=f: f(x, t)), batch) for m, impl, f in cs]
     jobs += [(m, impl, f, score_batch) for m, impl, f in score]
@@ -170,8 +173,13 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     for _, _, fn, _ in jobs:  # warm-up
         fn()
     times: dict[tuple[str, str], list[float]] = {(m, i): [] for m, i, _, _ in jobs}
+    # a fresh random order each repeat: a job must not always follow the same one (numpy's BLAS
+    # threads keep spinning for a while after pytorch-grad-cam's SVD and slow whatever runs next)
+    rng = random.Random(0)
     for _ in range(repeats):
-        for m, i, fn, n in jobs:
+        order = list(jobs)
+        rng.shuffle(order)
+        for m, i, fn, n in order:
             times[(m, i)].append(timeit(fn) / n)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     floor = med[("forward+backward", "raw")]

@@ -265,6 +265,10 @@ def test_explain_many_shares_one_forward_backward():
     h1 = model.register_forward_pre_hook(lambda *a: calls.__setitem__("fwd", calls["fwd"] + 1))
     h2 = model.stem[0].register_full_backward_hook(lambda *a: calls.__setitem__("bwd", calls["bwd"] + 1))
     try:
+        # the first call on a model probes once (one image, no grad) whether it takes channels-last
+        # inputs; count the passes after it
+        cnnlens.explain(model, x[:1], "eigencam")
+        calls.update(fwd=0, bwd=0)
         explain_many(model, x, ["saliency", "gradcam", "gradient_x_input", "xgradcam"], chunk_size=4)
         assert calls == {"fwd": 1, "bwd": 1}
         calls.update(fwd=0, bwd=0)
@@ -318,3 +322,44 @@ def test_captum_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     with pytest.raises(ValueError, match="pip install captum"):
         cnnlens.explain(TinyResNet().eval(), torch.randn(1, 3, 8, 8), "captum:Saliency")
+
+
+class ViewAfterConv(nn.Module):
+    """A course-style CNN that flattens with ``x.view``: it cannot take channels-last activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(8 * 6 * 6, 4)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).view(x.shape[0], -1))
+
+
+def test_channels_last_passes_equal_default_layout_and_fall_back_when_the_model_cannot_take_them():
+    from cnnlens.explain import core
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 6, 6)
+    flat = ViewAfterConv().eval()
+    with pytest.raises(RuntimeError, match="view"):
+        flat(x.clone(memory_format=torch.channels_last))
+    assert core.use_channels_last(flat, x) is False  # probed, remembered, default layout kept
+    for m in ["gradcam", "guided_gradcam", "integrated_gradients"]:
+        got = cnnlens.explain(flat, x, m)
+        assert torch.isfinite(got.maps).all() and got.maps.shape == (5, 6, 6)
+    sal = cnnlens.explain(flat, x, "saliency")
+    xg = x.clone().requires_grad_(True)
+    g = torch.autograd.grad(flat(xg).gather(1, sal.targets[:, None]).sum(), xg)[0]
+    torch.testing.assert_close(sal.maps, g.abs().amax(1))
+
+    net = resnet().eval()
+    xr = torch.randn(4, 3, 20, 20)
+    assert core.use_channels_last(net, xr) is True
+    for m in ["saliency", "gradient_x_input", "gradcam", "guided_backprop", "integrated_gradients"]:
+        cl = cnnlens.explain(net, xr, m, **({"steps": 8} if m == "integrated_gradients" else {}))
+        core._LAYOUT_OK[net] = False  # the same call in the default layout
+        ref = cnnlens.explain(net, xr, m, **({"steps": 8} if m == "integrated_gradients" else {}))
+        core._LAYOUT_OK[net] = True
+        torch.testing.assert_close(cl.maps, ref.maps, rtol=1e-4, atol=1e-6)

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .core import Context, Explainer, forward_logits, register_method, upsample
-from .gradient import GradientMethod, Pass, reduce_channels, row_budget, rule_grad, run_pass
+from .core import Context, Explainer, register_method, upsample
+from .gradient import GradientMethod, Pass, reduce_channels, row_budget, run_pass
+from .guided import activation_rule
 
 
 def cam_from_weights(act: torch.Tensor, weights: torch.Tensor, relu: bool = True) -> torch.Tensor:
@@ -40,6 +41,7 @@ class CAMMethod(Explainer):
     shareable = True
     needs_grad = True
     needs_input_grad = False
+    channels_last_passes = True
 
     def raw_cam(self, act: torch.Tensor, ga: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
@@ -187,7 +189,7 @@ class ScoreCAM(CAMMethod):
                 hi = up.flatten(1).amax(1).view(-1, 1, 1, 1)
                 mask = (up - lo) / (hi - lo + 1e-8)
                 idx = img[i:i + rows]
-                out = forward_logits(ctx.model, x[idx] * mask)
+                out = ctx.forward(x[idx] * mask)
                 scores[i:i + rows] = out.gather(1, t[idx].view(-1, 1)).squeeze(1)
         w = scores.view(b, k).softmax(1)
         cam = cam_from_weights(act, w, relu=True)
@@ -210,19 +212,35 @@ class GuidedGradCAM(GradientMethod):
     cost = 2
 
     def channel_attr(self, ctx, x, t, rows, force=False):  # type: ignore[no-untyped-def,override]
+        # One forward pass for both: the guided gates are switched to "plain" for the Grad-CAM
+        # backward (to the layer), then back to "guided" for the backward to the input.
         clean = t is None
-        sub = Context(model=ctx.model, x=x, target=ctx.target if clean else t, num_classes=-1,
-                      layer_name=ctx.layer_name, layer=ctx.layer, handles=ctx.handles, labels=ctx.labels,
-                      logits=None)
-        gc, gc_extra = GradCAM().attribute(sub)
+        store = ctx.capture()
+        handle = ctx.handles[-1]
+        try:
+            with activation_rule(ctx.model, "guided", ctx.handles, force=force) as info:
+                xg = x.detach().requires_grad_(True)
+                logits = ctx.forward(xg)
+        finally:
+            handle.remove()
+        unguided = info["unguided"]
         if clean:
-            ctx.targets_from(sub.logits)  # type: ignore[arg-type]
-            t = ctx.targets
-        g, unguided = rule_grad(ctx, x, t, "guided", force)
-        extra = {"cam": gc_extra["cam"], "zero_maps": gc_extra["zero_maps"]}
+            t = ctx.targets_from(logits)
+        score = logits.gather(1, t.view(-1, 1)).sum()
+        act = check_feature_map(store["act"], ctx)
+        info["set_rule"]("plain")
+        (ga,) = torch.autograd.grad(score, act, retain_graph=True, allow_unused=True)
+        if ga is None:
+            raise ValueError(f"the model's output does not depend on layer {ctx.layer_name!r}; pass "
+                             "layer=<a conv layer on the path to the output>")
+        info["set_rule"]("guided")
+        (g,) = torch.autograd.grad(score, xg)
+        cam = cam_from_weights(act.detach(), ga.mean((2, 3)), relu=True)
+        gc = upsample(cam, x.shape[-2:])
+        extra = {"cam": cam, "zero_maps": zero_maps(cam)}
         if unguided:
             extra["unguided"] = unguided
-        return g * gc.unsqueeze(1), (extra if clean else {})
+        return g.detach() * gc.unsqueeze(1), (extra if clean else {})
 
 
 __all__ = ["CAMMethod", "EigenCAM", "GradCAM", "GradCAMpp", "GuidedGradCAM", "LayerCAM", "ScoreCAM",

@@ -9,6 +9,7 @@ resolution plus method-specific extras.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ class Explainer:
     uses_layer: bool = False  # needs a (conv) layer: CAM family
     signed: bool = False  # maps carry sign
     cost: int = 1  # rough number of forward+backward passes per image (for auto chunking)
+    channels_last_passes: bool = False  # its passes go through Context.forward (layout chosen there)
 
     def attribute(self, ctx: Context, **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
@@ -84,13 +86,17 @@ def _hook_counts(model: nn.Module) -> list[tuple[int, ...]]:
 def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
     """Put ``model`` in eval mode with frozen parameters; restore everything on exit, also on error.
 
-    Yields a list; hook handles appended to it are removed on exit.
+    Only what differs is changed and put back: the modules in training mode, the parameters that
+    require grad, and their ``.grad`` (kept as they were). Yields a list; hook handles appended to
+    it are removed on exit.
     """
-    modes = [m.training for m in model.modules()]
-    grads = [p.requires_grad for p in model.parameters()]
+    training = [m for m in model.modules() if m.training]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad for p in params]
     handles: list[torch.utils.hooks.RemovableHandle] = []
-    model.eval()
-    for p in model.parameters():
+    for m in training:
+        object.__setattr__(m, "training", False)  # what model.eval() does, without its walk per module
+    for p in params:
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
@@ -98,11 +104,11 @@ def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHa
     finally:
         for h in handles:
             h.remove()
-        for m, t in zip(model.modules(), modes):
-            m.training = t
-        for p, g in zip(model.parameters(), grads):
-            p.requires_grad_(g)
-            p.grad = None
+        for m in training:
+            object.__setattr__(m, "training", True)
+        for p, g in zip(params, grads):
+            p.requires_grad_(True)
+            p.grad = g
 
 
 # ---- context passed to methods -------------------------------------------------------------------
@@ -118,6 +124,11 @@ class Context:
     handles: list[torch.utils.hooks.RemovableHandle]
     labels: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # logits on the unmodified input (set on first forward)
+    channels_last: bool = False  # run the passes on channels-last copies of the input (CPU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` checked to be logits, in the chosen memory layout."""
+        return forward_logits(self.model, x, self.channels_last)
 
     # targets ----------------------------------------------------------------------------------
     def targets_from(self, logits: torch.Tensor) -> torch.Tensor:
@@ -135,7 +146,7 @@ class Context:
         """Targets; runs a no-grad forward pass if none has been run yet."""
         if self.logits is None:
             with torch.no_grad():
-                self.targets_from(forward_logits(self.model, self.x))
+                self.targets_from(self.forward(self.x))
         return self.targets_from(self.logits)  # type: ignore[arg-type]
 
     # hooks ------------------------------------------------------------------------------------
@@ -169,7 +180,7 @@ class Context:
         """
         # the input always requires grad: parameters are frozen, so it is what builds the graph
         x = x.detach().requires_grad_(True)
-        logits = forward_logits(self.model, x)
+        logits = self.forward(x)
         t = targets if targets is not None else self.targets_from(logits)
         score = logits.gather(1, t.view(-1, 1)).sum()
         wrt: list[torch.Tensor] = []
@@ -185,8 +196,13 @@ class Context:
         return logits, gx, ga
 
 
-def forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)``, checked to be logits ``[B, K]``; a model that cannot take ``x`` is a ValueError."""
+def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """``model(x)``, checked to be logits ``[B, K]``; a model that cannot take ``x`` is a ValueError.
+
+    ``channels_last``: pass a channels-last copy of ``x`` (differentiable; see :func:`use_channels_last`).
+    """
+    if channels_last:
+        x = x.clone(memory_format=torch.channels_last)
     try:
         out = model(x)
     except torch.OutOfMemoryError:
@@ -277,6 +293,32 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
+_LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def use_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether to run the method's passes on channels-last inputs.
+
+    On the CPU, convolutions (forward and backward) ran 1.3-1.5x faster on channels-last inputs
+    (docs/benchmarks.md "explain"); on other devices the model's own layout is kept. A model whose
+    ``forward`` cannot take a channels-last input (``x.view(B, -1)`` after a conv, ...) is detected
+    with one no-grad forward on one image, the first time only (remembered per model), and keeps
+    the default layout. Call it with no hooks on the model.
+    """
+    if x.device.type != "cpu" or x.ndim != 4:
+        return False
+    ok = _LAYOUT_OK.get(model)
+    if ok is None:
+        try:
+            with torch.no_grad():
+                model(x[:1].clone(memory_format=torch.channels_last))
+            ok = True
+        except Exception:  # noqa: BLE001 - any failure: keep the default layout (real errors surface later)
+            ok = False
+        _LAYOUT_OK[model] = ok
+    return ok
+
+
 def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -301,9 +343,29 @@ def check_input(x: torch.Tensor) -> None:
         raise ValueError("x contains NaN or infinite values")
 
 
-def auto_chunk(x: torch.Tensor, cost: int) -> int:
-    per_image = x[0].numel() * max(cost, 1)
-    return int(max(1, min(256, (1 << 22) // max(per_image, 1))))
+#: on the CPU, a forward+backward pass is fastest per image when its input holds about this many
+#: elements (measured on a 2-core EPYC: 48x48 grey best at 32 rows, 3x64x64 at 8; larger batches
+#: fall out of the cache and ran up to 1.9x slower per image). See docs/benchmarks.md "explain".
+CPU_PASS_ELEMENTS = 1 << 17
+
+
+def pass_rows(x: torch.Tensor, device: torch.device | str | None = None) -> int:
+    """Rows (images) per forward(+backward) pass that the methods use when not told otherwise.
+
+    On the CPU: the largest power of two whose input stays within :data:`CPU_PASS_ELEMENTS`,
+    clamped to 8..64. Elsewhere (GPU): up to 2^22 input elements, at most 256 rows.
+    """
+    dev = torch.device(device) if device is not None else x.device
+    per_image = max(int(x[0].numel()), 1)
+    if dev.type == "cpu":
+        rows = 1 << max(0, (CPU_PASS_ELEMENTS // per_image).bit_length() - 1)
+        return int(min(64, max(8, rows)))
+    return int(max(1, min(256, (1 << 22) // per_image)))
+
+
+def auto_chunk(x: torch.Tensor, cost: int, device: torch.device | str | None = None) -> int:
+    """Images per explain chunk: one pass's rows, divided by the method's cost (passes per image)."""
+    return int(max(1, pass_rows(x, device) // max(cost, 1)))
 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec = None,
@@ -340,11 +402,12 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             raise ValueError(f"target must give one class per image ({x.shape[0]}); got {tgt_t.numel()}")
         tgt = tgt_t
     n = x.shape[0]
-    step = chunk_size or auto_chunk(x, explainer.cost)
+    step = chunk_size or auto_chunk(x, explainer.cost, dev)
     if step < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     maps, targets, probs, extras_list = [], [], [], []
     with model_guard(model) as handles:
+        cl = explainer.channels_last_passes and use_channels_last(model, x[:1].to(dev, torch.float32))
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)
             tc: TargetSpec = tgt
@@ -352,7 +415,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
                 tc = tgt[i:i + step]
             ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
-                          labels=None if lab is None else lab[i:i + step].to(dev))
+                          labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl)
             m, extra = explainer.attribute(ctx, **options)
             for h in handles:
                 h.remove()

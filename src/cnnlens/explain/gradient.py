@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import Context, Explainer, auto_chunk, forward_logits, register_method
+from .core import Context, Explainer, pass_rows, register_method
 from .guided import activation_rule
 
 REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -45,7 +45,7 @@ def reduce_channels(a: torch.Tensor, how: str) -> torch.Tensor:
 def row_budget(x: torch.Tensor, batch_size: int | None) -> int:
     """Rows per forward pass for methods that evaluate many copies of the input."""
     if batch_size is None:
-        return max(x.shape[0], auto_chunk(x, 1))
+        return max(x.shape[0], pass_rows(x))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int (rows per forward pass); got {batch_size!r}")
     return batch_size
@@ -79,7 +79,7 @@ def run_pass(ctx: Context, need_input: bool, need_layer: bool, need_grad: bool) 
             logits, gx, ga = ctx.forward_grad(ctx.x, store, wrt_input=need_input)
         else:
             with torch.no_grad():
-                logits = forward_logits(ctx.model, ctx.x)
+                logits = ctx.forward(ctx.x)
             ctx.targets_from(logits)
             gx = ga = None
     finally:
@@ -104,6 +104,7 @@ class GradientMethod(Explainer):
     shareable = False  # computable from the shared plain forward+backward pass
     needs_input_grad = True
     needs_grad = True
+    channels_last_passes = True
     option_names: tuple[str, ...] = ()  # method-specific options passed to channel_attr
 
     def __init__(self) -> None:
@@ -382,7 +383,7 @@ class IntegratedGradients(GradientMethod):
         if not clean:
             return attr, {}
         with torch.no_grad():
-            fb = forward_logits(ctx.model, base).gather(1, t.view(-1, 1)).squeeze(1)
+            fb = ctx.forward(base).gather(1, t.view(-1, 1)).squeeze(1)
         fx = ctx.logits.gather(1, t.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
         delta = fx - fb
         err = (attr.flatten(1).sum(1) - delta).abs()
@@ -398,7 +399,7 @@ def rule_grad(ctx: Context, x: torch.Tensor, t: torch.Tensor | None, rule: str, 
     """Input gradient with the activations' backward replaced by ``rule`` (see :mod:`.guided`)."""
     with activation_rule(ctx.model, rule, ctx.handles, force=force) as info:
         xg = x.detach().requires_grad_(True)
-        logits = forward_logits(ctx.model, xg)
+        logits = ctx.forward(xg)
     tt = t if t is not None else ctx.targets_from(logits)
     (g,) = torch.autograd.grad(logits.gather(1, tt.view(-1, 1)).sum(), xg)
     return g.detach(), info["unguided"]

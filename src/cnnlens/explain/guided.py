@@ -64,6 +64,8 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:  # type: ignore[override]
         slot = ctx.slot
+        if slot["rule"] == "plain":  # switched off for one backward pass (Guided Grad-CAM)
+            return grad, None
         if slot["rule"] == "guided":
             return grad.clamp_min(0), None  # clamp, not relu: the spy must not see backward calls
         g_out = slot.get("grad_out")
@@ -96,14 +98,15 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
                     force: bool = False) -> Iterator[dict[str, Any]]:
     """Run the forward pass inside this block to get ``rule`` applied on the backward pass.
 
-    Yields a dict; after the block, ``['unguided']`` maps functional activation names to call
+    Yields a dict; ``['set_rule'](r)`` switches the gates of the forward pass already run (``"plain"``
+    gives the unmodified gradient on the same graph). After the block, ``['unguided']`` maps functional activation names to call
     counts (empty when every activation was a module). Raises ``ValueError`` if some activation was
     applied functionally (or the model has no activation module at all) unless ``force``.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     mods = activation_modules(model)
-    state: dict[str, Any] = {"depth": 0, "calls": {}, "stacks": {}}
+    state: dict[str, Any] = {"depth": 0, "calls": {}, "stacks": {}, "slots": []}
     own: list[Any] = []
 
     def pre(m: nn.Module, inp: tuple[Any, ...]) -> Any:
@@ -113,6 +116,7 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
             return None
         slot: dict[str, Any] = {"rule": rule}
         state["stacks"].setdefault(id(m), []).append(slot)
+        state["slots"].append(slot)
         return (_Gate.apply(inp[0], slot), *inp[1:])
 
     def post(m: nn.Module, _inp: Any, out: Any) -> None:
@@ -126,7 +130,14 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
         own.append(m.register_forward_hook(post))
     if handles is not None:
         handles.extend(own)
-    result: dict[str, Any] = {"unguided": {}}
+    def set_rule(r: str) -> None:
+        """Switch the gates of the pass just run: ``"plain"`` for an unmodified backward, or back."""
+        if r not in (*RULES, "plain"):
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, plain; got {r!r}")
+        for slot in state["slots"]:
+            slot["rule"] = r
+
+    result: dict[str, Any] = {"unguided": {}, "set_rule": set_rule}
     try:
         with _Spy(state):
             yield result

@@ -28,6 +28,7 @@ from .core import (
     model_device,
     model_guard,
     resolve_layer,
+    use_channels_last,
 )
 from .gradient import run_pass
 
@@ -119,13 +120,15 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     dev = model_device(model)
     out_dev = x.device
     cost = max(getattr(e, "cost", 1) for e in explainers.values())
-    step = chunk_size or auto_chunk(x, cost)
+    step = chunk_size or auto_chunk(x, cost, dev)
     if step < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     parts: dict[str, list[tuple[torch.Tensor, dict[str, Any]]]] = {m: [] for m in methods}
     targets: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     with model_guard(model) as handles:
+        cl = (any(e.channels_last_passes for e in explainers.values())
+              and use_channels_last(model, x[:1].to(dev, torch.float32)))
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)
             tc: TargetSpec = tgt
@@ -135,7 +138,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
 
             def ctx_for(t: TargetSpec, logits: torch.Tensor | None = None) -> Context:
                 return Context(model=model, x=xc, target=t, num_classes=-1, layer_name=layer_name,
-                               layer=layer_mod, handles=handles, labels=labc, logits=logits)
+                               layer=layer_mod, handles=handles, labels=labc, logits=logits,
+                               channels_last=cl)
 
             base = ctx_for(tc)
             if shared:
