@@ -1,9 +1,8 @@
 """cnnlens's attribution methods against Captum and pytorch-grad-cam, and against the compute floor.
 
 Same model, same batch, same targets, one process; every (method, implementation) is timed in
-interleaved repeats (a fresh random order each repeat); the median per-image time is reported
-with the ratio to the peer and to
-one raw forward+backward pass.
+interleaved repeats (a fresh random order each repeat); the median per-image time is reported with
+the ratio to the peer and to one raw forward+backward pass.
 
     python benchmarks/explain.py [--repeats 5] [--batch 32] [--models compact,resnet] [--device cpu]
                                  [--methods saliency,gradcam,many,...]

@@ -416,7 +416,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
                           labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl)
-            m, extra = explainer.attribute(ctx, **options)
+            m, extra = explainer.attribute(ctx, **chunk_options(options, n, i, step))
             for h in handles:
                 h.remove()
             handles.clear()
@@ -433,6 +433,23 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     return Explanation(maps=torch.cat(maps), method=method, targets=torch.cat(targets),
                        probs=torch.cat(probs), layer=layer_name, signed=explainer.signed,
                        extras=merge_extras(extras_list))
+
+
+#: options that may hold one entry per image (``[N, ...]`` tensors): each chunk gets its rows
+PER_IMAGE_OPTIONS = ("baseline",)
+
+
+def chunk_options(options: dict[str, Any], n: int, start: int, step: int) -> dict[str, Any]:
+    """``options`` for the chunk ``[start, start + step)``: per-image tensors (``baseline`` of shape
+    ``[N, C, H, W]``) are sliced to the chunk's rows; everything else is passed as is."""
+    if n < 2 or start == 0 and step >= n:
+        return options
+    out = dict(options)
+    for k in PER_IMAGE_OPTIONS:
+        v = out.get(k)
+        if isinstance(v, torch.Tensor) and v.ndim == 4 and v.shape[0] == n:
+            out[k] = v[start:start + step]
+    return out
 
 
 def merge_extras(parts: list[dict[str, Any]]) -> dict[str, Any]:

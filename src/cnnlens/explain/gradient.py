@@ -320,7 +320,8 @@ def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_si
                   ) -> torch.Tensor:
     """``"zeros"`` / ``"mean"`` (zeros in normalized space: the dataset mean), ``"blur"`` (Gaussian-
     blurred input, ``blur_sigma`` default ``max(H, W) / 10`` pixels), a number, or a tensor
-    broadcastable to ``x`` (``[C,H,W]``, ``[C,1,1]``, ``[1,C,H,W]``, or ``[B,C,H,W]`` for this chunk)."""
+    broadcastable to ``x`` (``[C,H,W]``, ``[C,1,1]``, ``[1,C,H,W]``, or ``[B,C,H,W]``: ``explain``
+    slices a per-image ``[N,C,H,W]`` baseline to each chunk)."""
     if isinstance(baseline, str):
         if baseline in ("zeros", "mean"):
             return torch.zeros_like(x)
@@ -336,8 +337,8 @@ def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_si
             return torch.broadcast_to(b, x.shape).clone()
         except RuntimeError:
             raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the input "
-                             f"chunk {tuple(x.shape)}; give [C,H,W] or [1,C,H,W] (for one baseline per image "
-                             "pass chunk_size >= the number of images)") from None
+                             f"chunk {tuple(x.shape)}; give [C,H,W], [1,C,H,W] or one per image "
+                             "[N,C,H,W]") from None
     raise TypeError(f"baseline must be a str, number or tensor; got {type(baseline).__name__}")
 
 

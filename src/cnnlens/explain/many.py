@@ -24,6 +24,7 @@ from .core import (
     TargetSpec,
     auto_chunk,
     check_input,
+    chunk_options,
     merge_extras,
     model_device,
     model_guard,
@@ -152,7 +153,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
             t = base.targets
             for m in alone:
                 c = ctx_for(t.clone(), base.logits)
-                maps, extra = explainers[m].attribute(c, **per[m])
+                maps, extra = explainers[m].attribute(c, **chunk_options(per[m], n, i, step))
                 for h in handles:
                     h.remove()
                 handles.clear()
