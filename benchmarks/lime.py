@@ -11,7 +11,8 @@ Also measured:
 * stability: top-5 superpixels (largest weights) across 5 seeds at ``--samples`` samples, mean
   pairwise overlap |A & B| / 5, for cnnlens (paired sampling, the default), cnnlens ``sampling="iid"``
   (lime's own scheme) and the lime package (``random_state=seed``);
-* bfloat16 agreement: images whose top-5 set equals the float32 one (same seed).
+* bfloat16 agreement: images whose top-5 set equals the float32 one (same seed), on
+  ``--agreement-images`` images.
 
     python benchmarks/lime.py                 # full run (several minutes on 2 busy cores)
     python benchmarks/lime.py --quick         # smoke run
@@ -251,12 +252,17 @@ def run_setting(name: str, model, images_u8: torch.Tensor, mean, std, args) -> d
                          for s in range(args.seeds)])
         theirs.append([lime_package(model, x01[i], segs[i].numpy(), targets[i], n, auto_bs, s, mean, std)
                        for s in range(args.seeds)])
-        bf = cnnlens_lime(model, xi, segs[i], n, 0, "bfloat16").numpy()
-        bf16_same.append(set(top_superpixels(torch.as_tensor(bf))) == set(top_superpixels(torch.as_tensor(ours[-1][0]))))
+    # bf16 vs f32 top-5 (seed 0) on more images than the stability study (two LIME runs per image)
+    for i in range(min(args.agreement_images, len(x_all))):
+        xi = x_all[i:i + 1]
+        f32 = cnnlens_lime(model, xi, segs[i], n, 0, "float32")
+        bf = cnnlens_lime(model, xi, segs[i], n, 0, "bfloat16")
+        bf16_same.append(set(top_superpixels(bf)) == set(top_superpixels(f32)))
     return {"name": name, "n": n, "auto_bs": auto_bs, "best_bs": best_bs, "floor_sweep": f_med,
             "segments": n_seg, "median": med, "best_cl": best_cl, "timing_images": len(t_img), "stability_images": len(s_img),
             "stab_cnnlens": stability(ours), "stab_cnnlens_iid": stability(ours_iid),
-            "stab_lime": stability(theirs), "bf16_top5_equal": sum(bf16_same) / len(bf16_same)}
+            "stab_lime": stability(theirs), "bf16_top5_equal": sum(bf16_same) / len(bf16_same),
+            "agreement_images": len(bf16_same)}
 
 
 def report(res: dict[str, object]) -> None:
@@ -272,7 +278,7 @@ def report(res: dict[str, object]) -> None:
     print(f"\ntop-5 stability over {res['stability_images']} images x 5 seeds (mean pairwise overlap): "
           f"cnnlens {res['stab_cnnlens']:.3f}, cnnlens iid {res['stab_cnnlens_iid']:.3f}, "
           f"lime package {res['stab_lime']:.3f}; bf16 top-5 == f32 top-5 on {100 * res['bf16_top5_equal']:.0f}% "
-          "of images", flush=True)
+          f"of {res['agreement_images']} images", flush=True)
 
 
 def main() -> None:
@@ -284,6 +290,7 @@ def main() -> None:
     ap.add_argument("--timing-images", type=int, default=2)
     ap.add_argument("--stability-images", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--agreement-images", type=int, default=20, help="images for bf16 vs f32 top-5 agreement")
     ap.add_argument("--steps-grey", type=int, default=8)
     ap.add_argument("--steps-rgb", type=int, default=20)
     ap.add_argument("--stability-images-rgb", type=int, default=4)
@@ -294,6 +301,7 @@ def main() -> None:
     if args.quick:
         args.samples, args.repeats, args.sweep_repeats, args.timing_images = 100, 1, 1, 1
         args.stability_images, args.stability_images_rgb, args.seeds, args.steps_grey, args.steps_rgb = 2, 2, 2, 3, 3
+        args.agreement_images = 2
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu capability "
           f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
     results = []

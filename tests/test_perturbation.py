@@ -325,3 +325,86 @@ def test_paired_sampling_is_more_stable_than_lime_iid_sampling():
         return float(w.std(0).mean() / w.mean(0).abs().mean())
 
     assert spread("paired") < 0.8 * spread("iid")
+
+
+def test_fold_batchnorm_keeps_the_function_and_leaves_the_caller_model_alone():
+    import copy
+
+    from cnnlens.explain.perturbation import fold_batchnorm
+
+    model = tiny_cnn(3)
+    bn = model[1]
+    with torch.no_grad():  # non-trivial statistics and affine parameters
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.2, 3)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    before = [t.clone() for t in model.state_dict().values()]
+    work = copy.deepcopy(model)
+    assert fold_batchnorm(work) == 1
+    assert isinstance(work[1], nn.Identity) and isinstance(model[1], nn.BatchNorm2d)
+    # by hand: BN(conv(x)) with the running statistics
+    z = model[0](x)
+    ref_first = (z - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps) \
+        * bn.weight[:, None, None] + bn.bias[:, None, None]
+    torch.testing.assert_close(work[0](x), ref_first, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(work(x), model(x), rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
+    # left alone: a BN in training mode, a BN not right after a conv, a hooked conv
+    train_bn = copy.deepcopy(model).train()
+    assert fold_batchnorm(train_bn) == 0
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4)).eval()
+    assert fold_batchnorm(other) == 0
+    hooked = copy.deepcopy(model)
+    hooked[0].register_forward_hook(lambda *a: None)
+    assert fold_batchnorm(hooked) == 0
+
+
+def test_lime_on_the_folded_copy_equals_lime_on_the_model():
+    # the Scorer's folded, channels-last copy gives the scores of the model itself (up to rounding)
+    from cnnlens.explain.perturbation import Scorer
+
+    model = tiny_cnn(3)
+    with torch.no_grad():
+        model[1].running_var.uniform_(0.2, 3)
+        model[1].running_mean.uniform_(-1, 1)
+    model.eval()
+    xs = torch.randn(10, 3, 16, 16)
+    sc = Scorer(model, "float32", "prob")
+    assert sc.folded == 1 and isinstance(model[1], nn.BatchNorm2d)
+    with torch.no_grad():
+        ref = model(xs).softmax(1)[:, 2]
+    torch.testing.assert_close(sc(xs, 2), ref, rtol=1e-5, atol=1e-6)
+
+
+class MixesDtypes(nn.Module):
+    """Adds a float32 tensor made in forward(): a bf16 copy of its weights fails, autocast does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x)) + torch.zeros(1)
+        return self.fc(self.b(h).mean((2, 3)))
+
+
+def test_bfloat16_scores_follow_float32_and_fall_back_to_autocast_when_the_model_needs_it():
+    from cnnlens.explain.perturbation import Scorer
+
+    torch.manual_seed(0)
+    xs = torch.randn(12, 3, 16, 16)
+    for model, mode in [(tiny_cnn(3).eval(), "weights"), (MixesDtypes().eval(), "autocast")]:
+        with torch.no_grad():
+            ref = model(xs).softmax(1)[:, 1]
+        sc = Scorer(model, "bfloat16", "prob")
+        got = sc(xs, 1)
+        assert sc.bf16_mode == mode
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref, rtol=0, atol=2e-2)  # bf16: 8 significant bits inside
+        assert not torch.equal(got, ref)  # it did run in reduced precision
+        assert next(model.parameters()).dtype == torch.float32  # the caller's model is not converted
