@@ -13,8 +13,8 @@ Common options:
         same seed gives the same samples on every device; on the CPU the same map, bit for bit.
         Each image of a batch is seeded alike: its result does not depend on its batch position.
     batch_size: perturbed images per forward pass; ``None`` picks :func:`auto_batch_size`.
-    precision: ``"float32"`` or ``"bfloat16"`` (forward passes under ``torch.autocast`` in bf16 on a
-        channels-last copy of the model; the regression stays in float64).
+    precision: ``"float32"`` or ``"bfloat16"`` (forward passes on a BN-folded, channels-last copy of the
+        model, in bf16 with float32 ``Linear`` layers; the regression stays in float64).
     output: ``"prob"`` (softmax probability of the target, what ``lime`` explains) or ``"logit"``.
 
 Memory: besides the per-sample coalition matrix (samples x superpixels), nothing grows with
@@ -100,8 +100,10 @@ class Scorer:
     BatchNorms folded into the convolutions before them (:func:`fold_batchnorm`) and in the
     channels-last layout: on the CPU, oneDNN's channels-last convolutions ran the compact CNN
     1.6-2.5x faster than the default layout, in float32 as in bfloat16 (docs/benchmarks.md).
-    ``precision="bfloat16"`` adds ``torch.autocast`` for everything but the copy's ``Linear``
-    layers (kept in float32, see :func:`_float32_forward`); logits come back as float32.
+    ``precision="bfloat16"`` runs a bf16 copy whose ``Linear`` layers stay float32
+    (:func:`_bfloat16_copy`), or ``torch.autocast`` when the model's own code mixes dtypes and the
+    bf16 copy fails (:func:`_float32_forward` keeps the head float32 there); logits come back as
+    float32.
     """
 
     def __init__(self, model: nn.Module, precision: str = "float32", output: str = "prob",
