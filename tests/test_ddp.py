@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from conftest import SRC, cli
 
 import cnnlens
+from cnnlens.explain.distributed import merge_parts
+from cnnlens.metrics import explain_maps, is_stochastic, run_trust, spearman, trust_dataset
 
 
 def _history(path):
@@ -71,3 +75,114 @@ def test_explaining_a_dataset_on_two_processes_matches_one(tmp_path):
         np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-4)
     ds = cnnlens.load_dataset("digits")
     assert np.load(b / "targets.npy").tolist() == ds.labels[ds.splits["test"]][:37].tolist()
+
+
+# ---- trust scoring over a split image set -------------------------------------------------------
+
+TRUST_METHODS = ["saliency", "gradcam", "smoothgrad"]  # smoothgrad and control_random draw noise
+
+
+def _same_trust(a: dict, b: dict) -> None:
+    """Two scores.json: same images, methods, tests, verdicts; per-image values equal to 1e-5."""
+    assert a["options"] == b["options"] and a["n_images"] == b["n_images"]
+    assert list(a["methods"]) == list(b["methods"]) and a["tests"] == b["tests"]
+    assert a["skipped"] == b["skipped"]
+    assert abs(a["accuracy_on_images"] - b["accuracy_on_images"]) < 1e-12
+    for m, ea in a["methods"].items():
+        eb = b["methods"][m]
+        assert list(ea["scores"]) == list(eb["scores"]), m
+        for k, s in ea["scores"].items():
+            np.testing.assert_allclose(s["values"], eb["scores"][k]["values"], atol=1e-5, rtol=0,
+                                       err_msg=f"{m} {k}")
+        assert ea["passed"] == eb["passed"], m
+        for kind in ("randomization_cascading", "randomization_independent"):
+            assert [ly for ly, _ in ea[kind]] == [ly for ly, _ in eb[kind]]
+            for (_, da), (_, db) in zip(ea[kind], eb[kind]):
+                for sim in da:
+                    assert abs(da[sim] - db[sim]) < 1e-5, (m, kind, sim)
+
+
+def test_trust_scoring_on_two_processes_matches_one(tmp_path):
+    # a real run directory (tiny compact CNN, one epoch on `planted`, which has masks: localization runs)
+    run = cnnlens.train("planted", "compact", out=tmp_path / "run", epochs=1, batch_size=256, seed=0,
+                        model_options={"widths": [4, 8], "fc": [16]}, accelerator="cpu")
+    ds = run.dataset
+    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):  # as `cnnlens trust` does
+        from dataclasses import replace
+
+        ds = replace(ds, mean=run.mean, std=run.std)
+    kw = dict(n_images=7, steps=6)
+    # reference: the in-process protocol, all images in one batch
+    ref = run_trust(run.model, ds, TRUST_METHODS, out_dir=tmp_path / "ref", **kw)
+    assert "localization" in ref.tests and ref.methods == [*TRUST_METHODS, "control_random", "control_edge"]
+    # one process through Lightning, batches of 2 (the last one holds a single image)
+    one = trust_dataset(run.model, ds, TRUST_METHODS, out_dir=tmp_path / "one", accelerator="cpu",
+                        devices=1, batch_size=2, **kw)
+    assert one is not None and one.passed == ref.passed
+    # two gloo processes through the CLI: each rank scores a shard of 4 (one image repeated by the sampler)
+    p = cli("trust", str(run.path), "--methods", ",".join(TRUST_METHODS), "--n-images", "7",
+            "--steps", "6", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp")
+    ref_json = json.loads((tmp_path / "ref" / "scores.json").read_text())
+    for out in (tmp_path / "one", run.path / "trust"):
+        assert sorted(f.name for f in out.iterdir()) == ["randomization.png", "scores.json", "table.csv"]
+        _same_trust(ref_json, json.loads((out / "scores.json").read_text()))
+    for m, entry in ref_json["methods"].items():  # rank 0 alone prints: each reading once
+        assert p.stdout.count(f"{m}: ") == 1, p.stdout
+    assert sorted(f.name for f in run.path.iterdir()) == sorted(
+        ["checkpoints", "config.yaml", "history.csv", "model.json", "model.safetensors", "trust"]
+    )  # nothing else written by either rank
+
+
+def test_trust_scores_do_not_depend_on_how_images_are_batched():
+    torch.manual_seed(0)
+    model = cnnlens.create_model("compact", 1, 4, 48, widths=(4, 8), fc=(16,))
+    ds = cnnlens.load_dataset("planted", n=120)
+    kw = dict(n_images=7, steps=6, method_options={"smoothgrad": {"n_samples": 3}})
+    whole = run_trust(model, ds, TRUST_METHODS, **kw)
+    parts = run_trust(model, ds, TRUST_METHODS, batch_size=3, **kw)  # batches of 3, 3, 1
+    assert whole.methods == parts.methods and whole.passed == parts.passed
+    for m in whole.methods:
+        for k, s in whole.scores[m].items():
+            torch.testing.assert_close(s.values, parts.scores[m][k].values, atol=1e-5, rtol=0)
+        for (la, da), (lb, db) in zip(whole.cascading[m], parts.cascading[m]):
+            assert la == lb and all(abs(da[s] - db[s]) < 1e-5 for s in da)
+    # stochastic maps are a function of (seed, dataset index): a slice explains like the whole ...
+    idx = ds.indices("test")[:5]
+    x, y = ds.normalize(ds.images[idx]), ds.labels[idx]
+    for method, opts in (("smoothgrad", {"n_samples": 3}), ("control_random", {})):
+        full = explain_maps(model, x, method, y, idx, opts, seed=4, call=1)
+        part = explain_maps(model, x[2:4], method, y[2:4], idx[2:4], opts, seed=4, call=1)
+        torch.testing.assert_close(part, full[2:4], atol=1e-6, rtol=0)
+        # ... while another index, or another seed, draws other noise
+        other = explain_maps(model, x[:1], method, y[:1], idx[1:2], opts, seed=4, call=1)
+        assert not torch.allclose(other, full[:1])
+        reseeded = explain_maps(model, x[:1], method, y[:1], idx[:1], opts, seed=5, call=1)
+        assert not torch.allclose(reseeded, full[:1])
+    # the random control draws fresh noise on every call (its similarity floor); smoothgrad the same noise
+    c1 = explain_maps(model, x, "control_random", y, idx, {}, seed=4, call=1)
+    c2 = explain_maps(model, x, "control_random", y, idx, {}, seed=4, call=2)
+    assert abs(float(spearman(c1, c2).mean())) < 0.1
+    s2 = explain_maps(model, x, "smoothgrad", y, idx, {"n_samples": 3}, seed=4, call=2)
+    s1 = explain_maps(model, x, "smoothgrad", y, idx, {"n_samples": 3}, seed=4, call=1)
+    torch.testing.assert_close(s2, s1)
+    assert is_stochastic("smoothgrad") and is_stochastic("control_random") and is_stochastic("lime")
+    assert not is_stochastic("saliency") and is_stochastic("saliency", {"nt_samples": 4})
+    assert not is_stochastic("gradcam") and not is_stochastic("control_edge")
+
+
+def test_merge_parts_keeps_input_order_drops_repeats_and_fills_missing_names():
+    parts = [
+        {"idx": torch.tensor([0, 2, 4]), "a": torch.tensor([0.0, 2.0, 4.0]),
+         "e": torch.ones(3, 2, dtype=torch.uint8)},
+        {"idx": torch.tensor([1, 3, 0]), "a": torch.tensor([1.0, 3.0, 0.0]),
+         "b": torch.tensor([1.0, 3.0, 0.0])},
+    ]
+    got = merge_parts(parts, 5)
+    assert list(got) == ["a", "e", "b"]
+    assert got["a"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # image 0 is in both parts (a repeat): kept from the last one, which has "b" and no "e"
+    assert got["e"].tolist() == [[0, 0], [0, 0], [1, 1], [0, 0], [1, 1]]
+    b = got["b"].tolist()
+    assert b[:2] == [0.0, 1.0] and b[3] == 3.0 and np.isnan(b[2]) and np.isnan(b[4])
+    with pytest.raises(RuntimeError, match="missing"):
+        merge_parts(parts, 6)

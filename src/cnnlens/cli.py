@@ -734,6 +734,10 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cost", type=int, default=None,
                    help="with the default methods, leave out those costing more passes per image")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", help="split the images across N devices/processes (Lightning), or 'auto'")
+    p.add_argument("--strategy", help="e.g. ddp (with --devices > 1)")
+    p.add_argument("--accelerator", help="where the processes run: auto, cpu, gpu, ... (with --devices)")
+    p.add_argument("--num-nodes", type=int, help="machines (with --devices; e.g. under SLURM)")
     p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
 
 
@@ -753,9 +757,20 @@ def _run_trust(args: argparse.Namespace) -> int:
     if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
         ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    with Progress("scoring methods") as cb:
-        rep = run_trust(run.model, ds, methods, out_dir=run.path / "trust", split=args.split, seed=args.seed,
-                        substrate=args.substrate, independent=args.independent, progress=cb, **preset)
+    common = dict(out_dir=run.path / "trust", split=args.split, seed=args.seed, substrate=args.substrate,
+                  independent=args.independent, **preset)
+    if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
+        from .metrics import trust_dataset
+
+        devices = args.devices or 1
+        rep = trust_dataset(run.model, ds, methods, accelerator=args.accelerator or "auto",
+                            devices=devices if devices == "auto" else int(devices),
+                            strategy=args.strategy or "auto", num_nodes=args.num_nodes or 1, **common)
+        if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
+            return 0
+    else:
+        with Progress("scoring methods") as cb:
+            rep = run_trust(run.model, ds, methods, progress=cb, **common)
     header, rows = rep.table()
     t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
                                    f"(model accuracy on them {100 * rep.accuracy:.0f}%)")

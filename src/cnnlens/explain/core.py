@@ -200,8 +200,10 @@ def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = Fals
     """``model(x)``, checked to be logits ``[B, K]``; a model that cannot take ``x`` is a ValueError.
 
     ``channels_last``: pass a channels-last copy of ``x`` (differentiable; see :func:`use_channels_last`).
+    Not for a single image: with one row, the CPU kernels took another path whose max-pooling
+    gradients broke exact ties differently, so one image's map differed from its map in a batch.
     """
-    if channels_last:
+    if channels_last and x.shape[0] > 1:
         x = x.clone(memory_format=torch.channels_last)
     try:
         out = model(x)

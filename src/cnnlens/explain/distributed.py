@@ -149,19 +149,38 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _gather(shards: Path, n: int) -> dict[str, torch.Tensor]:
-    """Merge the shard files into tensors in input order (the distributed sampler may repeat a few images
-    to even out the shards; each index is kept once), then remove the shards."""
+    """Merge the shard files into tensors in input order (:func:`merge_parts`), then remove the shards."""
     from safetensors.torch import load_file
 
     parts = [load_file(str(f)) for f in sorted(shards.glob("*.safetensors"))]
     if not parts:
         raise RuntimeError(f"no shards were written to {shards}")
-    idx = torch.cat([p["idx"] for p in parts])
+    out = merge_parts(parts, n)
+    shutil.rmtree(shards)
+    return out
+
+
+def merge_parts(parts: Sequence[dict[str, torch.Tensor]], n: int) -> dict[str, torch.Tensor]:
+    """Merge per-batch outputs ``{"idx": int64 [b], name: [b, ...]}`` into ``{name: [n, ...]}``, in
+    index order.
+
+    The distributed sampler may repeat a few images to even out the shards; each index is kept once
+    (duplicates carry identical results). A name missing from some batches (e.g. a method that failed
+    there) is filled for their images with NaN (floating point) or 0 (integers); names keep the order of
+    their first appearance.
+    """
+    idx = torch.cat([p["idx"].long() for p in parts])
     pos = torch.full((n,), -1, dtype=torch.long)
-    pos[idx] = torch.arange(len(idx))  # duplicates carry identical results
+    pos[idx] = torch.arange(len(idx))
     if (pos < 0).any():
         missing = torch.nonzero(pos < 0).flatten()[:5].tolist()
         raise RuntimeError(f"results are missing for images {missing} (of {n})")
-    out = {k: torch.cat([p[k] for p in parts])[pos] for k in parts[0] if k != "idx"}
-    shutil.rmtree(shards)
+    names = list(dict.fromkeys(k for p in parts for k in p if k != "idx"))
+    out = {}
+    for k in names:
+        like = next(p[k] for p in parts if k in p)
+        fill = float("nan") if like.is_floating_point() else 0
+        cols = [p[k] if k in p else torch.full((len(p["idx"]), *like.shape[1:]), fill, dtype=like.dtype)
+                for p in parts]
+        out[k] = torch.cat(cols)[pos]
     return out
