@@ -241,6 +241,10 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("explain-all-corrupt", lambda t: ["explain", str(_corrupt_weights(t)), "--all"],
      ["is not a valid safetensors file"]),
     ("evaluate-not-a-run", lambda t: ["evaluate", str(t)], ["is not a cnnlens run: model.json is missing"]),
+    ("train-devices", lambda t: ["train", "--data", "digits", "--devices", "two", "--out", str(t / "r")],
+     ["--devices", "takes a positive number of devices or 'auto'; got 'two'"]),
+    ("trust-devices", lambda t: ["trust", str(t / "r"), "--devices", "0"],
+     ["--devices", "got '0'"]),
 ]
 
 

@@ -184,6 +184,19 @@ def _data_choices() -> str:
     return ", ".join([f"{n}:PATH" if n != "digits" and n != "planted" else n for n in DATASETS.names()])
 
 
+def _devices_arg(v: str) -> int | str:
+    """``--devices``: a positive number of devices, or ``auto``."""
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive number of devices or 'auto'; got {v!r}")
+    return n
+
+
 def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     from .config import OPTIMIZERS, SCHEDULERS
 
@@ -212,7 +225,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
-    p.add_argument("--devices", help="number of devices or 'auto'")
+    p.add_argument("--devices", type=_devices_arg, help="number of devices or 'auto'")
     p.add_argument("--strategy", help="e.g. ddp")
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
@@ -244,8 +257,6 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
     opts = _model_options(args.model_option) if args.model_option else None
     cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
     devices = args.devices
-    if devices is not None and devices != "auto":
-        devices = int(devices)
     out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
     log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
     run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
@@ -734,7 +745,8 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cost", type=int, default=None,
                    help="with the default methods, leave out those costing more passes per image")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", help="split the images across N devices/processes (Lightning), or 'auto'")
+    p.add_argument("--devices", type=_devices_arg,
+                   help="split the images across N devices/processes (Lightning), or 'auto'")
     p.add_argument("--strategy", help="e.g. ddp (with --devices > 1)")
     p.add_argument("--accelerator", help="where the processes run: auto, cpu, gpu, ... (with --devices)")
     p.add_argument("--num-nodes", type=int, help="machines (with --devices; e.g. under SLURM)")
@@ -762,9 +774,8 @@ def _run_trust(args: argparse.Namespace) -> int:
     if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
         from .metrics import trust_dataset
 
-        devices = args.devices or 1
         rep = trust_dataset(run.model, ds, methods, accelerator=args.accelerator or "auto",
-                            devices=devices if devices == "auto" else int(devices),
+                            devices=args.devices or 1,
                             strategy=args.strategy or "auto", num_nodes=args.num_nodes or 1, **common)
         if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
             return 0
@@ -824,7 +835,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
 def main(argv: list[str] | None = None) -> int:
     parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse printed the usage error (exit 2) or --help (exit 0)
+        return e.code if isinstance(e.code, int) else 2
     if not args.command:
         parser.print_help()
         return 2
