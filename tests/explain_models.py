@@ -27,7 +27,8 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
-        # the shortcut is registered first, so the default layer (the last Conv2d) is conv2
+        # the shortcut is registered first, so the last Conv2d is conv2; the default CAM layer is the
+        # block around it (its output, after the add, has conv2's spatial size)
         self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                      if stride != 1 or cin != cout else nn.Identity())
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)

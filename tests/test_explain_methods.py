@@ -226,7 +226,9 @@ def test_targets_and_layers():
     with torch.no_grad():
         pred = model(x).argmax(1)
     e = cnnlens.explain(model, x, "gradcam")
-    assert e.targets.tolist() == pred.tolist() and e.layer == "layer2.conv2"
+    # the default: the last conv (layer2.conv2) sits before the residual add; its block's output
+    # has the same size, so the block is used (what pytorch-grad-cam's examples pass for a ResNet)
+    assert e.targets.tolist() == pred.tolist() and e.layer == "layer2"
     labels = torch.tensor([1, 0, 4, 2])
     e = cnnlens.explain(model, x, "gradcam", target="label", labels=labels)
     assert e.targets.tolist() == labels.tolist()
@@ -320,7 +322,7 @@ def test_captum_bridge():
     assert e.signed and e.layer is None
     # a layer class gets the resolved layer; its [B,1,h,w] map is upsampled bilinearly
     lg = cnnlens.explain(model, x, "captum:LayerGradCam", target=1, relu_attributions=True)
-    assert lg.layer == "layer2.conv2"
+    assert lg.layer == "layer2"
     gc = cnnlens.explain(model, x, "gradcam", target=1)
     torch.testing.assert_close(lg.maps, gc.maps, rtol=1e-5, atol=1e-6)
     # a class that requires baselines gets zeros; DeepLift sums to f(x) - f(0) (its completeness)
@@ -379,3 +381,42 @@ def test_channels_last_passes_equal_default_layout_and_fall_back_when_the_model_
         ref = cnnlens.explain(net, xr, m, **({"steps": 8} if m == "integrated_gradients" else {}))
         core._LAYOUT_OK[net] = True
         torch.testing.assert_close(cl.maps, ref.maps, rtol=1e-4, atol=1e-6)
+
+
+def test_default_cam_layer_is_the_last_conv_or_the_residual_block_around_it():
+    from cnnlens.explain.core import default_layer
+
+    from explain_models import Block
+
+    x = torch.randn(2, 3, 16, 16)
+    # plain CNN: the conv's parent pools, so the conv itself
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(6 * 4 * 4, 3)).eval()
+    assert default_layer(plain, x)[0] == "3"
+
+    class Net(nn.Module):  # torchvision-style nesting: layer2 = Sequential(Block, Block)
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.layer2 = nn.Sequential(Block(8, 8), Block(8, 8))
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.layer2(self.stem(x)).mean((2, 3)))
+
+    net = Net().eval()
+    name, mod = default_layer(net, x)
+    assert name == "layer2.1" and mod is net.layer2[1]  # the innermost of layer2.1 / layer2 (same tensor)
+    # the CAM on it equals Grad-CAM computed by hand on the block's output
+    e = cnnlens.explain(net, x, "gradcam", target=0)
+    assert e.layer == "layer2.1"
+    store = {}
+    h = net.layer2[1].register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    out = net(x)
+    h.remove()
+    g = torch.autograd.grad(out[:, 0].sum(), store["a"])[0]
+    cam = (g.mean((2, 3), keepdim=True) * store["a"]).sum(1).clamp_min(0)
+    torch.testing.assert_close(e.maps, cam.detach(), rtol=1e-5, atol=1e-6)
+    # an explicit layer is taken as given
+    assert cnnlens.explain(net, x, "gradcam", layer="layer2.1.conv2").layer == "layer2.1.conv2"

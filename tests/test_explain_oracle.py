@@ -8,7 +8,7 @@ import torch
 from explain_models import ARCHS
 
 import cnnlens
-from cnnlens.explain.core import resolve_layer
+from cnnlens.explain.core import default_layer
 from cnnlens.explain.gradient import gaussian_blur
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -42,7 +42,7 @@ def setup(request):
     # explain a mix of predicted and non-predicted classes
     k = model(x).shape[1]
     t = torch.tensor([int(pred[0]), (int(pred[1]) + 1) % k, (int(pred[2]) + 2) % k])
-    layer_name, layer = resolve_layer(model, None)
+    layer_name, layer = default_layer(model, x)
     return model, x, t, layer_name, layer
 
 

@@ -335,7 +335,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
                    "(bounded memory; run the same command again to resume)")
     p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
-    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d)")
+    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d, or the residual block around it)")
     p.add_argument("--split", default="test", help="split for --all (default test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
     p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")

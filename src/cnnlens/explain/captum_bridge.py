@@ -3,7 +3,7 @@
 ``explain(model, x, "captum:DeepLift")`` builds ``captum.attr.DeepLift(model)`` and calls
 ``attribute(x, target=targets, **options)``. Layer classes (whose constructor takes a ``layer``,
 e.g. ``LayerGradCam``, ``LayerConductance``, ``GuidedGradCam``) get the resolved ``layer``
-(default: the last Conv2d). Constructor keyword arguments go in ``init={...}``.
+(default: the last Conv2d, or the residual block around it; see ``core.default_layer``). Constructor keyword arguments go in ``init={...}``.
 
 Reduction to the contract's ``float32 [B, H, W]``: Captum returns ``[B, C, H, W]`` for the input (or
 ``[B, K, h, w]`` for a layer); cnnlens **sums over the channel dimension** (signed), and a smaller

@@ -279,6 +279,56 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str,
                      f"{', '.join(valid)}")
 
 
+_DEFAULT_LAYER: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def default_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
+    """The layer CAM methods use when none is given: the last ``Conv2d`` (:func:`resolve_layer`), or
+    the outermost block around it whose output keeps the conv's spatial size.
+
+    On a plain CNN (conv-BN-ReLU-pool blocks) that is the conv itself: its parent's output is
+    pooled. On a residual network the last conv sits inside a block that adds the shortcut after
+    it; the block's output (after the add, what ``model.layer4[-1]`` gives in pytorch-grad-cam's
+    examples) is chosen instead. Among ancestors that return the very same tensor (a ``Sequential``
+    and its last block) the innermost name is kept. Found with one no-grad forward of ``x[:1]``
+    (hooks on the conv's ancestors), remembered per model and input shape. Call it with the model
+    in eval mode and no other hooks.
+    """
+    name, conv = resolve_layer(model, None)
+    named = dict(model.named_modules())
+    key = tuple(int(v) for v in x.shape[1:])
+    cache = _DEFAULT_LAYER.get(model)
+    if cache is not None and key in cache and cache[key] in named:
+        return cache[key], named[cache[key]]
+    parts = name.split(".")
+    chain = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]  # innermost ancestor first
+    outs: dict[str, Any] = {}
+    hooks = [named[n].register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o))
+             for n in (name, *chain)]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    except Exception:  # noqa: BLE001 - the real call reports the model's error
+        return name, conv
+    finally:
+        for h in hooks:
+            h.remove()
+    chosen = name
+    first = outs.get(name)
+    if isinstance(first, torch.Tensor) and first.ndim == 4:
+        for n in chain:
+            o = outs.get(n)
+            if not isinstance(o, torch.Tensor) or o.ndim != 4 or o.shape[-2:] != first.shape[-2:]:
+                break
+            if o is not outs[chosen]:
+                chosen = n
+    if cache is None:
+        cache = {}
+        _DEFAULT_LAYER[model] = cache
+    cache[key] = chosen
+    return chosen, named[chosen]
+
+
 def _refuse_torchscript(module: nn.Module, deep: bool = False) -> None:
     """Layer methods hook a layer's output; TorchScript modules cannot take Python hooks."""
     if isinstance(module, torch.jit.ScriptModule) or (deep and any(
@@ -381,7 +431,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
         x: normalized float ``[B, C, H, W]``.
         method: a name from :func:`methods` (or ``captum:<ClassName>`` when Captum is installed).
         target: ``None`` (predicted class), ``"label"`` (with ``labels``), an int, or one per image.
-        layer: dotted name or module for layer methods; default the last ``Conv2d``.
+        layer: dotted name or module for layer methods; default :func:`default_layer` (the last
+            ``Conv2d``, or the residual block around it).
         chunk_size: images per pass (bounds memory); auto when ``None``.
         progress: optional callback ``(done, total)`` after each chunk.
 
@@ -394,6 +445,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     dev = model_device(model)
     out_dev = x.device
     layer_name, layer_mod = resolve_layer(model, layer) if explainer.uses_layer else (None, None)
+    default = explainer.uses_layer and layer is None
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
         raise ValueError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
@@ -409,6 +461,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     maps, targets, probs, extras_list = [], [], [], []
     with model_guard(model) as handles:
+        if default:
+            layer_name, layer_mod = default_layer(model, x[:1].to(dev, torch.float32))
         cl = explainer.channels_last_passes and use_channels_last(model, x[:1].to(dev, torch.float32))
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)

@@ -157,7 +157,8 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
             explained image.
         labels: ``int64 [N]`` labels of ``images`` (indexed like ``images``).
         indices: which images to explain (default all), e.g. a split's indices.
-        layer: layer for CAM methods (dotted name; default the last Conv2d).
+        layer: layer for CAM methods (dotted name; default the last Conv2d, or the residual block
+            around it).
         chunk_size: images per chunk (bounds memory; one shard per chunk and method).
         resume: keep chunks already done by an earlier call with the same arguments.
         overwrite: discard whatever ``out_dir`` holds and start again.
