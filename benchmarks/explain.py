@@ -23,7 +23,7 @@ from torch import nn
 
 import cnnlens
 from cnnlens.explain import explain_many
-from cnnlens.explain.core import resolve_layer
+from cnnlens.explain.core import default_layer
 
 warnings.filterwarnings("ignore")
 
@@ -150,7 +150,7 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     x = torch.randn(batch, *shape, device=device)
     with torch.no_grad():
         t = model(x).argmax(1)
-    _, layer = resolve_layer(model, None)
+    _, layer = default_layer(model, x)  # the layer cnnlens picks by default, given to the peers too
     cs = cases(model, layer, ig_steps, nt)
     xs, ts = x[:score_batch], t[:score_batch]
     # each tool at its defaults: cnnlens sizes its passes itself, pytorch-grad-cam runs 16 masks a pass
