@@ -345,6 +345,18 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
+def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | nn.Module | None, uses_layer: bool,
+               channels_last_passes: bool) -> tuple[str | None, nn.Module | None, bool]:
+    """``(layer name, layer module, channels_last)`` for a call's passes: the given layer or
+    :func:`default_layer` (when a method uses one), and :func:`use_channels_last` (when a method's
+    passes go through :meth:`Context.forward`). ``x1``: one image on the model's device. Call it
+    inside :func:`model_guard`, before any hook is installed."""
+    name, mod = (None, None)
+    if uses_layer:
+        name, mod = resolve_layer(model, layer) if layer is not None else default_layer(model, x1)
+    return name, mod, channels_last_passes and use_channels_last(model, x1)
+
+
 _LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
@@ -401,6 +413,12 @@ def check_input(x: torch.Tensor) -> None:
 CPU_PASS_ELEMENTS = 1 << 17
 
 
+def pow2_rows(per_row: int, budget: int, lo: int, hi: int) -> int:
+    """The largest power of two ``r`` with ``r * per_row <= budget`` (1 if none), clamped to ``lo..hi``."""
+    n = max(1, budget // max(int(per_row), 1))
+    return int(min(hi, max(lo, 1 << (n.bit_length() - 1))))
+
+
 def pass_rows(x: torch.Tensor, device: torch.device | str | None = None) -> int:
     """Rows (images) per forward(+backward) pass that the methods use when not told otherwise.
 
@@ -410,8 +428,7 @@ def pass_rows(x: torch.Tensor, device: torch.device | str | None = None) -> int:
     dev = torch.device(device) if device is not None else x.device
     per_image = max(int(x[0].numel()), 1)
     if dev.type == "cpu":
-        rows = 1 << max(0, (CPU_PASS_ELEMENTS // per_image).bit_length() - 1)
-        return int(min(64, max(8, rows)))
+        return pow2_rows(per_image, CPU_PASS_ELEMENTS, 8, 64)
     return int(max(1, min(256, (1 << 22) // per_image)))
 
 
@@ -444,8 +461,6 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     explainer: Explainer = impl() if isinstance(impl, type) else impl
     dev = model_device(model)
     out_dev = x.device
-    layer_name, layer_mod = resolve_layer(model, layer) if explainer.uses_layer else (None, None)
-    default = explainer.uses_layer and layer is None
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
         raise ValueError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
@@ -461,9 +476,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     maps, targets, probs, extras_list = [], [], [], []
     with model_guard(model) as handles:
-        if default:
-            layer_name, layer_mod = default_layer(model, x[:1].to(dev, torch.float32))
-        cl = explainer.channels_last_passes and use_channels_last(model, x[:1].to(dev, torch.float32))
+        layer_name, layer_mod, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, explainer.uses_layer,
+                                               explainer.channels_last_passes)
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)
             tc: TargetSpec = tgt
@@ -524,16 +538,3 @@ def merge_extras(parts: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def safe_normalize_cam(cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mark all-zero CAMs: returns ``(cam, zero_mask [B])`` without dividing by zero."""
-    zero = cam.flatten(1).abs().amax(1) <= 0
-    return cam, zero
-
-
-def isfinite_or_raise(t: torch.Tensor, what: str) -> torch.Tensor:
-    if not torch.isfinite(t).all():
-        raise FloatingPointError(f"{what} produced NaN or infinite values")
-    return t
-

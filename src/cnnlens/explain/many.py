@@ -24,13 +24,11 @@ from .core import (
     TargetSpec,
     auto_chunk,
     check_input,
-    default_layer,
     chunk_options,
     merge_extras,
     model_device,
     model_guard,
-    resolve_layer,
-    use_channels_last,
+    pass_setup,
 )
 from .gradient import run_pass
 
@@ -108,8 +106,6 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     shared = [m for m, e in explainers.items() if _can_share(e, per[m])]
     alone = [m for m in methods if m not in shared]
     needs_layer = any(e.uses_layer for e in explainers.values())
-    layer_name, layer_mod = resolve_layer(model, layer) if needs_layer else (None, None)
-    default = needs_layer and layer is None
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     n = x.shape[0]
     if lab is not None and lab.numel() != n:
@@ -130,10 +126,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     targets: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     with model_guard(model) as handles:
-        if default:
-            layer_name, layer_mod = default_layer(model, x[:1].to(dev, torch.float32))
-        cl = (any(e.channels_last_passes for e in explainers.values())
-              and use_channels_last(model, x[:1].to(dev, torch.float32)))
+        layer_name, layer_mod, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, needs_layer,
+                                               any(e.channels_last_passes for e in explainers.values()))
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)
             tc: TargetSpec = tgt

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import check_choice
-from .core import Context, Explainer, model_device, register_method
+from .core import Context, Explainer, model_device, pow2_rows, register_method
 from .segmentation import segment, to_unit_range
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,10 @@ def auto_batch_size(shape: Sequence[int], device: torch.device | str = "cpu") ->
     a power of two near 2**20 input values per chunk, between 8 and 64. On a GPU, up to 512 images
     and 2**25 input values per chunk.
     """
-    numel = max(1, math.prod(int(s) for s in shape))
+    numel = math.prod(int(s) for s in shape)
     if torch.device(device).type == "cpu":
-        budget, lo, hi = 1 << 20, 8, 64
-    else:
-        budget, lo, hi = 1 << 25, 8, 512
-    n = max(1, budget // numel)
-    return int(min(hi, max(lo, 1 << (n.bit_length() - 1))))
+        return pow2_rows(numel, 1 << 20, 8, 64)
+    return pow2_rows(numel, 1 << 25, 8, 512)
 
 
 def fold_batchnorm(model: nn.Module) -> int:
@@ -175,13 +172,7 @@ def _bfloat16_copy(model: nn.Module) -> nn.Module:
     bf = copy.deepcopy(model).to(torch.bfloat16)
     for m in bf.modules():
         if isinstance(m, nn.Linear):
-            m.float()
-            forward = m.forward
-
-            def fp32_forward(x: torch.Tensor, forward: Any = forward) -> torch.Tensor:
-                return forward(x.float())
-
-            m.forward = fp32_forward  # type: ignore[method-assign]
+            _float32_forward(m.float(), model_device(bf).type)
     return bf
 
 
