@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import cnnlens
@@ -241,6 +242,10 @@ def test_forward_passes_are_chunked_and_counted(method):
     opts = {} if method == "occlusion" else {"n_samples": 100}
     cnnlens.explain(rec, x, method, batch_size=16, **opts)
     sizes = rec.sizes[1:]  # the first pass is the clean image (targets)
+    # right after the first scored pass comes the fused CPU copy's check on (up to) two of its images
+    # (Scorer._fused_forward)
+    assert sizes[1] == min(2, sizes[0])
+    sizes = sizes[:1] + sizes[2:]
     assert max(sizes) <= 16  # memory: never more than one chunk of perturbed images
     if method == "lime" or method == "rise":
         assert sum(sizes) == 100
@@ -380,17 +385,18 @@ def test_lime_on_the_folded_copy_equals_lime_on_the_model():
 
 
 class MixesDtypes(nn.Module):
-    """Adds a float32 tensor made in forward(): a bf16 copy of its weights fails, autocast does not."""
+    """Convolves with a bare parameter in forward(): in the bf16 copy that bf16 weight meets the
+    first conv's float32 output and F.conv2d fails; autocast runs it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Conv2d(3, 6, 3, padding=1)
-        self.b = nn.Conv2d(6, 4, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(4, 6, 3, 3) * 0.2)
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x):
         h = torch.relu(self.a(x)) + torch.zeros(1)
-        return self.fc(self.b(h).mean((2, 3)))
+        return self.fc(F.conv2d(h, self.w, padding=1).mean((2, 3)))
 
 
 def test_bfloat16_scores_follow_float32_and_fall_back_to_autocast_when_the_model_needs_it():
@@ -408,3 +414,49 @@ def test_bfloat16_scores_follow_float32_and_fall_back_to_autocast_when_the_model
         torch.testing.assert_close(got, ref, rtol=0, atol=2e-2)  # bf16: 8 significant bits inside
         assert not torch.equal(got, ref)  # it did run in reduced precision
         assert next(model.parameters()).dtype == torch.float32  # the caller's model is not converted
+
+
+def test_bfloat16_copy_keeps_the_first_conv_and_the_head_float32():
+    from cnnlens.explain.perturbation import Scorer, _bfloat16_copy
+
+    model = tiny_cnn(3).eval()
+    bf = _bfloat16_copy(model)
+    assert bf[0].weight.dtype == torch.float32 and bf[8].weight.dtype == torch.float32  # first conv, Linear
+    assert bf[4].weight.dtype == torch.bfloat16 and bf[1].weight.dtype == torch.bfloat16
+    xs = torch.randn(6, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(xs)
+        got = bf(xs)  # float32 in: the first conv sees the unrounded input
+        first = bf[0](xs)
+    assert got.dtype == torch.float32 and first.dtype == torch.float32
+    torch.testing.assert_close(first, model[0](xs), rtol=0, atol=0)
+    torch.testing.assert_close(got, ref, rtol=0, atol=3e-2)
+    # the fused CPU copy computes what the unfused bf16 copy computes
+    eager, fused = Scorer(model, "bfloat16", fuse=False), Scorer(model, "bfloat16")
+    torch.testing.assert_close(fused(xs, 1), eager(xs, 1), rtol=0, atol=1e-3)
+    if fused.fusion is not None:
+        assert fused.fusion.counts["convs"] == 2
+
+
+@pytest.mark.parametrize("limit", [None, 0])  # the one-hot product, and the gather for big matrices
+def test_coalition_images_are_exact_copies_of_x_or_the_baseline(limit, monkeypatch):
+    from cnnlens.explain import perturbation as P
+
+    if limit is not None:
+        monkeypatch.setattr(P, "ONEHOT_LIMIT", limit)
+    g = torch.Generator().manual_seed(3)
+    x, base = torch.randn(3, 10, 12, generator=g) * 1e3, torch.randn(3, 10, 12, generator=g)
+    seg = torch.randint(0, 7, (10, 12), generator=g)
+    z = torch.randint(0, 2, (9, 7), generator=g).bool()
+    seen = []
+
+    def scorer(imgs, target):
+        seen.append(imgs.clone())
+        return imgs.sum((1, 2, 3))
+
+    out = P.coalition_scores(scorer, x, base, seg, z, 0, 4)
+    imgs = torch.cat(seen)
+    assert [len(s) for s in seen] == [4, 4, 1]
+    want = torch.where(z[:, seg][:, None], x, base)  # keep where the pixel's superpixel is in z
+    assert torch.equal(imgs, want)
+    torch.testing.assert_close(out, want.sum((1, 2, 3)))
