@@ -1,8 +1,8 @@
 """LIME: the lime package vs Captum's Lime vs cnnlens (float32 and bfloat16), plus the forward-pass floor.
 
-Same model (cnnlens' ``compact``, trained a few steps), same images, same superpixels (cnnlens' SLIC
+Same model (cnnlens' ``compact``, trained a few dozen steps), same images, same superpixels (cnnlens' SLIC
 defaults on the de-normalized image, handed to every contender), same sample count, one process,
-interleaved repeats, medians. Two settings: 48x48 grey (faces from scikit-image's bundled LFW subset,
+interleaved repeats in random order, medians. Two settings: 48x48 grey (faces from scikit-image's bundled LFW subset,
 face vs non-face) and 128x128 RGB (crops of scikit-image's bundled photos, one class per photo).
 
 Also measured:
@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # lime wraps its sample loop in tqdm
+# numpy's OpenBLAS threads spin after each call (lime's ridge and distances) and slowed the next
+# contender's torch passes by up to 1.45x; its problems here (1,000 x 50) gain nothing from threads,
+# and the lime package itself ran faster single-threaded (0.415 vs 0.451 s per image at 48x48)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # this file is not the lime package
 
@@ -234,12 +239,15 @@ def run_setting(name: str, model, images_u8: torch.Tensor, mean, std, args) -> d
         if k != "captum Lime":
             fn(t_img[0])
     times: dict[str, list[float]] = {k: [] for k in contenders}
+    order = random.Random(0)
     for r in range(args.repeats):
         for i in t_img:
-            for k, fn in contenders.items():
+            keys = list(contenders)
+            order.shuffle(keys)  # no contender always runs right after the same one
+            for k in keys:
                 if k == "captum Lime" and r >= args.captum_repeats:
                     continue
-                times[k].append(timed(lambda: fn(i)))
+                times[k].append(timed(lambda: contenders[k](i)))
     med = {k: statistics.median(v) for k, v in times.items() if v}
 
     # stability across seeds and bf16 agreement
@@ -291,7 +299,8 @@ def main() -> None:
     ap.add_argument("--stability-images", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--agreement-images", type=int, default=20, help="images for bf16 vs f32 top-5 agreement")
-    ap.add_argument("--steps-grey", type=int, default=8)
+    ap.add_argument("--steps-grey", type=int, default=30,
+                    help="training steps of the 48x48 model (30: train accuracy 0.94; 8 left it at chance)")
     ap.add_argument("--steps-rgb", type=int, default=20)
     ap.add_argument("--stability-images-rgb", type=int, default=4)
     ap.add_argument("--settings", default="grey48,rgb128")
