@@ -126,10 +126,8 @@ class Scorer:
             except Exception as e:  # a model that cannot be copied still runs, in its own layout
                 log.info("could not copy the model (%s); running it as is, in its own layout", e)
             else:
-                self.folded = fold_batchnorm(self.model)
-                if channels_last:
-                    self.model = self.model.to(memory_format=torch.channels_last)
-                    self.channels_last = True
+                self.channels_last = channels_last
+                self.folded = self._prepare(self.model)
                 if precision == "bfloat16":
                     # bf16 weights (first conv and Linear layers kept in float32); autocast only if
                     # that model fails (then a float32 copy is made again from the caller's model)
@@ -139,6 +137,13 @@ class Scorer:
                 self._fuse_pending = fuse and inference.available(self.device)
 
     bf16_mode = "autocast"  # "weights": a bf16 copy of the model; "autocast": torch.autocast
+
+    def _prepare(self, own: nn.Module) -> int:
+        """Fold ``own`` (a copy) in place and put it in the scoring layout; returns the pairs folded."""
+        folded = fold_batchnorm(own)
+        if self.channels_last:
+            own.to(memory_format=torch.channels_last)
+        return folded
 
     def _fused_forward(self, xb: torch.Tensor) -> torch.Tensor:
         """The first chunk: run it unfused while :func:`.inference.fuse_for_inference` learns the
@@ -168,9 +173,7 @@ class Scorer:
         log.info("the bfloat16 copy of the model failed (%s: %s); using torch.autocast instead",
                  type(err).__name__, str(err).splitlines()[0] if str(err) else "")
         self.model = copy.deepcopy(self._source)
-        fold_batchnorm(self.model)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self._prepare(self.model)
         for m in self.model.modules():
             if isinstance(m, nn.Linear):
                 _float32_forward(m, self.device.type)
@@ -238,23 +241,21 @@ def _float32_forward(module: nn.Module, device_type: str) -> None:
     0.016 at a logit of 3), which swamps LIME weights of 1e-3; the head is cheap next to the
     convolutions, so it stays in float32.
     """
-    forward = module.forward
-
-    def fp32_forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, enabled=False):
-            return forward(x.float())
-
-    fp32_forward.cnnlens_cast = torch.float32  # type: ignore[attr-defined]  (inference.py may pack it)
-    module.forward = fp32_forward  # type: ignore[method-assign]
+    _cast_inputs(module, torch.float32, no_autocast=device_type)
 
 
-def _cast_inputs(module: nn.Module, dtype: torch.dtype) -> None:
-    """Make ``module`` (a copy's bf16 layer) cast its floating tensor arguments to ``dtype``."""
+def _cast_inputs(module: nn.Module, dtype: torch.dtype, no_autocast: str | None = None) -> None:
+    """Make ``module`` (a copy's layer) cast its floating tensor arguments to ``dtype``, and run
+    outside autocast on device type ``no_autocast`` when given. The wrapper is marked with
+    ``cnnlens_cast = dtype``, so :mod:`.inference` may replace the layer by one that casts alike."""
     forward = module.forward
 
     def cast_forward(*args: Any, **kwargs: Any) -> Any:
         args = tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-        return forward(*args, **kwargs)
+        if no_autocast is None:
+            return forward(*args, **kwargs)
+        with torch.autocast(no_autocast, enabled=False):
+            return forward(*args, **kwargs)
 
     cast_forward.cnnlens_cast = dtype  # type: ignore[attr-defined]
     module.forward = cast_forward  # type: ignore[method-assign]
