@@ -12,16 +12,19 @@
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 
 import cnnlens.featureviz as fv
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from test_featureviz import make_data, shift_rotate  # noqa: E402  (the tests' synthetic task and jitter)
 from cnnlens.models import create_model
 
 SIZE = 48
@@ -65,24 +68,6 @@ def speed(repeats: int, steps: int) -> None:
 # ---- 2. quality -----------------------------------------------------------------------------------------
 
 
-def make_data(n_per: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tests' synthetic task: horizontal / vertical stripes, a bright disc, diagonal stripes."""
-    g = torch.Generator().manual_seed(seed)
-    n = 4 * n_per
-    labels = torch.arange(4).repeat_interleave(n_per)
-    yy, xx = torch.meshgrid(torch.arange(SIZE).float(), torch.arange(SIZE).float(), indexing="ij")
-    f = ((torch.rand(n, generator=g) * 3 + 3) / SIZE * 2 * math.pi).view(n, 1, 1)
-    ph = (torch.rand(n, generator=g) * 2 * math.pi).view(n, 1, 1)
-    c = torch.rand(n, 2, generator=g) * 24 + 12
-    r = (torch.rand(n, generator=g) * 6 + 5).view(n, 1, 1)
-    lab = labels.view(n, 1, 1)
-    coord = torch.where(lab == 0, yy, torch.where(lab == 1, xx, (xx + yy) / math.sqrt(2)))
-    waves = 0.5 + 0.4 * torch.sin(f * coord + ph)
-    disc = 0.15 + 0.7 * (((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2) < r * r).float()
-    im = torch.where(lab == 2, disc, waves) + 0.08 * torch.randn(n, SIZE, SIZE, generator=g)
-    return (im.clamp(0, 1)[:, None] * 255).round().to(torch.uint8), labels
-
-
 def train_model() -> tuple[torch.nn.Module, torch.Tensor, tuple[float], tuple[float]]:
     torch.manual_seed(0)
     u8, labels = make_data()
@@ -109,18 +94,6 @@ def means(m: torch.nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
         m(x)
     h.remove()
     return store["a"].mean((2, 3))
-
-
-def shift_rotate(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    out = []
-    for im in img:
-        dy, dx = torch.randint(-3, 4, (2,), generator=g).tolist()
-        ang = float(torch.rand(1, generator=g) * 20 - 10)
-        p = F.pad(im[None], (3, 3, 3, 3), mode="reflect")[0][
-            :, 3 + dy : 3 + dy + SIZE, 3 + dx : 3 + dx + SIZE
-        ]
-        out.append(TF.rotate(p, ang, interpolation=TF.InterpolationMode.BILINEAR, fill=float(im.mean())))
-    return torch.stack(out)
 
 
 def metrics(m, layer, img, chans, xn, mean, std) -> dict[str, float]:

@@ -80,10 +80,8 @@ def main() -> None:
     steps = 64
     p = x.shape[-1] * x.shape[-2]
 
-    try:
-        import quantus
-
-        qmetric = quantus.PixelFlipping(
+    def pixel_flipping():
+        return quantus.PixelFlipping(
             features_in_step=p // steps,
             perturb_baseline=0.0,
             normalise=False,
@@ -91,8 +89,14 @@ def main() -> None:
             disable_warnings=True,
             display_progressbar=False,
         )
+
+    try:
+        import quantus
+
+        pixel_flipping()
+        have_quantus = True
     except Exception as e:  # noqa: BLE001
-        quantus, qmetric = None, None
+        have_quantus = False
         print(f"quantus unavailable: {type(e).__name__}: {e}")
 
     def ours():
@@ -107,15 +111,7 @@ def main() -> None:
         return reference_deletion(model, x, maps, y, steps)
 
     def quant():
-        qm = quantus.PixelFlipping(
-            features_in_step=p // steps,
-            perturb_baseline=0.0,
-            normalise=False,
-            abs=False,
-            disable_warnings=True,
-            display_progressbar=False,
-        )
-        curves = qm(
+        curves = pixel_flipping()(
             model=model,
             x_batch=x.numpy(),
             y_batch=y.numpy(),
@@ -127,7 +123,7 @@ def main() -> None:
         return np.asarray(curves)  # [N, steps]: after each step, no step-0 point
 
     fns = {"cnnlens batched": ours, "cnnlens chunk 512": ours512, "per-image reference": ref}
-    if qmetric is not None:
+    if have_quantus:
         fns["quantus PixelFlipping"] = quant
     times: dict[str, list[float]] = {k: [] for k in fns}
     results = {}
