@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from .errors import CnnlensError
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -133,7 +134,7 @@ def _run_models(args: argparse.Namespace) -> int:
         console.print(t)
         return 0
     if not args.name:
-        raise ValueError("models summary needs a model NAME, e.g. `cnnlens models summary compact`")
+        raise CnnlensError("models summary needs a model NAME, e.g. `cnnlens models summary compact`")
     from .models import create_model
     from .models.summary import summarize
 
@@ -173,7 +174,7 @@ def _parse_chw(s: str) -> tuple[int, int, int]:
     try:
         c, h, w = (int(v) for v in s.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--input must look like CxHxW, e.g. 1x48x48; got {s!r}") from None
+        raise CnnlensError(f"--input must look like CxHxW, e.g. 1x48x48; got {s!r}") from None
     return c, h, w
 
 
@@ -239,7 +240,7 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
     for kv in pairs:
         k, sep, v = kv.partition("=")
         if not sep or not k:
-            raise ValueError(f"--model-option must be KEY=VALUE; got {kv!r}")
+            raise CnnlensError(f"--model-option must be KEY=VALUE; got {kv!r}")
         opts[k] = v if "," in v else yaml.safe_load(v)
     return opts
 
@@ -366,7 +367,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         try:
             indices = [int(v) for v in args.images.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"--images must be comma-separated integers; got {args.images!r}") from None
+            raise CnnlensError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
         explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb,
                     layer=args.layer)
@@ -488,7 +489,7 @@ def _run_run(args: argparse.Namespace) -> int:
         sizes = replace(sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     if args.per_class is not None:
         if args.per_class < 1:
-            raise ValueError(f"--per-class must be >= 1; got {args.per_class}")
+            raise CnnlensError(f"--per-class must be >= 1; got {args.per_class}")
         sizes = replace(sizes, per_class=args.per_class)
     from .explain import METHODS
     from .pipeline import STAGES
@@ -497,7 +498,7 @@ def _run_run(args: argparse.Namespace) -> int:
         METHODS.get(m)  # an unknown name fails now, listing the valid ones, not after training
     for st in (args.skip or "").split(","):
         if st.strip() and st.strip() not in STAGES:
-            raise ValueError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
+            raise CnnlensError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
     _pipeline(args, sizes)
     return 0
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .registry import check_choice
+from .errors import CnnlensError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
@@ -68,13 +69,13 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1; got {self.epochs}")
+            raise CnnlensError(f"epochs must be >= 1; got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+            raise CnnlensError(f"batch_size must be >= 1; got {self.batch_size}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; got {self.lr}")
+            raise CnnlensError(f"lr must be > 0; got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+            raise CnnlensError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a mapping with sections data/model/train; got {type(d).__name__}")
+            raise CnnlensError(f"{source}: expected a mapping with sections data/model/train; got {type(d).__name__}")
         parts: dict[str, Any] = {}
         for f in fields(cls):
             sub = d.get(f.name, {}) or {}
@@ -97,7 +98,7 @@ class RunConfig:
                                    f"{source}: {f.name}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
+            raise CnnlensError(f"{source}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
         return cls(**parts)
 
     def replace(self, **sections: dict[str, Any]) -> RunConfig:
@@ -115,15 +116,15 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping; got {values!r}")
+        raise CnnlensError(f"{where}: expected a mapping; got {values!r}")
     valid = {f.name for f in fields(cls)}
     unknown = set(values) - valid
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {', '.join(sorted(valid))}")
+        raise CnnlensError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {', '.join(sorted(valid))}")
     try:
         return cls(**values)
     except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise CnnlensError(f"{where}: {e}") from None
 
 
 def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
@@ -134,7 +135,7 @@ def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {p} does not exist") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{p} is not valid YAML: {e}") from None
+        raise CnnlensError(f"{p} is not valid YAML: {e}") from None
     RunConfig.from_dict(d, str(p))  # validates every section and key
     return (base or RunConfig()).replace(**{k: v for k, v in d.items() if v})
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from .errors import CnnlensError, CnnlensTypeError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -98,7 +99,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{p} does not exist") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); the file is "
+        raise CnnlensError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); the file is "
                          "damaged: re-create it with the command that wrote it") from None
 
 
@@ -114,4 +115,4 @@ def _json_default(o: Any) -> Any:
         return o.item()
     if isinstance(o, Path):
         return str(o)
-    raise TypeError(f"cannot serialize {type(o).__name__} to JSON")
+    raise CnnlensTypeError(f"cannot serialize {type(o).__name__} to JSON")

@@ -32,6 +32,7 @@ from .evaluate import EvalResult, evaluate, write_eval
 from .explain.core import METHODS
 from .io import read_json, write_csv, write_json, write_npy
 from .train import Run
+from .errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -267,16 +268,16 @@ def explain_run(
                 result if result is not None else _load_or_evaluate(run, split), per_class
             )
         if not indices:
-            raise ValueError("no images to explain (no correctly classified image in the split?)")
+            raise CnnlensError("no images to explain (no correctly classified image in the split?)")
         n = len(ds)
         bad = [i for i in indices if not 0 <= i < n]
         if bad:
-            raise ValueError(f"image index {bad[0]} is out of range: the dataset has {n} images (0..{n - 1})")
+            raise CnnlensError(f"image index {bad[0]} is out of range: the dataset has {n} images (0..{n - 1})")
         idx = torch.as_tensor(indices)
         labels = ds.labels[idx]
         tgt: Any = int(target) if isinstance(target, str) and target.isdigit() else target
         if tgt == "label" and (labels < 0).any():
-            raise ValueError("target 'label' needs labeled images; some chosen images are unlabeled")
+            raise CnnlensError("target 'label' needs labeled images; some chosen images are unlabeled")
         explain_images(
             run.model,
             ds.images[idx],
@@ -384,7 +385,7 @@ def explain_lime(
     with timed(run.path, "lime"):
         indices = select_per_class(result, per_class)
         if not indices:
-            raise ValueError("no correctly classified test image to explain with LIME")
+            raise CnnlensError("no correctly classified test image to explain with LIME")
         ds = run.dataset
         idx = torch.as_tensor(indices)
         exp = explain_images(
@@ -549,7 +550,7 @@ def analyze(
     out (``"explain"``, ``"confused"``, ``"lime"``, ``"featureviz"``, ``"trust"``). Returns the stages run."""
     bad = [s for s in skip if s not in STAGES]
     if bad:
-        raise ValueError(f"unknown stage {bad[0]!r} in skip; stages: {', '.join(STAGES)}")
+        raise CnnlensError(f"unknown stage {bad[0]!r} in skip; stages: {', '.join(STAGES)}")
 
     @contextmanager
     def bar(label: str) -> Iterator[Progress]:

@@ -38,6 +38,7 @@ from .evaluate.tta import TTA_MODES
 from .io import atomic_path, write_csv, write_json
 from .registry import check_choice
 from .train.run import Run, load_run
+from .errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _as_runs(runs: Sequence[Run | str | Path] | Run | str | Path,
     if isinstance(runs, (Run, str, Path)):
         runs = [runs]
     if not runs:
-        raise ValueError("predict needs at least one run (a run directory written by `cnnlens train`)")
+        raise CnnlensError("predict needs at least one run (a run directory written by `cnnlens train`)")
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = []
     for r in runs:
@@ -134,7 +135,7 @@ def _as_runs(runs: Sequence[Run | str | Path] | Run | str | Path,
         elif isinstance(r, (str, Path)):
             out.append(load_run(r, device=dev))
         else:
-            raise TypeError(f"runs must be Run objects or run directories; got {type(r).__name__}")
+            raise CnnlensTypeError(f"runs must be Run objects or run directories; got {type(r).__name__}")
     check_compatible(out)
     return out
 
@@ -153,10 +154,10 @@ def check_compatible(runs: Sequence[Run]) -> None:
                 how = (f"{len(ref.classes)} classes in {ref.path} and {len(r.classes)} in {r.path}; only in "
                        f"the first: {', '.join(only_a) or 'none'}; only in the second: "
                        f"{', '.join(only_b) or 'none'}")
-            raise ValueError("the runs of an ensemble must share their classes, in the same order; they "
+            raise CnnlensError("the runs of an ensemble must share their classes, in the same order; they "
                              f"differ: {how}. Ensemble runs trained on the same dataset")
         if tuple(r.input_shape) != tuple(ref.input_shape):
-            raise ValueError(f"the runs of an ensemble must share the input shape; {ref.path} takes "
+            raise CnnlensError(f"the runs of an ensemble must share the input shape; {ref.path} takes "
                              f"{_chw(ref.input_shape)} images but {r.path} takes {_chw(r.input_shape)}. "
                              "Train them with the same --image-size (and channels)")
 
@@ -246,18 +247,18 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
     check_choice("labels", labels, LABEL_FORMS)
     _header("id", [], False, columns)  # bad column names fail before any work
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        raise CnnlensError(f"batch_size must be a positive integer; got {batch_size!r}")
     rs = _as_runs(runs, device)
     if isinstance(data, ImageDataset):
         ds = data  # with skip_bad_rows, what its loader skipped is listed
     elif data is None or isinstance(data, str):
         ds = load_data(data, rs, skip_bad_rows=skip_bad_rows)
     else:
-        raise TypeError(f"data must be a dataset SPEC or an ImageDataset; got {type(data).__name__}")
+        raise CnnlensTypeError(f"data must be a dataset SPEC or an ImageDataset; got {type(data).__name__}")
     _check_data(rs[0], ds, split)
     idx = ds.indices(split)
     if len(idx) == 0:
-        raise ValueError(f"split {split!r} of {ds.name!r} ({ds.source}) is empty; nothing to predict")
+        raise CnnlensError(f"split {split!r} of {ds.name!r} ({ds.source}) is empty; nothing to predict")
     ids = [ds.ids[i] for i in idx.tolist()] if ds.ids else [str(i) for i in idx.tolist()]
     key = "file" if ds.name in _FILE_KEYED else "id"
     classes = list(rs[0].classes)
@@ -305,13 +306,13 @@ def _describe(data: str | ImageDataset | None, ds: ImageDataset, run: Run) -> st
 def _check_data(run: Run, ds: ImageDataset, split: str) -> None:
     shape = (ds.channels, *ds.size)
     if tuple(shape) != tuple(run.input_shape):
-        raise ValueError(f"the images of {ds.name!r} ({ds.source}) are {_chw(shape)} but {run.path} takes "
+        raise CnnlensError(f"the images of {ds.name!r} ({ds.source}) are {_chw(shape)} but {run.path} takes "
                          f"{_chw(run.input_shape)}; load the data at the run's size (give a SPEC, not a "
                          "loaded dataset, and predict reads it at the run's size and channels)")
     labeled = bool((ds.labels[ds.indices(split)] >= 0).any())
     if list(ds.classes) != list(run.classes):
         if labeled:
-            raise ValueError(f"split {split!r} of {ds.name!r} is labeled with classes {ds.classes} but "
+            raise CnnlensError(f"split {split!r} of {ds.name!r} is labeled with classes {ds.classes} but "
                              f"{run.path} predicts {run.classes}; accuracy would compare different classes. "
                              "Predict data of the classes the run was trained on")
         log.warning("the dataset's classes %s differ from the run's %s; labels are the run's class indices",
@@ -324,7 +325,7 @@ def _header(key: str, classes: list[str], probs: bool, columns: Sequence[str] | 
     if columns is not None:
         if (isinstance(columns, str) or len(columns) != 2
                 or not all(isinstance(c, str) and c for c in columns)):
-            raise ValueError(f"columns must be two names (id column, label column), e.g. ('Id', 'Category'); "
+            raise CnnlensError(f"columns must be two names (id column, label column), e.g. ('Id', 'Category'); "
                              f"got {columns!r}")
         first = [columns[0], columns[1]]
     else:

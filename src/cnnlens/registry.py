@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from .errors import CnnlensError
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ class Registry(Generic[T]):
     def register(self, name: str, *, description: str = "") -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise CnnlensError(f"{self.kind} {name!r} is registered twice")
             doc = description or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
             self._entries[name] = Entry(name, obj, doc)
             return obj
@@ -69,7 +70,7 @@ class Registry(Generic[T]):
             obj = resolver(name)
             if obj is not None:
                 return obj
-        raise ValueError(self.unknown_message(name))
+        raise CnnlensError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
         valid = ", ".join(self.names())
@@ -102,4 +103,4 @@ class Registry(Generic[T]):
 def check_choice(kind: str, value: Any, valid: list[str] | tuple[str, ...]) -> None:
     """Raise a ValueError naming `kind`, the bad value and the valid choices."""
     if value not in valid:
-        raise ValueError(f"{kind} must be one of {', '.join(map(str, valid))}; got {value!r}")
+        raise CnnlensError(f"{kind} must be one of {', '.join(map(str, valid))}; got {value!r}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from ..errors import CnnlensError, CnnlensTypeError
 
 FILLS = ("zeros", "border", "reflection")
 
@@ -48,19 +49,19 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rotation, (int, float)) and 0 <= self.rotation <= 180):
-            raise ValueError(f"rotation must be degrees in [0, 180]; got {self.rotation!r}")
+            raise CnnlensError(f"rotation must be degrees in [0, 180]; got {self.rotation!r}")
         if not (isinstance(self.shift, (int, float)) and 0 <= self.shift < 1):
-            raise ValueError(f"shift must be a fraction in [0, 1); got {self.shift!r}")
+            raise CnnlensError(f"shift must be a fraction in [0, 1); got {self.shift!r}")
         if self.resized_crop is not None:
             lo, hi = self.resized_crop
             if not 0 < lo <= hi <= 1:
-                raise ValueError(f"resized_crop must be (min, max) area fractions with 0 < min <= max <= 1, "
+                raise CnnlensError(f"resized_crop must be (min, max) area fractions with 0 < min <= max <= 1, "
                                  f"or None; got {self.resized_crop!r}")
         lo, hi = self.crop_ratio
         if not 0 < lo <= hi:
-            raise ValueError(f"crop_ratio must be (min, max) with 0 < min <= max; got {self.crop_ratio!r}")
+            raise CnnlensError(f"crop_ratio must be (min, max) with 0 < min <= max; got {self.crop_ratio!r}")
         if self.fill not in FILLS:
-            raise ValueError(f"fill must be one of {', '.join(FILLS)}; got {self.fill!r}")
+            raise CnnlensError(f"fill must be one of {', '.join(FILLS)}; got {self.fill!r}")
 
     @property
     def is_identity(self) -> bool:
@@ -173,7 +174,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         float ``[B, C, H, W]`` on ``x``'s device; ``x`` itself when ``cfg`` changes nothing.
     """
     if x.ndim != 4 or not x.is_floating_point():
-        raise TypeError(f"augment_batch takes float [B,C,H,W] in [0,1]; got {x.dtype} {tuple(x.shape)} "
+        raise CnnlensTypeError(f"augment_batch takes float [B,C,H,W] in [0,1]; got {x.dtype} {tuple(x.shape)} "
                         "(convert uint8 with x.float() / 255)")
     if cfg.is_identity:
         return x
@@ -193,6 +194,6 @@ def prepare_batch(images: torch.Tensor, mean: tuple[float, ...], std: tuple[floa
     x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     if cfg is not None and not cfg.is_identity:
         if generator is None:
-            raise ValueError("prepare_batch with an augmentation config needs a torch.Generator")
+            raise CnnlensError("prepare_batch with an augmentation config needs a torch.Generator")
         x = augment_batch(x, cfg, generator)
     return normalize_batch(x, mean, std)

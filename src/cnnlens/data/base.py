@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
+from ..errors import CnnlensError
 
 SPLITS = ("train", "val", "test")
 
@@ -43,12 +44,12 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N,C,H,W]; got {self.images.dtype} "
+            raise CnnlensError(f"images must be uint8 [N,C,H,W]; got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be [N={self.images.shape[0]}]; got {tuple(self.labels.shape)}")
+            raise CnnlensError(f"labels must be [N={self.images.shape[0]}]; got {tuple(self.labels.shape)}")
         if len(self.images) == 0:
-            raise ValueError(f"dataset {self.name!r} from {self.source or '?'} has no images")
+            raise CnnlensError(f"dataset {self.name!r} from {self.source or '?'} has no images")
 
     # ---- shape facts -------------------------------------------------------------------
     @property
@@ -74,7 +75,7 @@ class ImageDataset:
 
     def indices(self, name: str) -> torch.Tensor:
         if name not in self.splits:
-            raise ValueError(f"dataset {self.name!r} has no split {name!r}; it has: "
+            raise CnnlensError(f"dataset {self.name!r} has no split {name!r}; it has: "
                              f"{', '.join(self.splits) or 'none'}")
         return self.splits[name]
 
@@ -138,7 +139,7 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fractions: dict[str, flo
     lab = torch.as_tensor(labels).long()
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must sum to 1; got {fractions}")
+        raise CnnlensError(f"split fractions must sum to 1; got {fractions}")
     g = torch.Generator().manual_seed(seed)
     names = list(fractions)
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -181,7 +182,7 @@ def load_dataset(spec: str, **options: object) -> ImageDataset:
         for dname, detect in DETECTORS:
             if detect(p):  # type: ignore[operator]
                 return DATASETS.get(dname)(str(p), **options)
-        raise ValueError(f"cannot tell what dataset {spec!r} is; name it explicitly as one of: "
+        raise CnnlensError(f"cannot tell what dataset {spec!r} is; name it explicitly as one of: "
                          + ", ".join(f"{n}:PATH" for n in DATASETS.names()))
-    raise ValueError(f"dataset spec {spec!r}: {DATASETS.unknown_message(name)} "
+    raise CnnlensError(f"dataset spec {spec!r}: {DATASETS.unknown_message(name)} "
                      "(or give an existing path)")

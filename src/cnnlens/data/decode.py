@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import cache as _cache
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def decode_files(files: list[Path], size: tuple[int, int], channels: int, *, wor
                  progress: Callable[[int, int], None] | None = None) -> Decoded:
     """Decode ``files`` to ``uint8 [n_ok, channels, H, W]`` with ``size = (W, H)``, in threads."""
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3; got {channels!r}")
+        raise CnnlensError(f"channels must be 1 or 3; got {channels!r}")
     w, h = size
     out = np.empty((len(files), channels, h, w), np.uint8)
     bad: dict[int, str] = {}

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import DATASETS, ImageDataset, channel_stats, stratified_split
+from ..errors import CnnlensError
 
 
 @DATASETS.register("digits", description="bundled: scikit-learn's 1,797 handwritten digits, upsampled to 32x32")
@@ -16,7 +17,7 @@ def load_digits(path: str | None = None, *, image_size: int = 32, seed: int = 0,
     Split train/val/test by a seeded stratified split (default 70/15/15).
     """
     if path:
-        raise ValueError(f"the digits dataset is bundled and takes no path; got {path!r}: use SPEC 'digits'")
+        raise CnnlensError(f"the digits dataset is bundled and takes no path; got {path!r}: use SPEC 'digits'")
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import DATASETS, DETECTORS, ImageDataset, channel_stats, stratified_split
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def read_pixel_csv(path: str | os.PathLike[str], *, workers: int | None = None) 
     except FileNotFoundError:
         raise FileNotFoundError(f"{p} does not exist; give the path of the FER2013 CSV") from None
     except IsADirectoryError:
-        raise ValueError(f"{p} is a folder; give the FER2013 CSV file inside it") from None
+        raise CnnlensError(f"{p} is a folder; give the FER2013 CSV file inside it") from None
     columns, start = _read_header(p, data)
     ncols = len(columns)
     lower = [c.lower() for c in columns]
@@ -343,7 +344,7 @@ def _settle(path: Path, bad: list[tuple[int, str]], skip_bad_rows: bool, skipped
         if len(bad) > 1:
             shown = ", ".join(str(b[0]) for b in bad[:10]) + (", ..." if len(bad) > 10 else "")
             more = f" ({len(bad)} bad rows in all, on lines {shown})"
-        raise ValueError(f"{path} line {line}: {why}{more}; {_SKIP_HINT}")
+        raise CnnlensError(f"{path} line {line}: {why}{more}; {_SKIP_HINT}")
     skipped.extend(f"{path.name} line {line}: {why}" for line, why in bad)
     log.warning("%s: skipped %d bad row(s) (lines %s)", path, len(bad),
                 ", ".join(str(b[0]) for b in bad[:20]) + (", ..." if len(bad) > 20 else ""))
@@ -354,7 +355,7 @@ def _resize(pixels: torch.Tensor, image_size: int | None) -> torch.Tensor:
     if image_size in (None, SIDE):
         return pixels
     if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8 (or None for 48); got {image_size!r}")
+        raise CnnlensError(f"image_size must be an integer >= 8 (or None for 48); got {image_size!r}")
     out = torch.empty((pixels.shape[0], 1, image_size, image_size), dtype=torch.uint8)
     for i in range(0, len(pixels), 4096):
         x = pixels[i:i + 4096].float()
@@ -404,7 +405,7 @@ def _load_kaggle(table: PixelTable, skip_bad_rows: bool, image_size: int | None)
 def _load_course(train: PixelTable | None, test: PixelTable | None, *, seed: int, val_fraction: float,
                  skip_bad_rows: bool, image_size: int | None) -> ImageDataset:
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+        raise CnnlensError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
     skipped: list[str] = []
     parts: list[np.ndarray] = []
     labels_parts: list[np.ndarray] = []
@@ -503,7 +504,7 @@ def load_fer2013(path: str | None, *, seed: int = 0, val_fraction: float = 0.1,
         ``ImageDataset`` with ``images uint8 [N,1,S,S]``, splits ``train``/``val``/``test``.
     """
     if not path:
-        raise ValueError("fer2013 needs a path: use SPEC 'fer2013:PATH' with the CSV file or its folder")
+        raise CnnlensError("fer2013 needs a path: use SPEC 'fer2013:PATH' with the CSV file or its folder")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist; give the FER2013 CSV (or its folder)")
@@ -517,7 +518,7 @@ def load_fer2013(path: str | None, *, seed: int = 0, val_fraction: float = 0.1,
                                 skip_bad_rows=skip_bad_rows, image_size=image_size)
         else:
             found = ", ".join(q.name for q in csvs) or "no CSV files"
-            raise ValueError(f"{p}: expected one Kaggle-form CSV (emotion,pixels,Usage) or "
+            raise CnnlensError(f"{p}: expected one Kaggle-form CSV (emotion,pixels,Usage) or "
                              f"train.csv/test.csv (course form); found {found}. Give the CSV path")
     else:
         if "feature" not in (_header_of(p) or []):
@@ -526,7 +527,7 @@ def load_fer2013(path: str | None, *, seed: int = 0, val_fraction: float = 0.1,
     tr = read_pixel_csv(train) if train is not None else None
     te = read_pixel_csv(test) if test is not None else None
     if tr is None and te is None:  # pragma: no cover - _course_pair always finds one for a file
-        raise ValueError(f"{p}: no train.csv or test.csv found")
+        raise CnnlensError(f"{p}: no train.csv or test.csv found")
     return _load_course(tr, te, seed=seed, val_fraction=val_fraction, skip_bad_rows=skip_bad_rows,
                         image_size=image_size)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .base import DATASETS, DETECTORS, ImageDataset
 from .listing import Problems, assemble, decode_listing, is_image_name, natural_key, visible
+from ..errors import CnnlensError
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
@@ -58,7 +59,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
         ``ImageDataset`` with ``images uint8 [N,C,H,W]``, ids = paths relative to the root.
     """
     if not path:
-        raise ValueError("folder needs a path: use SPEC 'folder:DIR'")
+        raise CnnlensError("folder needs a path: use SPEC 'folder:DIR'")
     root = Path(path)
     if not root.is_dir():
         raise (FileNotFoundError if not root.exists() else ValueError)(
@@ -67,7 +68,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
     subdirs = [p for p in visible(root) if p.is_dir()]
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}
     if len(set(split_dirs.values())) != len(split_dirs):
-        raise ValueError(f"{root}: several folders name the same split ({', '.join(p.name for p in split_dirs)}); "
+        raise CnnlensError(f"{root}: several folders name the same split ({', '.join(p.name for p in split_dirs)}); "
                          "keep one of each of train/, val/, test/")
     # (folder of a class, class name, split): split "all" is cut by the seeded split later
     groups: list[tuple[Path, str | None, str]] = []
@@ -91,7 +92,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
             else:
                 problems.add(p, "is outside the class folders; put each image in its class's folder")
     if not groups:
-        raise ValueError(f"{root} has no class folders; folder:DIR expects DIR/<class>/<image> "
+        raise CnnlensError(f"{root} has no class folders; folder:DIR expects DIR/<class>/<image> "
                          "(optionally under train/ val/ test/)")
     entries_raw: list[tuple[Path, str | None, str]] = []
     for d, cname, s in groups:
@@ -105,7 +106,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
         loose = []
     entries_raw += [(f, None, s) for f, s in loose]
     if not entries_raw:
-        raise ValueError(f"{root}: no image files found")
+        raise CnnlensError(f"{root}: no image files found")
     classes = sorted({c for _, c, _ in entries_raw if c is not None}, key=natural_key)
     cidx = {c: i for i, c in enumerate(classes)}
     entries = [(f, -1 if c is None else cidx[c], s) for f, c, s in entries_raw]
@@ -119,7 +120,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
         classes = [classes[i] for i in present]
         kept = [(f, remap.get(lab, -1), s) for f, lab, s in kept]
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction and test_fraction must be >= 0 and sum to less than 1; "
+        raise CnnlensError(f"val_fraction and test_fraction must be >= 0 and sum to less than 1; "
                          f"got {val_fraction} and {test_fraction}")
     fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
     if split_dirs and "train" in split_dirs.values() and "val" not in split_dirs.values() and val_fraction > 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .base import DATASETS, DETECTORS, ImageDataset
 from .listing import Problems, assemble, decode_listing, is_image_name, visible
+from ..errors import CnnlensError
 
 FOOD11_CLASSES = ["Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat", "Noodles/Pasta", "Rice",
                   "Seafood", "Soup", "Vegetable/Fruit"]
@@ -42,17 +43,17 @@ def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, s
         ``ImageDataset`` with ``images uint8 [N,3,S,S]`` and the 11 Food-11 classes.
     """
     if not path:
-        raise ValueError("food11 needs a path: use SPEC 'food11:DIR' with the folder holding training/")
+        raise CnnlensError("food11 needs a path: use SPEC 'food11:DIR' with the folder holding training/")
     root = Path(path)
     if not root.is_dir():
         raise (FileNotFoundError if not root.exists() else ValueError)(
             f"{root} is not a folder; food11:DIR takes the folder holding training/ validation/ evaluation/")
     dirs = {n: root / n for n in FOOD11_SPLITS if (root / n).is_dir()}
     if not dirs:
-        raise ValueError(f"{root} has none of training/, validation/, evaluation/, testing/; give the "
+        raise CnnlensError(f"{root} has none of training/, validation/, evaluation/, testing/; give the "
                          "Food-11 folder that holds them")
     if "evaluation" in dirs and "testing" in dirs:
-        raise ValueError(f"{root} has both evaluation/ and testing/, which are both the test split; "
+        raise CnnlensError(f"{root} has both evaluation/ and testing/, which are both the test split; "
                          "keep one, or load the other as its own dataset")
     problems = Problems(skip_bad_rows)
     entries: list[tuple[Path, int, str]] = []
@@ -86,7 +87,7 @@ def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, s
                                   cache=cache, progress=progress)
     skipped = problems.settle(root)
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+        raise CnnlensError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
     fractions = {"train": 1.0}
     if "validation" not in dirs and val_fraction > 0 and any(s == "train" and lab >= 0 for _, lab, s in kept):
         kept = [(f, lab, "all" if s == "train" else s) for f, lab, s in kept]

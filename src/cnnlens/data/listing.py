@@ -11,6 +11,7 @@ import torch
 
 from .base import ImageDataset, channel_stats, stratified_split
 from .decode import IMAGE_EXTENSIONS, decode_folder
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Problems:
 
     def add(self, path: Path, why: str) -> None:
         if not self.skip:
-            raise ValueError(f"{path}: {why}; {_SKIP_HINT}")
+            raise CnnlensError(f"{path}: {why}; {_SKIP_HINT}")
         self.items.append((path, why))
 
     def settle(self, root: Path) -> list[str]:
@@ -66,7 +67,7 @@ def decode_listing(kind: str, root: Path, entries: list[tuple[Path, int, str]], 
 
 def _side(image_size: object) -> int:
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8; got {image_size!r}")
+        raise CnnlensError(f"image_size must be an integer >= 8; got {image_size!r}")
     return image_size
 
 
@@ -79,9 +80,9 @@ def assemble(name: str, root: Path, images: torch.Tensor, entries: list[tuple[Pa
     entries of ``train``/``val``/``test`` keep their split.
     """
     if not entries:
-        raise ValueError(f"{root}: no images could be loaded; every file was skipped")
+        raise CnnlensError(f"{root}: no images could be loaded; every file was skipped")
     if any(not 0 <= v <= 1 for v in split_fractions.values()):
-        raise ValueError(f"split fractions must be in [0, 1] and leave a train part; got {split_fractions}")
+        raise CnnlensError(f"split fractions must be in [0, 1] and leave a train part; got {split_fractions}")
     labels = torch.tensor([e[1] for e in entries], dtype=torch.int64)
     names = [e[2] for e in entries]
     parts: dict[str, list[torch.Tensor]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .base import DATASETS, ImageDataset, channel_stats, stratified_split
+from ..errors import CnnlensError
 
 PATTERN = 7
 _ROWS = {
@@ -45,13 +46,13 @@ def load_planted(
     ``masks`` is ``bool [n, H, W]``, True on the 7x7 box of the class pattern.
     """
     if path:
-        raise ValueError(
+        raise CnnlensError(
             f"the planted dataset is generated and takes no path; got {path!r}: use SPEC 'planted'"
         )
     if not isinstance(n, int) or n < 2 * len(CLASSES):
-        raise ValueError(f"n must be an int >= {2 * len(CLASSES)}; got {n!r}")
+        raise CnnlensError(f"n must be an int >= {2 * len(CLASSES)}; got {n!r}")
     if image_size < 2 * PATTERN + 2:
-        raise ValueError(
+        raise CnnlensError(
             f"image_size must be >= {2 * PATTERN + 2} to fit a pattern and a distractor; got {image_size}"
         )
     g = torch.Generator().manual_seed(seed)

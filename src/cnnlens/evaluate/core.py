@@ -15,6 +15,7 @@ from torch import nn
 from ..data.base import ImageDataset, normalize
 from ..explain.core import forward_logits, model_device
 from ..io import write_csv, write_json
+from ..errors import CnnlensError
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,14 @@ def evaluate(model: nn.Module, dataset: ImageDataset, split: str = "test", batch
     idx = dataset.indices(split)
     labels = dataset.labels[idx]
     if len(idx) == 0:
-        raise ValueError(f"split {split!r} of {dataset.name!r} is empty")
+        raise CnnlensError(f"split {split!r} of {dataset.name!r} is empty")
     if (labels < 0).any():
-        raise ValueError(f"split {split!r} of {dataset.name!r} is unlabeled; use `cnnlens predict` for it")
+        raise CnnlensError(f"split {split!r} of {dataset.name!r} is unlabeled; use `cnnlens predict` for it")
     probs = predict_probs(model, dataset.images[idx], mean or dataset.mean, std or dataset.std,
                           batch_size, progress, tta)
     k = dataset.num_classes
     if probs.shape[1] != k:
-        raise ValueError(f"the model outputs {probs.shape[1]} classes but the dataset has {k}")
+        raise CnnlensError(f"the model outputs {probs.shape[1]} classes but the dataset has {k}")
     preds = probs.argmax(1)
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
     return EvalResult(split=split, indices=idx, labels=labels, preds=preds, probs=probs,

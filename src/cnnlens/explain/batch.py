@@ -20,6 +20,7 @@ from torch import nn
 from ..io import write_json, write_npy
 from .core import Explanation, TargetSpec
 from .many import explain_many
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,12 @@ def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Seq
             or images_uint8.ndim != 4):
         got = (f"{images_uint8.dtype} {tuple(images_uint8.shape)}" if isinstance(images_uint8, torch.Tensor)
                else type(images_uint8).__name__)
-        raise ValueError(f"images_uint8 must be uint8 [N,C,H,W]; got {got}")
+        raise CnnlensError(f"images_uint8 must be uint8 [N,C,H,W]; got {got}")
     c = images_uint8.shape[1]
     if len(mean) != c or len(std) != c:
-        raise ValueError(f"mean and std need one value per channel ({c}); got {len(mean)} and {len(std)}")
+        raise CnnlensError(f"mean and std need one value per channel ({c}); got {len(mean)} and {len(std)}")
     if any(s <= 0 for s in std):
-        raise ValueError(f"std must be positive; got {tuple(std)}")
+        raise CnnlensError(f"std must be positive; got {tuple(std)}")
     from ..data.base import normalize
 
     return normalize(images_uint8, tuple(mean), tuple(std))
@@ -44,7 +45,7 @@ def normalize_images(images_uint8: torch.Tensor, mean: Sequence[float], std: Seq
 def select_per_class(labels: torch.Tensor | Sequence[int], per_class: int) -> torch.Tensor:
     """Indices of the first ``per_class`` images of each class (in label order), ``int64 [M]``."""
     if per_class < 1:
-        raise ValueError(f"per_class must be >= 1; got {per_class}")
+        raise CnnlensError(f"per_class must be >= 1; got {per_class}")
     lab = torch.as_tensor(labels).view(-1)
     out = [(lab == c).nonzero().view(-1)[:per_class] for c in sorted(set(lab[lab >= 0].tolist()))]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
@@ -97,7 +98,7 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
     else:
         idx = [int(i) for i in torch.as_tensor(indices).view(-1).tolist()]
         if len(idx) != n:
-            raise ValueError(f"indices must have one entry per image ({n}); got {len(idx)}")
+            raise CnnlensError(f"indices must have one entry per image ({n}); got {len(idx)}")
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     results = explain_many(model, x, list(methods), target=targets, layer=layer, labels=lab,
                            chunk_size=chunk_size, progress=progress, method_options=method_options, **options)
@@ -149,7 +150,7 @@ def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: S
     lab = torch.as_tensor(labels).view(-1).cpu()
     pred = torch.as_tensor(predicted).view(-1).cpu()
     if lab.shape != pred.shape or lab.numel() != images_uint8.shape[0]:
-        raise ValueError(f"labels ({lab.numel()}) and predicted ({pred.numel()}) need one entry per image "
+        raise CnnlensError(f"labels ({lab.numel()}) and predicted ({pred.numel()}) need one entry per image "
                          f"({images_uint8.shape[0]})")
     chosen: list[int] = []
     for a, b in pairs:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .core import Context, Explainer, register_method, upsample
 from .gradient import GradientMethod, Pass, reduce_channels, row_budget, run_pass
 from .guided import activation_rule
+from ..errors import CnnlensError, CnnlensTypeError
 
 
 def cam_from_weights(act: torch.Tensor, weights: torch.Tensor, relu: bool = True) -> torch.Tensor:
@@ -51,7 +52,7 @@ class CAMMethod(Explainer):
 
     def attribute(self, ctx: Context, **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         if options:
-            raise TypeError(f"{self.name} takes no options; got {', '.join(options)}")
+            raise CnnlensTypeError(f"{self.name} takes no options; got {', '.join(options)}")
         p = run_pass(ctx, need_input=False, need_layer=True, need_grad=self.needs_grad)
         return self.from_pass(ctx, p)
 
@@ -65,7 +66,7 @@ class CAMMethod(Explainer):
 def check_feature_map(act: torch.Tensor | None, ctx: Context) -> torch.Tensor:
     if act is None or act.ndim != 4:
         shape = None if act is None else tuple(act.shape)
-        raise ValueError(f"layer {ctx.layer_name!r} outputs {shape}; CAM methods need a feature map "
+        raise CnnlensError(f"layer {ctx.layer_name!r} outputs {shape}; CAM methods need a feature map "
                          "[B, K, h, w]: pass layer=<name of a conv layer or block>")
     return act
 
@@ -231,7 +232,7 @@ class GuidedGradCAM(GradientMethod):
         info["set_rule"]("plain")
         (ga,) = torch.autograd.grad(score, act, retain_graph=True, allow_unused=True)
         if ga is None:
-            raise ValueError(f"the model's output does not depend on layer {ctx.layer_name!r}; pass "
+            raise CnnlensError(f"the model's output does not depend on layer {ctx.layer_name!r}; pass "
                              "layer=<a conv layer on the path to the output>")
         info["set_rule"]("guided")
         (g,) = torch.autograd.grad(score, xg)

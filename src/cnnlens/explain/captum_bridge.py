@@ -21,13 +21,14 @@ from typing import Any
 import torch
 
 from .core import METHODS, Context, Explainer, upsample
+from ..errors import CnnlensError, CnnlensTypeError
 
 
 def _captum_attr() -> Any:
     try:
         import captum.attr as ca
     except ImportError:
-        raise ValueError("captum:<name> methods need Captum, which is not installed: "
+        raise CnnlensError("captum:<name> methods need Captum, which is not installed: "
                          "pip install captum (or use a built-in method: cnnlens methods list)") from None
     return ca
 
@@ -68,13 +69,13 @@ class CaptumMethod(Explainer):
         try:
             out = obj.attribute(x, target=t, **options)
         except TypeError as e:
-            raise TypeError(f"{self.name}: {e}; options go to {self.cls.__name__}.attribute(), "
+            raise CnnlensTypeError(f"{self.name}: {e}; options go to {self.cls.__name__}.attribute(), "
                             "constructor arguments in init={{...}}") from e
         if isinstance(out, tuple):
             out = out[0]
         a = out.detach()
         if a.ndim != 4:
-            raise ValueError(f"{self.name} returned attributions of shape {tuple(a.shape)}; cnnlens needs "
+            raise CnnlensError(f"{self.name} returned attributions of shape {tuple(a.shape)}; cnnlens needs "
                              "[B, C, H, W] (for layer methods choose a conv layer with layer=...)")
         return upsample(a.float().sum(1), ctx.x.shape[-2:]), {"captum_shape": tuple(a.shape)}
 
@@ -83,7 +84,7 @@ def resolve_captum(name: str) -> CaptumMethod:
     ca = _captum_attr()
     cls = getattr(ca, name, None)
     if not (isinstance(cls, type) and issubclass(cls, ca.Attribution)) or name in _NOT_METHODS:
-        raise ValueError(f"captum:{name} is not a Captum attribution class; valid names: "
+        raise CnnlensError(f"captum:{name} is not a Captum attribution class; valid names: "
                          f"{', '.join(captum_classes())}")
     return CaptumMethod(name, cls)
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import Registry
+from ..errors import CnnlensError, CnnlensTypeError
 
 TargetSpec = None | int | str | Sequence[int] | torch.Tensor
 
@@ -158,12 +159,12 @@ class Context:
         """
         module = module if module is not None else self.layer
         if module is None:
-            raise ValueError("this method needs a layer, and none was resolved")
+            raise CnnlensError("this method needs a layer, and none was resolved")
         store: dict[str, torch.Tensor] = {}
 
         def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
             if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {self.layer_name!r} returns {type(out).__name__}, not a tensor; "
+                raise CnnlensTypeError(f"layer {self.layer_name!r} returns {type(out).__name__}, not a tensor; "
                                 "choose a layer whose output is a feature map")
             store["act"] = out
             return out.clone()
@@ -192,7 +193,7 @@ class Context:
         gx = grads[0] if wrt_input else None
         ga = grads[-1] if store is not None else None
         if wrt_input and gx is None:
-            raise ValueError("the model's output does not depend on its input")
+            raise CnnlensError("the model's output does not depend on its input")
         return logits, gx, ga
 
 
@@ -211,11 +212,11 @@ def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = Fals
         raise
     except RuntimeError as e:  # wrong channels/size for the model: torch's message, said at our level
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"the model fails on input {tuple(x.shape)} ({first}). Check that the images "
+        raise CnnlensError(f"the model fails on input {tuple(x.shape)} ({first}). Check that the images "
                          "have the channel count and size the model was built for") from e
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must return logits [B, num_classes]; for input "
+        raise CnnlensError(f"the model must return logits [B, num_classes]; for input "
                          f"{tuple(x.shape)} it returned {shape}. Wrap it so forward() returns the "
                          "class scores")
     return out
@@ -232,10 +233,10 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
     if isinstance(target, str):
         if target == "label":
             if labels is None:
-                raise ValueError("target='label' needs labels=...; pass the images' labels")
+                raise CnnlensError("target='label' needs labels=...; pass the images' labels")
             t = torch.as_tensor(labels, device=dev).long().view(-1)
         else:
-            raise ValueError(f"target must be None, 'pred', 'label', an int or one per image; got {target!r}")
+            raise CnnlensError(f"target must be None, 'pred', 'label', an int or one per image; got {target!r}")
     elif isinstance(target, int):
         t = torch.full((b,), target, dtype=torch.long, device=dev)
     else:
@@ -243,7 +244,7 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
         if t.numel() == 1:
             t = t.expand(b).clone()
     if t.shape != (b,):
-        raise ValueError(f"target must give one class per image ({b}); got {t.numel()}")
+        raise CnnlensError(f"target must give one class per image ({b}); got {t.numel()}")
     _check_range(t, k)
     return t
 
@@ -251,7 +252,7 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
 def _check_range(t: torch.Tensor, k: int) -> None:
     bad = (t < 0) | (t >= k)
     if bad.any():
-        raise ValueError(f"target class {t[bad][0].item()} is out of range: the model has {k} classes "
+        raise CnnlensError(f"target class {t[bad][0].item()} is out of range: the model has {k} classes "
                          f"(0..{k - 1})")
 
 
@@ -262,7 +263,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str,
         convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
         if not convs:
             _refuse_torchscript(model, deep=True)
-            raise ValueError("the model has no Conv2d layer to use by default; pass layer=<name>. "
+            raise CnnlensError("the model has no Conv2d layer to use by default; pass layer=<name>. "
                              f"Layers: {', '.join(n for n in named if n)}")
         return convs[-1]
     if isinstance(layer, nn.Module):
@@ -270,12 +271,12 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str,
             if m is layer:
                 _refuse_torchscript(m)
                 return n, m
-        raise ValueError("the given layer module is not part of the model")
+        raise CnnlensError("the given layer module is not part of the model")
     if layer in named and layer != "":
         _refuse_torchscript(named[layer])
         return layer, named[layer]
     valid = [n for n in named if n]
-    raise ValueError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
+    raise CnnlensError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
                      f"{', '.join(valid)}")
 
 
@@ -333,7 +334,7 @@ def _refuse_torchscript(module: nn.Module, deep: bool = False) -> None:
     """Layer methods hook a layer's output; TorchScript modules cannot take Python hooks."""
     if isinstance(module, torch.jit.ScriptModule) or (deep and any(
             isinstance(m, torch.jit.ScriptModule) for m in module.modules())):
-        raise ValueError("this is a TorchScript model: its layers cannot take the hooks that layer-based "
+        raise CnnlensError("this is a TorchScript model: its layers cannot take the hooks that layer-based "
                          "methods (gradcam, ...) need. Use an input-gradient method (saliency, ...), or "
                          "load the Python model instead (FILE.py:ClassName with weights=FILE)")
 
@@ -393,18 +394,18 @@ def model_device(model: nn.Module) -> torch.device:
 
 def check_input(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
+        raise CnnlensTypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
     if x.ndim == 3:
-        raise ValueError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
+        raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
     if x.ndim != 4:
-        raise ValueError(f"x must be [B,C,H,W]; got {tuple(x.shape)}")
+        raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)}")
     if x.shape[0] == 0:
-        raise ValueError(f"x holds no images (shape {tuple(x.shape)}); give at least one")
+        raise CnnlensError(f"x holds no images (shape {tuple(x.shape)}); give at least one")
     if not x.is_floating_point():
-        raise ValueError(f"x must be a normalized float tensor; got {x.dtype} (normalize uint8 images "
+        raise CnnlensError(f"x must be a normalized float tensor; got {x.dtype} (normalize uint8 images "
                          "with dataset.normalize)")
     if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values")
+        raise CnnlensError("x contains NaN or infinite values")
 
 
 #: on the CPU, a forward+backward pass is fastest per image when its input holds about this many
@@ -463,17 +464,17 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     out_dev = x.device
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
-        raise ValueError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
+        raise CnnlensError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
     tgt = target
     if isinstance(target, torch.Tensor) or (isinstance(target, Sequence) and not isinstance(target, str)):
         tgt_t = torch.as_tensor(target).long().view(-1)
         if tgt_t.numel() not in (1, x.shape[0]):
-            raise ValueError(f"target must give one class per image ({x.shape[0]}); got {tgt_t.numel()}")
+            raise CnnlensError(f"target must give one class per image ({x.shape[0]}); got {tgt_t.numel()}")
         tgt = tgt_t
     n = x.shape[0]
     step = chunk_size or auto_chunk(x, explainer.cost, dev)
     if step < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        raise CnnlensError(f"chunk_size must be >= 1; got {chunk_size}")
     maps, targets, probs, extras_list = [], [], [], []
     with model_guard(model) as handles:
         layer_name, layer_mod, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, explainer.uses_layer,

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..io import write_bytes, write_json, write_npy
 from .core import METHODS
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def map_images(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str
     from ..train.run import _lightning_quiet
 
     if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
-        raise ValueError(f"images_uint8 must be uint8 [N,C,H,W]; got {images_uint8.dtype} {tuple(images_uint8.shape)}")
+        raise CnnlensError(f"images_uint8 must be uint8 [N,C,H,W]; got {images_uint8.dtype} {tuple(images_uint8.shape)}")
     shards = Path(shard_dir)
 
     class MapModule(L.LightningModule):
@@ -116,7 +117,7 @@ def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence
         METHODS.get(m)
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if target == "label" and lab is None:
-        raise ValueError("target='label' needs labels=...")
+        raise CnnlensError("target='label' needs labels=...")
     out = Path(out_dir)
     mean_t, std_t = tuple(mean), tuple(std)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .core import Context, Explainer, pass_rows, register_method
 from .guided import activation_rule
+from ..errors import CnnlensError, CnnlensTypeError
 
 REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sum": lambda a: a.sum(1),
@@ -38,7 +39,7 @@ NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 def reduce_channels(a: torch.Tensor, how: str) -> torch.Tensor:
     """``[B, C, H, W]`` -> ``[B, H, W]`` with one of :data:`REDUCTIONS`."""
     if how not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}; got {how!r}")
+        raise CnnlensError(f"reduce must be one of {', '.join(REDUCTIONS)}; got {how!r}")
     return REDUCTIONS[how](a)
 
 
@@ -47,7 +48,7 @@ def row_budget(x: torch.Tensor, batch_size: int | None) -> int:
     if batch_size is None:
         return max(x.shape[0], pass_rows(x))
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int (rows per forward pass); got {batch_size!r}")
+        raise CnnlensError(f"batch_size must be a positive int (rows per forward pass); got {batch_size!r}")
     return batch_size
 
 
@@ -148,7 +149,7 @@ class GradientMethod(Explainer):
     def _check_opts(self, opts: dict[str, Any]) -> None:
         bad = [k for k in opts if k not in self.option_names]
         if bad:
-            raise TypeError(f"{self.name} got unknown option(s) {', '.join(bad)}; valid options: "
+            raise CnnlensTypeError(f"{self.name} got unknown option(s) {', '.join(bad)}; valid options: "
                             f"{', '.join(self.accepted_options())}")
 
     def generator(self, seed: int | None, device: torch.device) -> torch.Generator | None:
@@ -168,11 +169,11 @@ class GradientMethod(Explainer):
         ``sigma = stdev * (max(x) - min(x))`` per image (Smilkov et al. 2017). ``[B, C, H, W]``.
         """
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"nt_samples must be a positive int; got {n!r}")
+            raise CnnlensError(f"nt_samples must be a positive int; got {n!r}")
         if not (isinstance(stdev, int | float) and stdev >= 0):
-            raise ValueError(f"nt_stdev must be >= 0 (a fraction of each image's value range); got {stdev!r}")
+            raise CnnlensError(f"nt_stdev must be >= 0 (a fraction of each image's value range); got {stdev!r}")
         if kind not in NT_TYPES:
-            raise ValueError(f"nt_type must be one of {', '.join(NT_TYPES)}; got {kind!r}")
+            raise CnnlensError(f"nt_type must be one of {', '.join(NT_TYPES)}; got {kind!r}")
         x = ctx.x
         b = x.shape[0]
         t = ctx.targets
@@ -276,9 +277,9 @@ IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_rig
 def quadrature_rule(method: str, steps: int) -> tuple[list[float], list[float]]:
     """``(alphas, weights)`` on [0, 1] for ``steps`` points; Captum's rules (its trapezoid corrected)."""
     if method not in IG_METHODS:
-        raise ValueError(f"quadrature must be one of {', '.join(IG_METHODS)}; got {method!r}")
+        raise CnnlensError(f"quadrature must be one of {', '.join(IG_METHODS)}; got {method!r}")
     if not isinstance(steps, int) or steps < (1 if method == "gausslegendre" else 2):
-        raise ValueError(f"steps must be an int >= 2 (>= 1 for gausslegendre); got {steps!r}")
+        raise CnnlensError(f"steps must be an int >= 2 (>= 1 for gausslegendre); got {steps!r}")
     if method == "gausslegendre":
         nodes, w = np.polynomial.legendre.leggauss(steps)
         return (0.5 * (nodes + 1)).tolist(), (0.5 * w).tolist()
@@ -328,7 +329,7 @@ def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_si
         if baseline == "blur":
             s = blur_sigma if blur_sigma is not None else max(x.shape[-2:]) / 10
             return gaussian_blur(x, float(s))
-        raise ValueError(f"baseline must be 'zeros', 'mean', 'blur', a number or a tensor; got {baseline!r}")
+        raise CnnlensError(f"baseline must be 'zeros', 'mean', 'blur', a number or a tensor; got {baseline!r}")
     if isinstance(baseline, int | float):
         return torch.full_like(x, float(baseline))
     if isinstance(baseline, torch.Tensor):
@@ -336,10 +337,10 @@ def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_si
         try:
             return torch.broadcast_to(b, x.shape).clone()
         except RuntimeError:
-            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the input "
+            raise CnnlensError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the input "
                              f"chunk {tuple(x.shape)}; give [C,H,W], [1,C,H,W] or one per image "
                              "[N,C,H,W]") from None
-    raise TypeError(f"baseline must be a str, number or tensor; got {type(baseline).__name__}")
+    raise CnnlensTypeError(f"baseline must be a str, number or tensor; got {type(baseline).__name__}")
 
 
 @register_method

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
     applied functionally (or the model has no activation module at all) unless ``force``.
     """
     if rule not in RULES:
-        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+        raise CnnlensError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     mods = activation_modules(model)
     state: dict[str, Any] = {"depth": 0, "calls": {}, "stacks": {}, "slots": []}
     own: list[Any] = []
@@ -133,7 +134,7 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
     def set_rule(r: str) -> None:
         """Switch the gates of the pass just run: ``"plain"`` for an unmodified backward, or back."""
         if r not in (*RULES, "plain"):
-            raise ValueError(f"rule must be one of {', '.join(RULES)}, plain; got {r!r}")
+            raise CnnlensError(f"rule must be one of {', '.join(RULES)}, plain; got {r!r}")
         for slot in state["slots"]:
             slot["rule"] = r
 
@@ -153,5 +154,5 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
                "the result would be (partly) a plain gradient. Replace F.relu(x) with an nn.ReLU "
                "module in the model, or pass force=True to accept the mixed result")
         if not force:
-            raise ValueError(msg)
+            raise CnnlensError(msg)
         log.warning("%s (forced)", msg)

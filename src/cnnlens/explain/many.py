@@ -31,6 +31,7 @@ from .core import (
     pass_setup,
 )
 from .gradient import run_pass
+from ..errors import CnnlensError, CnnlensTypeError
 
 
 def _instance(method: str) -> Explainer:
@@ -84,13 +85,13 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if not methods:
-        raise ValueError("methods must name at least one method; see cnnlens.methods()")
+        raise CnnlensError("methods must name at least one method; see cnnlens.methods()")
     if len(set(methods)) != len(methods):
-        raise ValueError(f"methods lists a method twice: {list(methods)}")
+        raise CnnlensError(f"methods lists a method twice: {list(methods)}")
     method_options = dict(method_options or {})
     unknown = set(method_options) - set(methods)
     if unknown:
-        raise ValueError(f"method_options names {sorted(unknown)}, which are not in methods {list(methods)}")
+        raise CnnlensError(f"method_options names {sorted(unknown)}, which are not in methods {list(methods)}")
     explainers = {m: _instance(m) for m in methods}
     # options per method
     per: dict[str, dict[str, Any]] = {}
@@ -102,26 +103,26 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
         per[m] = {**mine, **method_options.get(m, {})}
     unused = set(options) - used
     if unused:
-        raise TypeError(f"option(s) {', '.join(sorted(unused))} are accepted by none of {', '.join(methods)}")
+        raise CnnlensTypeError(f"option(s) {', '.join(sorted(unused))} are accepted by none of {', '.join(methods)}")
     shared = [m for m, e in explainers.items() if _can_share(e, per[m])]
     alone = [m for m in methods if m not in shared]
     needs_layer = any(e.uses_layer for e in explainers.values())
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     n = x.shape[0]
     if lab is not None and lab.numel() != n:
-        raise ValueError(f"labels must have one entry per image ({n}); got {lab.numel()}")
+        raise CnnlensError(f"labels must have one entry per image ({n}); got {lab.numel()}")
     tgt: TargetSpec = target
     if isinstance(target, torch.Tensor) or (isinstance(target, Sequence) and not isinstance(target, str)):
         tt = torch.as_tensor(target).long().view(-1)
         if tt.numel() not in (1, n):
-            raise ValueError(f"target must give one class per image ({n}); got {tt.numel()}")
+            raise CnnlensError(f"target must give one class per image ({n}); got {tt.numel()}")
         tgt = tt
     dev = model_device(model)
     out_dev = x.device
     cost = max(getattr(e, "cost", 1) for e in explainers.values())
     step = chunk_size or auto_chunk(x, cost, dev)
     if step < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        raise CnnlensError(f"chunk_size must be >= 1; got {chunk_size}")
     parts: dict[str, list[tuple[torch.Tensor, dict[str, Any]]]] = {m: [] for m in methods}
     targets: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []

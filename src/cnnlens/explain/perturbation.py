@@ -38,6 +38,7 @@ from ..registry import check_choice
 from . import inference
 from .core import Context, Explainer, model_device, pow2_rows, register_method
 from .segmentation import segment, to_unit_range
+from ..errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +276,10 @@ def make_baseline(x: torch.Tensor, spec: str | float | torch.Tensor,
         try:
             return spec.to(x.device, x.dtype).expand(c, h, w).clone()
         except RuntimeError as e:
-            raise ValueError(f"baseline tensor of shape {tuple(spec.shape)} does not broadcast to the "
+            raise CnnlensError(f"baseline tensor of shape {tuple(spec.shape)} does not broadcast to the "
                              f"image {(c, h, w)}") from e
     if isinstance(spec, bool) or not isinstance(spec, str | int | float):
-        raise TypeError(f"baseline must be 'mean', 'zero', 'blur', a number or a tensor; got {spec!r}")
+        raise CnnlensTypeError(f"baseline must be 'mean', 'zero', 'blur', a number or a tensor; got {spec!r}")
     if isinstance(spec, int | float):
         return torch.full_like(x, float(spec))
     check_choice("baseline", spec, ("mean", "zero", "blur"))
@@ -445,7 +446,7 @@ def shap_coalitions(n: int, m: int, seed: int, sampling: str = "paired") -> torc
 def all_coalitions(m: int) -> torch.Tensor:
     """``bool [2^M - 2, M]``: every coalition but the empty and the full one."""
     if m > 24:
-        raise ValueError(f"exact enumeration needs 2^M forward passes; M = {m} superpixels is too many "
+        raise CnnlensError(f"exact enumeration needs 2^M forward passes; M = {m} superpixels is too many "
                          "(use exact=False, or fewer superpixels via n_segments=...)")
     idx = torch.arange(1, 2 ** m - 1, dtype=torch.int64)
     return ((idx[:, None] >> torch.arange(m)) & 1).bool()
@@ -481,10 +482,10 @@ def top_k_mask(segments: torch.Tensor, weights: torch.Tensor, k: int = 5, positi
     Ties in ``|weight|`` keep superpixel order (stable sort).
     """
     if positive_only and negative_only:
-        raise ValueError("positive_only and negative_only cannot both be True; pick one (or neither for both "
+        raise CnnlensError("positive_only and negative_only cannot both be True; pick one (or neither for both "
                          "signs)")
     if k < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
+        raise CnnlensError(f"k must be >= 0; got {k}")
     w = weights.detach().cpu().double()
     seg = segments.detach().cpu().long()
     order = torch.argsort(-w.abs(), stable=True)
@@ -512,7 +513,7 @@ def _options(local_vars: dict[str, Any]) -> dict[str, Any]:
 
 def _check_int(name: str, value: Any, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}; got {value!r}")
+        raise CnnlensError(f"{name} must be an integer >= {lo}; got {value!r}")
     return value
 
 
@@ -545,7 +546,7 @@ class _SuperpixelMethod(_Perturbation):
             if tuple(seg.shape) == (h, w):
                 seg = seg.expand(b, h, w)
             if tuple(seg.shape) != (b, h, w):
-                raise ValueError(f"segments must be [H,W] or [B,H,W] = {(b, h, w)}; got {tuple(seg.shape)}")
+                raise CnnlensError(f"segments must be [H,W] or [B,H,W] = {(b, h, w)}; got {tuple(seg.shape)}")
             out = []
             for s in seg:
                 _, inv = torch.unique(s, return_inverse=True)  # labels 0..M-1, each used
@@ -636,9 +637,9 @@ class Lime(_SuperpixelMethod):
                   kernel_width: float = 0.25, alpha: float = 1.0, sampling: str = "paired"
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
         if not kernel_width > 0:
-            raise ValueError(f"kernel_width must be > 0; got {kernel_width}")
+            raise CnnlensError(f"kernel_width must be > 0; got {kernel_width}")
         if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0; got {alpha}")
+            raise CnnlensError(f"alpha must be >= 0; got {alpha}")
         return self._run(ctx, _options(locals()))
 
     def fit(self, scorer: Scorer, x: torch.Tensor, base: torch.Tensor, seg: torch.Tensor, target: int,
@@ -730,7 +731,7 @@ class Occlusion(_Perturbation):
         kh, kw = _pair("window", window if window is not None else max(2, round(min(h, w) / 8)))
         sh, sw = _pair("stride", stride if stride is not None else (max(1, kh // 2), max(1, kw // 2)))
         if kh > h or kw > w:
-            raise ValueError(f"window {(kh, kw)} is larger than the image {(h, w)}; pass a smaller window=")
+            raise CnnlensError(f"window {(kh, kw)} is larger than the image {(h, w)}; pass a smaller window=")
         bs = _batch(batch_size, ctx.x)
         scorer = Scorer(ctx.model, precision, output)
         dev = ctx.x.device
@@ -760,7 +761,7 @@ class Occlusion(_Perturbation):
 def _pair(name: str, v: int | tuple[int, int]) -> tuple[int, int]:
     t = (v, v) if isinstance(v, int) else tuple(v)
     if len(t) != 2 or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in t):
-        raise ValueError(f"{name} must be a positive int or a pair of them; got {v!r}")
+        raise CnnlensError(f"{name} must be a positive int or a pair of them; got {v!r}")
     return int(t[0]), int(t[1])
 
 
@@ -797,10 +798,10 @@ class Rise(_Perturbation):
         s = _check_int("grid", grid, 1)
         seed = _check_int("seed", seed, 0)
         if not 0 < p <= 1:
-            raise ValueError(f"p (probability of keeping a grid cell) must be in (0, 1]; got {p}")
+            raise CnnlensError(f"p (probability of keeping a grid cell) must be in (0, 1]; got {p}")
         b, c, h, w = ctx.x.shape
         if s > min(h, w):
-            raise ValueError(f"grid {s} is finer than the image {(h, w)}; pass grid <= {min(h, w)}")
+            raise CnnlensError(f"grid {s} is finer than the image {(h, w)}; pass grid <= {min(h, w)}")
         bs = _batch(batch_size, ctx.x)
         scorer = Scorer(ctx.model, precision, output)
         dev = ctx.x.device

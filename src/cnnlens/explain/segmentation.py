@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
+from ..errors import CnnlensError, CnnlensTypeError
 
 SEGMENTERS: Registry = Registry("segmentation")
 
@@ -35,14 +36,14 @@ def to_unit_range(x: torch.Tensor, mean: Sequence[float] | None = None,
     """Normalized ``[C,H,W]`` (or ``[B,C,H,W]``) -> float32 in ``[0, 1]`` (see the module docstring)."""
     x = x.detach().float()
     if (mean is None) != (std is None):
-        raise ValueError("pass both mean= and std= (the dataset's normalization statistics in [0,1] "
+        raise CnnlensError("pass both mean= and std= (the dataset's normalization statistics in [0,1] "
                          "units), or neither")
     c = x.shape[-3]
     if mean is not None and std is not None:
         m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).flatten()
         s = torch.as_tensor(std, dtype=torch.float32, device=x.device).flatten()
         if m.numel() not in (1, c) or s.numel() not in (1, c):
-            raise ValueError(f"mean/std must have 1 or {c} entries (one per channel); got "
+            raise CnnlensError(f"mean/std must have 1 or {c} entries (one per channel); got "
                              f"{m.numel()} and {s.numel()}")
         shape = (c, 1, 1)
         return (x * s.expand(c).reshape(shape) + m.expand(c).reshape(shape)).clamp(0, 1)
@@ -74,16 +75,16 @@ def segment(img: torch.Tensor | np.ndarray, method: str = "slic", n_segments: in
     if isinstance(img, torch.Tensor):
         arr = img.detach().cpu().float().numpy()
         if arr.ndim != 3:
-            raise ValueError(f"img must be [C,H,W]; got {tuple(arr.shape)}")
+            raise CnnlensError(f"img must be [C,H,W]; got {tuple(arr.shape)}")
         arr = arr.transpose(1, 2, 0)
     else:
         arr = np.asarray(img, dtype=np.float64)
         if arr.ndim == 2:
             arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
-        raise ValueError(f"img must have 1 or 3 channels; got shape {tuple(arr.shape)}")
+        raise CnnlensError(f"img must have 1 or 3 channels; got shape {tuple(arr.shape)}")
     if n_segments is not None and n_segments < 1:
-        raise ValueError(f"n_segments must be >= 1; got {n_segments}")
+        raise CnnlensError(f"n_segments must be >= 1; got {n_segments}")
     fn = SEGMENTERS.get(method)
     labels = np.asarray(fn(arr.astype(np.float64), n_segments=n_segments, seed=seed, **options))
     if labels.shape != arr.shape[:2]:
@@ -142,7 +143,7 @@ def _felzenszwalb(arr: np.ndarray, n_segments: int | None = None, seed: int = 0,
 @_register("grid", "a regular grid of about n_segments rectangular cells")
 def _grid(arr: np.ndarray, n_segments: int | None = None, seed: int = 0, **options: Any) -> np.ndarray:
     if options:
-        raise TypeError(f"grid segmentation takes only n_segments; got {sorted(options)}")
+        raise CnnlensTypeError(f"grid segmentation takes only n_segments; got {sorted(options)}")
     h, w = arr.shape[:2]
     return grid_segments(h, w, n_segments or default_segments(h, w)).numpy()
 

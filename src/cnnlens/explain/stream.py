@@ -38,6 +38,7 @@ from ..io import read_json, write_json, write_npy
 from .batch import _file_name, _scalars, normalize_images
 from .core import METHODS, TargetSpec
 from .many import explain_many
+from ..errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class StreamResult:
         """All completed chunks of ``what`` concatenated (this one holds everything in memory)."""
         parts = list(self.iter_chunks(what))
         if not parts:
-            raise ValueError(f"{self.path} holds no completed chunk yet")
+            raise CnnlensError(f"{self.path} holds no completed chunk yet")
         return np.concatenate(parts)
 
 
@@ -93,9 +94,9 @@ def _read_manifest(p: Path) -> dict[str, Any] | None:
         return None
     m = read_json(mf)
     if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ValueError(f"{mf} is not a cnnlens streamed-explanation manifest; choose another output folder")
+        raise CnnlensError(f"{mf} is not a cnnlens streamed-explanation manifest; choose another output folder")
     if m.get("version") != VERSION:
-        raise ValueError(f"{mf} has version {m.get('version')!r}; this cnnlens writes version {VERSION}. "
+        raise CnnlensError(f"{mf} has version {m.get('version')!r}; this cnnlens writes version {VERSION}. "
                          "Delete the folder or choose another output folder")
     return m
 
@@ -170,38 +171,38 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
         :class:`StreamResult` (``.load(method)`` gives ``float32 [n, H, W]``).
     """
     if not isinstance(images, torch.Tensor | np.ndarray):
-        raise TypeError(f"images must be a uint8 tensor or array [N,C,H,W]; got {type(images).__name__}")
+        raise CnnlensTypeError(f"images must be a uint8 tensor or array [N,C,H,W]; got {type(images).__name__}")
     if images.ndim != 4 or images.dtype not in (torch.uint8, np.uint8):
-        raise ValueError(f"images must be uint8 [N,C,H,W]; got {images.dtype} {tuple(images.shape)}")
+        raise CnnlensError(f"images must be uint8 [N,C,H,W]; got {images.dtype} {tuple(images.shape)}")
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     methods = list(methods)
     if not methods:
-        raise ValueError("methods must name at least one method; see cnnlens.methods()")
+        raise CnnlensError("methods must name at least one method; see cnnlens.methods()")
     for m in methods:
         METHODS.get(m)  # an unknown name fails now, listing the valid ones
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+        raise CnnlensError(f"chunk_size must be a positive int; got {chunk_size!r}")
     n_all = int(images.shape[0])
     idx = np.arange(n_all, dtype=np.int64) if indices is None else \
         np.asarray(torch.as_tensor(indices).long().view(-1).cpu().numpy(), dtype=np.int64)
     if idx.size == 0:
-        raise ValueError("nothing to explain: no images (indices is empty)")
+        raise CnnlensError("nothing to explain: no images (indices is empty)")
     bad = idx[(idx < 0) | (idx >= n_all)]
     if bad.size:
-        raise ValueError(f"index {int(bad[0])} is out of range: images has {n_all} entries (0..{n_all - 1})")
+        raise CnnlensError(f"index {int(bad[0])} is out of range: images has {n_all} entries (0..{n_all - 1})")
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != n_all:
-        raise ValueError(f"labels must have one entry per image ({n_all}); got {lab.numel()}")
+        raise CnnlensError(f"labels must have one entry per image ({n_all}); got {lab.numel()}")
     if isinstance(target, str) and target == "label" and lab is None:
-        raise ValueError("target='label' needs labels=...; pass the images' labels")
+        raise CnnlensError("target='label' needs labels=...; pass the images' labels")
     n = int(idx.size)
     tgt: TargetSpec = target
     per_image_target = False
     if isinstance(target, torch.Tensor | np.ndarray) or (isinstance(target, Sequence) and not isinstance(target, str)):
         tt = torch.as_tensor(np.asarray(target)).long().view(-1)
         if tt.numel() not in (1, n):
-            raise ValueError(f"target must give one class per explained image ({n}); got {tt.numel()}")
+            raise CnnlensError(f"target must give one class per explained image ({n}); got {tt.numel()}")
         tgt = int(tt[0]) if tt.numel() == 1 else tt
         per_image_target = tt.numel() == n and n > 1
 
@@ -231,7 +232,7 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
     if old is not None:
         if old.get("fingerprint") != fingerprint:
             diff = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
-            raise ValueError(f"{out} holds a streamed explanation made with different settings "
+            raise CnnlensError(f"{out} holds a streamed explanation made with different settings "
                              f"({', '.join(diff) or 'fingerprint'} differ); it cannot be resumed with these. "
                              "Choose another folder, or start again with overwrite=True (--restart)")
         done = int(old["chunks_done"])

@@ -28,6 +28,7 @@ from torch import nn
 from ..explain.core import model_device, model_guard
 from . import objectives as obj
 from .render import InputSpace, capture, filter_layer, quantize
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -99,27 +100,27 @@ def deep_dream(
     The report's run is ``deep_dream(m, img, 34, 94, lr=12, weight_decay=1e-4, every=10)``.
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
-        raise ValueError(
+        raise CnnlensError(
             f"image must be one image [C, H, W] (uint8 or float in [0,1]); got "
             f"{getattr(image, 'shape', type(image).__name__)}"
         )
     for nm, v, lo in (("steps", steps, 1), ("every", every, 1), ("octaves", octaves, 1)):
         if int(v) < lo:
-            raise ValueError(f"{nm} must be >= {lo}; got {v}")
+            raise CnnlensError(f"{nm} must be >= {lo}; got {v}")
     if octave_scale <= 1.0 and octaves > 1:
-        raise ValueError(f"octave_scale must be > 1 (e.g. 1.4); got {octave_scale}")
+        raise CnnlensError(f"octave_scale must be > 1 (e.g. 1.4); got {octave_scale}")
     if lr <= 0:
-        raise ValueError(f"lr must be > 0; got {lr}")
+        raise CnnlensError(f"lr must be > 0; got {lr}")
     img0 = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     if img0.min() < 0 or img0.max() > 1:
-        raise ValueError(
+        raise CnnlensError(
             "a float image must be in [0, 1] (pixel space, not normalized); pass the raw uint8 "
             "image or dataset.denormalize(x)"
         )
     c, H, W = img0.shape
     space = InputSpace.make((H, W), mean, std)
     if c != space.channels:
-        raise ValueError(f"image has {c} channels but mean/std give {space.channels}")
+        raise CnnlensError(f"image has {c} channels but mean/std give {space.channels}")
     name, _ = filter_layer(model, layer, bn)
     objective = obj.layer_l2(name) if channel is None else obj.channel(name, int(channel))
     dev = model_device(model)
@@ -144,7 +145,7 @@ def deep_dream(
             with torch.no_grad():
                 run((_resize(full, sizes[0]) - mpix) / spix)  # at its own size, not resized back
         except RuntimeError as e:
-            raise ValueError(
+            raise CnnlensError(
                 f"layer {name!r} cannot be computed at the smallest octave {sizes[0]}: {e}. "
                 "Use fewer octaves or a smaller octave_scale"
             ) from None

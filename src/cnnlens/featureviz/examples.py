@@ -18,6 +18,7 @@ from torch import nn
 
 from ..explain.core import model_device, model_guard
 from .render import capture, filter_layer
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,14 @@ def dataset_examples(
     ``"max"`` by the strongest single unit.
     """
     if score not in ("mean", "max"):
-        raise ValueError(f"score must be 'mean' or 'max'; got {score!r}")
+        raise CnnlensError(f"score must be 'mean' or 'max'; got {score!r}")
     if x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"x must be normalized float images [N, C, H, W]; got {x.dtype} {tuple(x.shape)}")
+        raise CnnlensError(f"x must be normalized float images [N, C, H, W]; got {x.dtype} {tuple(x.shape)}")
     if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+        raise CnnlensError(f"k must be >= 1; got {k}")
     n_img = x.shape[0]
     if k > n_img:
-        raise ValueError(f"k={k} is larger than the number of images ({n_img}); lower k")
+        raise CnnlensError(f"k={k} is larger than the number of images ({n_img}); lower k")
     name, _ = filter_layer(model, layer, bn)
     dev = model_device(model)
     scores, argmax = [], []
@@ -99,7 +100,7 @@ def dataset_examples(
             for i in range(0, n_img, batch_size):
                 a = run(x[i : i + batch_size].to(dev, torch.float32))[name]
                 if a.ndim != 4:
-                    raise ValueError(
+                    raise CnnlensError(
                         f"layer {name!r} outputs shape {tuple(a.shape)}; dataset examples need "
                         "a conv layer [B, K, h, w]"
                     )
@@ -115,7 +116,7 @@ def dataset_examples(
         chans = torch.arange(n_ch) if channels is None else torch.as_tensor(list(channels)).long().view(-1)
         bad = (chans < 0) | (chans >= n_ch)
         if bad.any():
-            raise ValueError(
+            raise CnnlensError(
                 f"channel {int(chans[bad][0])} is out of range for layer {name!r} (0..{n_ch - 1})"
             )
         vals, idx = s[:, chans].topk(k, dim=0)  # [k, n]

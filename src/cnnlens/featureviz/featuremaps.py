@@ -9,6 +9,7 @@ from torch import nn
 
 from ..explain.core import check_input, model_device, model_guard
 from .render import capture, filter_layer
+from ..errors import CnnlensError
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def feature_maps(
     with model_guard(model) as handles, capture(model, [name], handles) as run:
         a = run(x.to(model_device(model), torch.float32))[name]
     if a.ndim != 4:
-        raise ValueError(
+        raise CnnlensError(
             f"layer {name!r} outputs shape {tuple(a.shape)}, not feature maps [B, K, h, w]; "
             "choose a convolutional layer"
         )

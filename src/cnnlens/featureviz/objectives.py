@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from ..errors import CnnlensError, CnnlensTypeError
 
 LOGITS = "logits"
 
@@ -77,7 +78,7 @@ class Objective:
 
     def __mul__(self, k: float) -> Objective:
         if not isinstance(k, int | float) or isinstance(k, bool):
-            raise TypeError(f"an objective can only be scaled by a number; got {type(k).__name__}")
+            raise CnnlensTypeError(f"an objective can only be scaled by a number; got {type(k).__name__}")
         return Objective(lambda a: k * self.fn(a), f"{k} * {self.name}", self.layers)
 
     __rmul__ = __mul__
@@ -93,7 +94,7 @@ def _merge(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 def _get(acts: Acts, layer: str, ndim: int | None = None) -> torch.Tensor:
     a = acts[layer]
     if ndim is not None and a.ndim != ndim:
-        raise ValueError(
+        raise CnnlensError(
             f"layer {layer!r} gives output of shape {tuple(a.shape)}; this objective needs "
             f"{'[B, K, h, w] (a conv layer)' if ndim == 4 else '[B, K]'}"
         )
@@ -106,12 +107,12 @@ def _per_image(k: ChannelSpec, b: int, n: int, what: str, layer: str) -> torch.T
     if t.numel() == 1:
         t = t.expand(b)
     elif t.numel() != b:
-        raise ValueError(
+        raise CnnlensError(
             f"{what} gives {t.numel()} indices for a batch of {b} images; give one per image or a single int"
         )
     bad = (t < 0) | (t >= n)
     if bad.any():
-        raise ValueError(
+        raise CnnlensError(
             f"{what} index {int(t[bad][0])} is out of range for {layer!r}, which has {n} (0..{n - 1})"
         )
     return t
@@ -160,14 +161,14 @@ def neuron(layer: str | int, k: ChannelSpec, y: int | None = None, x: int | None
         if a.ndim == 2:
             return a[rows, idx]
         if a.ndim != 4:
-            raise ValueError(
+            raise CnnlensError(
                 f"layer {layer!r} gives output of shape {tuple(a.shape)}; neuron needs [B,K] or [B,K,h,w]"
             )
         h, w = a.shape[-2:]
         yy = h // 2 if y is None else y
         xx = w // 2 if x is None else x
         if not (0 <= yy < h and 0 <= xx < w):
-            raise ValueError(f"neuron position ({yy}, {xx}) is outside {layer!r}'s {h}x{w} output")
+            raise CnnlensError(f"neuron position ({yy}, {xx}) is outside {layer!r}'s {h}x{w} output")
         return a[rows, idx, yy, xx]
 
     return Objective(fn, f"neuron({layer}, {_label(k)})", (layer,))

@@ -18,6 +18,7 @@ true greyscale image (one channel, no colour transform).
 from __future__ import annotations
 
 import torch
+from ..errors import CnnlensError
 
 # square root of ImageNet's colour covariance (Lucid / Lucent), columns = decorrelated components
 _IMAGENET_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -30,7 +31,7 @@ def color_correlation(images: torch.Tensor) -> torch.Tensor:
     ``FourierImage(..., color_matrix=M)`` on a dataset whose colours differ from ImageNet's.
     """
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"color_correlation needs RGB images [N,3,H,W]; got {tuple(images.shape)}")
+        raise CnnlensError(f"color_correlation needs RGB images [N,3,H,W]; got {tuple(images.shape)}")
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     flat = x.transpose(0, 1).reshape(3, -1).double()
     cov = torch.cov(flat)
@@ -60,7 +61,7 @@ class ImageParam:
         if channels == 3 and decorrelate:
             m = _IMAGENET_COLOR_SQRT if color_matrix is None else torch.as_tensor(color_matrix).float()
             if m.shape != (3, 3):
-                raise ValueError(f"color_matrix must be 3x3; got {tuple(m.shape)}")
+                raise CnnlensError(f"color_matrix must be 3x3; got {tuple(m.shape)}")
             # normalize so the largest column has unit norm (as Lucid), keeping the sigmoid's range usable
             m = m / m.norm(dim=0).max()
             self.color = m.to(device)
@@ -68,10 +69,10 @@ class ImageParam:
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     if len(shape) != 4 or any(int(s) < 1 for s in shape):
-        raise ValueError(f"shape must be (B, C, H, W) with positive sizes; got {shape}")
+        raise CnnlensError(f"shape must be (B, C, H, W) with positive sizes; got {shape}")
     b, c, h, w = (int(s) for s in shape)
     if c not in (1, 3):
-        raise ValueError(f"images must have 1 (grey) or 3 (RGB) channels; got C={c}")
+        raise CnnlensError(f"images must have 1 (grey) or 3 (RGB) channels; got C={c}")
     return b, c, h, w
 
 
@@ -96,7 +97,7 @@ class PixelImage(ImageParam):
             # start from an image in [0,1]: invert the sigmoid (and the colour transform)
             img = init.detach().float().clamp(1e-3, 1 - 1e-3).to(dev)
             if tuple(img.shape) != self.shape:
-                raise ValueError(f"init must have shape {self.shape}; got {tuple(img.shape)}")
+                raise CnnlensError(f"init must have shape {self.shape}; got {tuple(img.shape)}")
             v = torch.logit(img)
             if self.color is not None:
                 v = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.color), v)
@@ -160,10 +161,10 @@ def make_param(
     """``"fourier"`` | ``"pixel"`` | an :class:`ImageParam` (used as given)."""
     if isinstance(kind, ImageParam):
         if tuple(kind.shape) != tuple(shape):
-            raise ValueError(f"the given parameterization has shape {kind.shape}; the render needs {shape}")
+            raise CnnlensError(f"the given parameterization has shape {kind.shape}; the render needs {shape}")
         return kind
     if kind not in PARAMS:
-        raise ValueError(f"param must be one of {', '.join(PARAMS)} or an ImageParam; got {kind!r}")
+        raise CnnlensError(f"param must be one of {', '.join(PARAMS)} or an ImageParam; got {kind!r}")
     return PARAMS[kind](shape, generator=generator, device=device, **options)  # type: ignore[arg-type]
 
 

@@ -26,6 +26,7 @@ from ..explain.core import model_device, model_guard
 from . import objectives as obj
 from . import transforms as T
 from .param import ImageParam, make_param
+from ..errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, 
         for n, m in named.items():
             if m is layer:
                 return n, m
-        raise ValueError(
+        raise CnnlensError(
             "the given layer module is not part of the model; pass one of its modules or a layer name"
         )
     if isinstance(layer, str) and layer in named and layer != "":
@@ -62,15 +63,15 @@ def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, 
     if idx is not None:
         if -len(leaves) <= idx < len(leaves):
             return leaves[idx]
-        raise ValueError(
+        raise CnnlensError(
             f"layer index {idx} is out of range: {type(model).__name__} has {len(leaves)} "
             f"leaf layers (0..{len(leaves) - 1}); e.g. "
             + ", ".join(f"{i}={n}" for i, (n, _) in enumerate(leaves[:12]))
         )
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
+        raise CnnlensTypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
     valid = [n for n in named if n]
-    raise ValueError(
+    raise CnnlensError(
         f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
         f"{', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
     )
@@ -120,7 +121,7 @@ def capture(
     def make_hook(name: str) -> Callable[..., Any]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
             if not isinstance(out, torch.Tensor):
-                raise TypeError(
+                raise CnnlensTypeError(
                     f"layer {name!r} returns {type(out).__name__}, not a tensor; choose a "
                     "layer whose output is a feature map"
                 )
@@ -142,14 +143,14 @@ def capture(
             return dict(store)
         if need_logits:
             if not isinstance(out, torch.Tensor) or out.ndim != 2:
-                raise ValueError(
+                raise CnnlensError(
                     "the model must return logits [B, num_classes] for a class objective; "
                     f"it returned {getattr(out, 'shape', type(out).__name__)}"
                 )
             store[obj.LOGITS] = out
         missing = [n for n in mods if n not in store]
         if missing:
-            raise ValueError(f"layer(s) {missing} never ran in the forward pass; pick layers the model uses")
+            raise CnnlensError(f"layer(s) {missing} never ran in the forward pass; pick layers the model uses")
         return dict(store)
 
     try:
@@ -186,7 +187,7 @@ class InputSpace:
         channels: int | None = None,
     ) -> InputSpace:
         if mean is None and std is None and channels is None:
-            raise ValueError(
+            raise CnnlensError(
                 "give the model's input normalization: mean=..., std=... (per channel, in "
                 "[0,1] units, e.g. dataset.mean/dataset.std) or channels=... for un-normalized input"
             )
@@ -194,9 +195,9 @@ class InputSpace:
         m = tuple(float(v) for v in (mean if mean is not None else [0.0] * c))
         s = tuple(float(v) for v in (std if std is not None else [1.0] * c))
         if len(m) != c or len(s) != c or c not in (1, 3):
-            raise ValueError(f"mean/std must give one value per channel (1 or 3); got mean={m}, std={s}")
+            raise CnnlensError(f"mean/std must give one value per channel (1 or 3); got mean={m}, std={s}")
         if any(v <= 0 for v in s):
-            raise ValueError(f"std must be positive; got {s}")
+            raise CnnlensError(f"std must be positive; got {s}")
         return InputSpace(c, _hw(input_size), m, s)
 
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
@@ -252,7 +253,7 @@ def _transforms(spec: str | Sequence[T.Transform] | None, size: tuple[int, int])
         return T.compose([])
     if isinstance(spec, str):
         if spec != "standard":
-            raise ValueError(
+            raise CnnlensError(
                 f"transforms must be 'standard', 'none', None or a list of transforms; got {spec!r}"
             )
         return T.compose(T.standard(size))
@@ -307,11 +308,11 @@ def render(
         :class:`Rendered` (images ``[B, C, H, W]`` in [0,1], inputs, scores ``[B]``, history ``[steps, B]``).
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1; got {steps}")
+        raise CnnlensError(f"steps must be >= 1; got {steps}")
     if batch < 1:
-        raise ValueError(f"batch must be >= 1; got {batch}")
+        raise CnnlensError(f"batch must be >= 1; got {batch}")
     if not isinstance(objective, obj.Objective):
-        raise TypeError(
+        raise CnnlensTypeError(
             f"objective must be an Objective (cnnlens.featureviz.channel(...) etc.); got "
             f"{type(objective).__name__}"
         )
@@ -329,7 +330,7 @@ def render(
             img = p()
             s = objective(run(space.normalize(tf(img, g))))
             if s.shape != (batch,):
-                raise ValueError(
+                raise CnnlensError(
                     f"objective {objective.name} gave scores of shape {tuple(s.shape)}; "
                     f"expected one per image ({batch})"
                 )
@@ -367,7 +368,7 @@ def layer_channels(model: nn.Module, layer: str | int | nn.Module, space: InputS
     with model_guard(model) as handles, capture(model, [name], handles) as run, torch.no_grad():
         a = run(x)[name]
     if a.ndim != 4:
-        raise ValueError(
+        raise CnnlensError(
             f"layer {name!r} outputs shape {tuple(a.shape)}; filters need a conv layer "
             "([B, K, h, w]); for a dense layer use neuron(...)"
         )
@@ -427,15 +428,15 @@ def visualize_filters(
     k = layer_channels(model, name, space)
     chans = torch.arange(k) if channels is None else torch.as_tensor(list(channels)).long().view(-1)
     if chans.numel() == 0:
-        raise ValueError("channels is empty; pass at least one channel index or None for all")
+        raise CnnlensError("channels is empty; pass at least one channel index or None for all")
     bad = (chans < 0) | (chans >= k)
     if bad.any():
-        raise ValueError(
+        raise CnnlensError(
             f"channel {int(chans[bad][0])} is out of range for layer {name!r}, which has {k} "
             f"filters (0..{k - 1})"
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        raise CnnlensError(f"batch_size must be >= 1; got {batch_size}")
     parts: list[Rendered] = []
     n = chans.numel()
     for i in range(0, n, batch_size):

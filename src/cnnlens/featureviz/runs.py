@@ -20,6 +20,7 @@ from .dream import deep_dream
 from .examples import dataset_examples
 from .featuremaps import feature_maps
 from .render import resolve_layer, visualize_filters
+from ..errors import CnnlensError
 
 if TYPE_CHECKING:
     from ..train import Run
@@ -117,7 +118,7 @@ def featuremaps_run(run: Run, layer: str | int, image: int) -> dict[str, Any]:
     and ``.npy`` (float32 ``[K, h, w]``)."""
     ds = run.dataset
     if not 0 <= image < len(ds):
-        raise ValueError(
+        raise CnnlensError(
             f"--image {image} is out of range: the dataset has {len(ds)} images (0..{len(ds) - 1})"
         )
     x = _normalize(ds.images[image : image + 1], run)
@@ -169,7 +170,7 @@ def dream_run(
         ds = run.dataset
         i = int(image)
         if not 0 <= i < len(ds):
-            raise ValueError(
+            raise CnnlensError(
                 f"--image {i} is out of range: the dataset has {len(ds)} images (0..{len(ds) - 1})"
             )
         img = ds.images[i]
@@ -245,7 +246,7 @@ def parse_channels(s: str | None) -> list[int] | None:
             elif part:
                 out.append(int(part))
     except ValueError:
-        raise ValueError(f"--channels must look like 0,3,7 or 0-15; got {s!r}") from None
+        raise CnnlensError(f"--channels must look like 0,3,7 or 0-15; got {s!r}") from None
     return out
 
 
@@ -261,7 +262,7 @@ def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.
             im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except UnidentifiedImageError:
-        raise ValueError(f"{p} is not an image PIL can read (PNG, JPEG, ...)") from None
+        raise CnnlensError(f"{p} is not an image PIL can read (PNG, JPEG, ...)") from None
     t = torch.from_numpy(a.copy())
     return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 

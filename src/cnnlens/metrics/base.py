@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import Registry
+from ..errors import CnnlensError, CnnlensTypeError
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Score:
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, torch.Tensor) or self.values.ndim != 1:
-            raise TypeError(
+            raise CnnlensTypeError(
                 f"Score {self.name!r}: values must be a 1-D tensor [N]; got "
                 f"{getattr(self.values, 'shape', type(self.values).__name__)}"
             )
@@ -88,7 +89,7 @@ def beats(method: Score, control: Score, margin_se: float = 2.0) -> bool:
     """Whether ``method`` beats ``control`` on the same images: the paired difference (in the
     score's good direction) is positive and larger than ``margin_se`` standard errors."""
     if method.values.shape != control.values.shape:
-        raise ValueError(
+        raise CnnlensError(
             f"scores {method.name!r} of {method.method!r} and {control.method!r} cover "
             f"different images ({len(method.values)} vs {len(control.values)})"
         )

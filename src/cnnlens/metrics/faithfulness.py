@@ -25,6 +25,7 @@ from torch import nn
 
 from ..explain.core import model_device, model_guard
 from .base import Score
+from ..errors import CnnlensError
 
 SUBSTRATES = ("mean", "blur", "zeros")
 
@@ -63,7 +64,7 @@ def make_substrate(
         try:
             return substrate.to(x.device, x.dtype).expand_as(x)
         except RuntimeError:
-            raise ValueError(
+            raise CnnlensError(
                 f"substrate tensor {tuple(substrate.shape)} does not broadcast to the images {tuple(x.shape)}"
             ) from None
     if substrate == "mean":
@@ -72,14 +73,14 @@ def make_substrate(
         return gaussian_blur(x, blur_sigma)
     if substrate == "zeros":
         if stats is None:
-            raise ValueError(
+            raise CnnlensError(
                 "substrate='zeros' (black pixels) needs stats=(mean, std) of the input "
                 "normalization, e.g. stats=(dataset.mean, dataset.std); or use 'mean'"
             )
         m = torch.tensor(stats[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         s = torch.tensor(stats[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (-m / s).expand_as(x).clone()
-    raise ValueError(f"substrate must be one of {', '.join(SUBSTRATES)} or a tensor; got {substrate!r}")
+    raise CnnlensError(f"substrate must be one of {', '.join(SUBSTRATES)} or a tensor; got {substrate!r}")
 
 
 def pixel_counts(n_pixels: int, steps: int) -> torch.Tensor:
@@ -90,17 +91,17 @@ def pixel_counts(n_pixels: int, steps: int) -> torch.Tensor:
 
 def _check(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, steps: int, mode: str) -> None:
     if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
+        raise CnnlensError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
     if x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"x must be normalized float [N,C,H,W]; got {x.dtype} {tuple(x.shape)}")
+        raise CnnlensError(f"x must be normalized float [N,C,H,W]; got {x.dtype} {tuple(x.shape)}")
     if tuple(maps.shape) != (x.shape[0], *x.shape[-2:]):
-        raise ValueError(
+        raise CnnlensError(
             f"maps must be [N,H,W] = {(x.shape[0], *x.shape[-2:])} to match x; got {tuple(maps.shape)}"
         )
     if targets.shape != (x.shape[0],):
-        raise ValueError(f"targets must be one class per image [{x.shape[0]}]; got {tuple(targets.shape)}")
+        raise CnnlensError(f"targets must be one class per image [{x.shape[0]}]; got {tuple(targets.shape)}")
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1; got {steps!r}")
+        raise CnnlensError(f"steps must be an int >= 1; got {steps!r}")
 
 
 @torch.no_grad()
@@ -137,7 +138,7 @@ def perturbation_curves(
     if chunk_size is None:
         chunk_size = 32 if dev.type == "cpu" else 512
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        raise CnnlensError(f"chunk_size must be >= 1; got {chunk_size}")
     n, c, h, w = x.shape
     p = h * w
     xd = x.detach().to(dev, torch.float32)
@@ -168,7 +169,7 @@ def auc(curves: torch.Tensor) -> torch.Tensor:
     c = curves.double()
     s = c.shape[1] - 1
     if s < 1:
-        raise ValueError("a curve needs at least 2 points")
+        raise CnnlensError("a curve needs at least 2 points")
     return (c[:, 1:] + c[:, :-1]).sum(1) / (2.0 * s)
 
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 import torch
 
 from .base import Score
+from ..errors import CnnlensError
 
 
 def _check(maps: torch.Tensor, masks: torch.Tensor) -> None:
     if maps.ndim != 3 or masks.shape != maps.shape:
-        raise ValueError(
+        raise CnnlensError(
             f"maps [N,H,W] and masks must have the same shape; got {tuple(maps.shape)} and "
             f"{tuple(masks.shape)}"
         )
     if (masks.flatten(1).sum(1) == 0).any():
         bad = torch.nonzero(masks.flatten(1).sum(1) == 0).flatten().tolist()
-        raise ValueError(
+        raise CnnlensError(
             f"masks of images {bad[:10]} are empty; localization needs a non-empty "
             "ground-truth mask per image"
         )

@@ -42,6 +42,7 @@ from .randomization import (
     parameter_layers,
     randomization_curve,
 )
+from ..errors import CnnlensError, CnnlensTypeError
 
 # The fast protocol: what `cnnlens trust --fast` and the report use (benchmarks/trust.py times it)
 FAST = {"n_images": 16, "steps": 20, "cascade": False, "max_cost": 64}  # gradient and CAM methods
@@ -189,7 +190,7 @@ class TrustReport:
 def select_images(dataset: ImageDataset, n_images: int, split: str = "test", seed: int = 0) -> torch.Tensor:
     """``int64 [n]`` indices: a seeded random subset of ``split`` (all of it if smaller)."""
     if not isinstance(n_images, int) or n_images < 2:
-        raise ValueError(f"n_images must be an int >= 2 (scores need a spread); got {n_images!r}")
+        raise CnnlensError(f"n_images must be an int >= 2 (scores need a spread); got {n_images!r}")
     idx = dataset.indices(split)
     g = torch.Generator().manual_seed(seed)
     return idx[torch.randperm(len(idx), generator=g)[:n_images]].sort().values
@@ -323,7 +324,7 @@ def plan_trust(
         chosen, skipped = default_methods(max_cost)
     else:
         if isinstance(methods, str):
-            raise TypeError("methods must be a list of names, e.g. ['gradcam', 'saliency']; got a string")
+            raise CnnlensTypeError("methods must be a list of names, e.g. ['gradcam', 'saliency']; got a string")
         for m in methods:
             METHODS.get(m)  # unknown names raise, listing the valid ones
         chosen, skipped = [m for m in methods if not is_control(m)], []
@@ -332,7 +333,7 @@ def plan_trust(
     idx = select_images(dataset, n_images, split, seed)
     targets = dataset.labels[idx].long()
     if (targets < 0).any():
-        raise ValueError(f"split {split!r} has unlabeled images; the trust protocol explains the true class")
+        raise CnnlensError(f"split {split!r} has unlabeled images; the trust protocol explains the true class")
     masks = dataset.masks[idx] if dataset.masks is not None else None
     dev = model_device(model)
     x1 = dataset.normalize(dataset.images[idx[:1]]).to(dev)
@@ -582,7 +583,7 @@ def run_trust(
     )
     n = len(plan.images)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be an int >= 1 (or None: all images at once); got {batch_size!r}")
+        raise CnnlensError(f"batch_size must be an int >= 1 (or None: all images at once); got {batch_size!r}")
     step = batch_size or n
     total = len(plan.methods) * ((n + step - 1) // step)
     done = 0
@@ -647,7 +648,7 @@ def trust_dataset(
 
     t0 = time.perf_counter()
     if out_dir is None and shard_dir is None:
-        raise ValueError(
+        raise CnnlensError(
             "trust_dataset needs out_dir= (or shard_dir=): a folder every process can write to, "
             "e.g. out_dir='runs/x/trust'"
         )

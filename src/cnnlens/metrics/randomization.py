@@ -28,6 +28,7 @@ from torch import nn
 
 from ..explain.core import model_device, model_guard
 from .base import Score
+from ..errors import CnnlensError
 
 SIMILARITIES = ("spearman", "spearman_abs", "ssim")
 
@@ -83,11 +84,11 @@ def ssim(
     ``C2 = (k2 L)^2``; averaged over the valid window positions (scikit-image's default).
     """
     if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(
+        raise CnnlensError(
             f"ssim needs two [N,H,W] tensors of the same shape; got {tuple(a.shape)}, {tuple(b.shape)}"
         )
     if min(a.shape[-2:]) < win_size:
-        raise ValueError(f"images {tuple(a.shape[-2:])} are smaller than the SSIM window {win_size}")
+        raise CnnlensError(f"images {tuple(a.shape[-2:])} are smaller than the SSIM window {win_size}")
     x, y = a.double().unsqueeze(1), b.double().unsqueeze(1)
 
     def mean(t: torch.Tensor) -> torch.Tensor:
@@ -196,11 +197,11 @@ def randomization_curve(
         ``[(layer name, {similarity: Score})]`` from the top layer down.
     """
     if order not in ("cascading", "independent"):
-        raise ValueError(f"order must be 'cascading' or 'independent'; got {order!r}")
+        raise CnnlensError(f"order must be 'cascading' or 'independent'; got {order!r}")
     named = dict(model.named_modules())
     missing = [n for g in layers for n in g.split("+") if n not in named]
     if missing:
-        raise ValueError(f"layers {missing} are not in the model; valid: {', '.join(n for n in named if n)}")
+        raise CnnlensError(f"layers {missing} are not in the model; valid: {', '.join(n for n in named if n)}")
     out: list[tuple[str, dict[str, Score]]] = []
     work = copy.deepcopy(model) if order == "cascading" else None
     for j in reversed(range(len(layers))):
@@ -229,7 +230,7 @@ def _randomize_group(model: nn.Module, group: str, seed: int) -> None:
 def other_classes(targets: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
     """For each target a different class drawn uniformly among the others (seeded)."""
     if num_classes < 2:
-        raise ValueError("the random-logit test needs at least 2 classes")
+        raise CnnlensError("the random-logit test needs at least 2 classes")
     g = torch.Generator().manual_seed(seed)
     shift = torch.randint(1, num_classes, targets.shape, generator=g)
     return (targets.cpu() + shift) % num_classes

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from ..errors import CnnlensError
 
 # name -> factory(in_channels: int, num_classes: int, input_size: int | tuple[int, int], **kw) -> nn.Module
 MODELS: Registry = Registry("model")
@@ -23,9 +24,9 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10,
     """
     if in_channels not in (1, 3) and not name.startswith(("torchvision:",)):
         if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1; got {in_channels}")
+            raise CnnlensError(f"in_channels must be >= 1; got {in_channels}")
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+        raise CnnlensError(f"num_classes must be >= 2; got {num_classes}")
     factory = MODELS.get(name)
     import inspect
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import MODELS, conv_block, hw
+from ..errors import CnnlensError
 
 
 class CompactCNN(nn.Module):
@@ -18,7 +19,7 @@ class CompactCNN(nn.Module):
         super().__init__()
         h, w = hw(input_size)
         if min(h, w) < 2 ** len(widths):
-            raise ValueError(f"compact needs input at least {2 ** len(widths)}px per side for "
+            raise CnnlensError(f"compact needs input at least {2 ** len(widths)}px per side for "
                              f"{len(widths)} pooling blocks; got {h}x{w}")
         layers: list[nn.Module] = []
         cin = in_channels

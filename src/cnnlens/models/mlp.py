@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .base import MODELS, count_params, hw
+from ..errors import CnnlensError
 
 
 class MLP(nn.Module):
@@ -42,9 +43,9 @@ def match_hidden(in_features: int, num_classes: int, target: int, depth: int = 2
     more than ``tolerance`` (relative) off, which only happens for tiny targets or ``depth=1``.
     """
     if depth < 1:
-        raise ValueError(f"mlp depth must be >= 1; got {depth}")
+        raise CnnlensError(f"mlp depth must be >= 1; got {depth}")
     if target <= mlp_params(in_features, num_classes, [1] * depth):
-        raise ValueError(f"match_params={target} is too small for an MLP on {in_features} inputs "
+        raise CnnlensError(f"match_params={target} is too small for an MLP on {in_features} inputs "
                          f"with {depth} hidden layers")
 
     def widths(h0: int) -> tuple[int, ...]:
@@ -83,7 +84,7 @@ def match_hidden(in_features: int, num_classes: int, target: int, depth: int = 2
         best = min((solve_last(widths(h0), False) for h0 in firsts), key=err)
     got = mlp_params(in_features, num_classes, best)
     if abs(got - target) > tolerance * target:
-        raise ValueError(f"no MLP with {depth} hidden layer(s) on {in_features} inputs comes within "
+        raise CnnlensError(f"no MLP with {depth} hidden layer(s) on {in_features} inputs comes within "
                          f"{tolerance:.0%} of {target:,} parameters (closest: {best}, {got:,}); "
                          "use depth=2 or more, or a larger target")
     return best
@@ -104,16 +105,16 @@ def mlp(in_channels: int = 1, num_classes: int = 10, input_size: int | tuple[int
         try:
             hidden = [int(v) for v in hidden.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"mlp hidden must be comma-separated integers like '1800,1050'; got {hidden!r}") from None
+            raise CnnlensError(f"mlp hidden must be comma-separated integers like '1800,1050'; got {hidden!r}") from None
     if hidden is not None and match_params is not None:
-        raise ValueError("give mlp either hidden=... or match_params=..., not both")
+        raise CnnlensError("give mlp either hidden=... or match_params=..., not both")
     if hidden is None:
         if match_params is None:
             hidden = (512, 256)
         else:
             hidden = match_hidden(n_in, num_classes, count_params(match_params), depth=depth)
     if not hidden or any(int(v) < 1 for v in hidden):
-        raise ValueError(f"mlp hidden widths must be positive integers; got {hidden!r}")
+        raise CnnlensError(f"mlp hidden widths must be positive integers; got {hidden!r}")
     return MLP(n_in, num_classes, [int(v) for v in hidden])
 
 
@@ -123,11 +124,11 @@ def _target_count(spec: str, in_channels: int, num_classes: int, input_size: int
     if digits.isdigit():
         return int(digits)
     if spec.split(":", 1)[0] == "mlp":
-        raise ValueError("mlp match_params must name another model (e.g. 'compact'), not mlp itself")
+        raise CnnlensError("mlp match_params must name another model (e.g. 'compact'), not mlp itself")
     from .base import create_model
 
     try:
         model = create_model(spec, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
     except ValueError as e:
-        raise ValueError(f"mlp match_params={spec!r} is neither a parameter count nor a model: {e}") from None
+        raise CnnlensError(f"mlp match_params={spec!r} is neither a parameter count nor a model: {e}") from None
     return count_params(model)

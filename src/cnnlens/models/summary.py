@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..io import write_csv, write_json
+from ..errors import CnnlensError
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,11 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] | list[int]) -
     import torchinfo
 
     if isinstance(model, torch.jit.ScriptModule):
-        raise ValueError("layer tables need hooks, which TorchScript models do not take; summarize the "
+        raise CnnlensError("layer tables need hooks, which TorchScript models do not take; summarize the "
                          "Python model (FILE.py:ClassName) instead")
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes; got {input_shape!r}")
+        raise CnnlensError(f"input_shape must be (C, H, W) with positive sizes; got {input_shape!r}")
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     names = {id(m): n for n, m in model.named_modules()}
     modes = [m.training for m in model.modules()]
@@ -110,7 +111,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] | list[int]) -
                                   col_names=("output_size", "num_params"))
     except RuntimeError as e:
         cause = e.__cause__ or e
-        raise ValueError(f"{type(model).__name__} cannot take input {shape}: {cause}") from None
+        raise CnnlensError(f"{type(model).__name__} cannot take input {shape}: {cause}") from None
     finally:
         for m, t in zip(model.modules(), modes):
             m.training = t

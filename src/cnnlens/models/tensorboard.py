@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def export_graph(model: nn.Module, input_shape: tuple[int, int, int] | list[int]
     SummaryWriter = _summary_writer()
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes; got {input_shape!r}")
+        raise CnnlensError(f"input_shape must be (C, H, W) with positive sizes; got {input_shape!r}")
     out = Path(logdir)
     out.mkdir(parents=True, exist_ok=True)
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -48,7 +49,7 @@ def export_graph(model: nn.Module, input_shape: tuple[int, int, int] | list[int]
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
                 writer.add_graph(model, torch.zeros(1, *shape, device=dev), use_strict_trace=False)
         except RuntimeError as e:
-            raise ValueError(f"{type(model).__name__} could not be traced for TensorBoard on input "
+            raise CnnlensError(f"{type(model).__name__} could not be traced for TensorBoard on input "
                              f"{shape}: {str(e).splitlines()[0]}") from None
         finally:
             writer.close()

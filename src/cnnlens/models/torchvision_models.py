@@ -22,6 +22,7 @@ from torch import nn
 
 from .base import MODELS, hw
 from .weights import check_state_dict, load_weights, read_state_dict
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _builder_kwargs(arch: str, input_size: tuple[int, int]) -> dict[str, Any]:
     if arch.startswith("vit_"):
         h, w = input_size
         if h != w:
-            raise ValueError(f"torchvision:{arch} needs square images; got {h}x{w}")
+            raise CnnlensError(f"torchvision:{arch} needs square images; got {h}x{w}")
         kw["image_size"] = h
     return kw
 
@@ -52,7 +53,7 @@ def first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
         if isinstance(mod, nn.Conv2d):
             parent_name, _, attr = name.rpartition(".")
             return model.get_submodule(parent_name), attr, mod
-    raise ValueError(f"{type(model).__name__} has no Conv2d to adapt to the input channels")
+    raise CnnlensError(f"{type(model).__name__} has no Conv2d to adapt to the input channels")
 
 
 def adapt_input_channels(model: nn.Module, in_channels: int) -> str:
@@ -66,7 +67,7 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> str:
     if conv.in_channels == in_channels:
         return name
     if conv.groups != 1:
-        raise ValueError(f"cannot adapt grouped stem conv {name!r} to {in_channels} channels")
+        raise CnnlensError(f"cannot adapt grouped stem conv {name!r} to {in_channels} channels")
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, 1, conv.bias is not None, conv.padding_mode)
     with torch.no_grad():
@@ -111,7 +112,7 @@ def _from_original(arch: str, sd: dict[str, torch.Tensor], path: Any, in_channel
     try:
         load_weights(orig, sd, strict=True)
     except ValueError as e:
-        raise ValueError(f"weights file {path} fits neither torchvision:{arch} for {in_channels} channels "
+        raise CnnlensError(f"weights file {path} fits neither torchvision:{arch} for {in_channels} channels "
                          f"and {num_classes} classes nor its original form ({e})") from None
     adapt_input_channels(orig, in_channels)
     model = tvm.get_model(arch, weights=None, num_classes=num_classes, **kw)
@@ -131,18 +132,18 @@ def _check_runs(model: nn.Module, arch: str, c: int, k: int, size: tuple[int, in
     try:
         out = model(torch.zeros(1, c, *size))
     except RuntimeError as e:
-        raise ValueError(f"torchvision:{arch} cannot take {c}x{size[0]}x{size[1]} input ({e}); "
+        raise CnnlensError(f"torchvision:{arch} cannot take {c}x{size[0]}x{size[1]} input ({e}); "
                          "use larger images or another architecture") from None
     finally:
         model.train(was)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, k):
-        raise ValueError(f"torchvision:{arch} returned {type(out).__name__} instead of logits [1, {k}]")
+        raise CnnlensError(f"torchvision:{arch} returned {type(out).__name__} instead of logits [1, {k}]")
 
 
 def resolve(arch: str) -> Callable[..., nn.Module]:
     names = classification_names()
     if arch not in names:
-        raise ValueError(f"unknown torchvision classification model {arch!r}; valid names: "
+        raise CnnlensError(f"unknown torchvision classification model {arch!r}; valid names: "
                          f"{', '.join(names)}")
     return partial(build, arch)
 

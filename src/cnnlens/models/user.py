@@ -25,6 +25,7 @@ from torch import nn
 
 from .base import MODELS, hw
 from .weights import load_weights
+from ..errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,14 @@ def import_file(path: str | Path) -> ModuleType:
     name = f"cnnlens_user_{p.stem}_{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, p)
     if spec is None or spec.loader is None:
-        raise ValueError(f"model file {p} cannot be imported as Python")
+        raise CnnlensError(f"model file {p} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as e:
         sys.modules.pop(name, None)
-        raise ValueError(f"importing model file {p} failed: {type(e).__name__}: {e}") from e
+        raise CnnlensError(f"importing model file {p} failed: {type(e).__name__}: {e}") from e
     _modules[key] = module
     return module
 
@@ -62,23 +63,23 @@ def build_from_file(path: str, cls_name: str, in_channels: int = 1, num_classes:
     (and any extra options) to its ``__init__`` where it accepts them, else call it with none."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"model file {p} does not exist (from model name '{path}:{cls_name}')")
+        raise CnnlensError(f"model file {p} does not exist (from model name '{path}:{cls_name}')")
     module = import_file(p)
     cls = getattr(module, cls_name, None)
     if cls is None:
         found = [n for n, v in vars(module).items()
                  if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__]
-        raise ValueError(f"model file {p} has no class {cls_name!r}; nn.Module classes defined there: "
+        raise CnnlensError(f"model file {p} has no class {cls_name!r}; nn.Module classes defined there: "
                          f"{', '.join(found) or 'none'}")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"{p}:{cls_name} is a {type(cls).__name__}, not an nn.Module subclass")
+        raise CnnlensTypeError(f"{p}:{cls_name} is a {type(cls).__name__}, not an nn.Module subclass")
     params = inspect.signature(cls.__init__).parameters
     takes_any = any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values())
     given = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
     args = {k: v for k, v in given.items() if takes_any or k in params}
     bad = [k for k in kw if not (takes_any or k in params)]
     if bad:
-        raise TypeError(f"{p}:{cls_name}.__init__ does not accept {', '.join(bad)}; its parameters: "
+        raise CnnlensTypeError(f"{p}:{cls_name}.__init__ does not accept {', '.join(bad)}; its parameters: "
                         f"{', '.join(n for n in params if n != 'self')}")
     model = cls(**args, **kw)
     if weights is not None:
@@ -104,14 +105,14 @@ def load_torchscript(path: str, in_channels: int = 1, num_classes: int = 10,
                      input_size: int | tuple[int, int] = 32, **kw: Any) -> nn.Module:
     """Load a ``torch.jit.save`` file on the CPU and check it gives ``[B, num_classes]`` logits."""
     if kw:
-        raise TypeError(f"a TorchScript model takes no options (it is already built); got "
+        raise CnnlensTypeError(f"a TorchScript model takes no options (it is already built); got "
                         f"{', '.join(kw)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
         try:
             model = torch.jit.load(path, map_location="cpu")
         except RuntimeError as e:
-            raise ValueError(f"TorchScript file {path} cannot be loaded: {e}") from None
+            raise CnnlensError(f"TorchScript file {path} cannot be loaded: {e}") from None
     check_output(model, path, in_channels, num_classes, input_size)
     return model
 
@@ -126,12 +127,12 @@ def check_output(model: nn.Module, what: str, c: int, k: int, input_size: int | 
     try:
         out = model(torch.zeros(2, c, h, w))
     except Exception as e:  # the user's code: any failure becomes a clear message
-        raise ValueError(f"model {what} fails on input [2, {c}, {h}, {w}]: {type(e).__name__}: {e}") from None
+        raise CnnlensError(f"model {what} fails on input [2, {c}, {h}, {w}]: {type(e).__name__}: {e}") from None
     finally:
         model.train(was)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, k):
-        raise ValueError(f"model {what} must return logits [B, {k}] for input [2, {c}, {h}, {w}]; it "
+        raise CnnlensError(f"model {what} must return logits [B, {k}] for input [2, {c}, {h}, {w}]; it "
                          f"returned {shape}{hint}")
 
 
@@ -147,11 +148,11 @@ def resolve_torchscript(name: str):
     if p.suffix not in TORCHSCRIPT_SUFFIXES and not p.is_file():
         return None
     if not p.is_file():
-        raise ValueError(f"model file {p} does not exist")
+        raise CnnlensError(f"model file {p} does not exist")
     if is_torchscript(p):
         return partial(load_torchscript, str(p))
     if p.suffix in TORCHSCRIPT_SUFFIXES:
-        raise ValueError(f"{p} is not a TorchScript file (no code/ and constants.pkl inside). If it holds "
+        raise CnnlensError(f"{p} is not a TorchScript file (no code/ and constants.pkl inside). If it holds "
                          "weights, name the architecture and pass the file as weights, e.g. "
                          f"--model torchvision:resnet18 --weights {p}, or save the model with "
                          "torch.jit.save(torch.jit.script(model), path)")

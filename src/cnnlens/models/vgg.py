@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import MODELS, conv_block, hw
+from ..errors import CnnlensError
 
 STAGES = (32, 64, 128)
 CONVS_PER_STAGE = 3
@@ -33,7 +34,7 @@ class VGGLike(nn.Module):
         h, w = hw(input_size)
         need = 2 ** len(stages)
         if min(h, w) < need:
-            raise ValueError(f"vgg needs input at least {need}px per side for {len(stages)} pooling "
+            raise CnnlensError(f"vgg needs input at least {need}px per side for {len(stages)} pooling "
                              f"stages; got {h}x{w}")
         layers: list[nn.Module] = []
         cin = in_channels

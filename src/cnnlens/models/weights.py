@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_path
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"weights file {p} is not a readable safetensors file ({e}); re-export it "
+            raise CnnlensError(f"weights file {p} is not a readable safetensors file ({e}); re-export it "
                              "with safetensors.torch.save_file") from None
     if p.suffix not in TORCH_SUFFIXES:
-        raise ValueError(f"weights file {p} has suffix {p.suffix!r}; give a .safetensors file or a "
+        raise CnnlensError(f"weights file {p} has suffix {p.suffix!r}; give a .safetensors file or a "
                          f"torch.save file ({', '.join(TORCH_SUFFIXES)})")
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -59,7 +60,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         first = str(e).strip().splitlines()
         why = next((line.strip() for line in first if "GLOBAL" in line or "Unsupported" in line),
                    first[0] if first else "")
-        raise ValueError(
+        raise CnnlensError(
             f"weights file {p} needs arbitrary unpickling to load ({why}). Unpickling can run any code, "
             "so cnnlens only reads tensors (torch.load(weights_only=True)) or safetensors. If you trust "
             "the file, convert it once: `python -c \"import torch; from safetensors.torch import "
@@ -67,7 +68,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"lambda: m)(); save_file({{k: v.contiguous() for k, v in sd.items()}}, '{p.with_suffix('')}"
             ".safetensors')\"` and give the .safetensors file") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"weights file {p} is not a readable torch.save file ({e})") from None
+        raise CnnlensError(f"weights file {p} is not a readable torch.save file ({e})") from None
     return _tensors_of(obj, p)
 
 
@@ -83,10 +84,10 @@ def _tensors_of(obj: object, p: Path) -> dict[str, torch.Tensor]:
         bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
         if not bad:
             return {str(k): v for k, v in obj.items()}
-        raise ValueError(f"weights file {p} holds a dict whose entries {bad[:_SHOW]} are not tensors; "
+        raise CnnlensError(f"weights file {p} holds a dict whose entries {bad[:_SHOW]} are not tensors; "
                          f"give a state dict (name -> tensor), or a checkpoint with one under "
                          f"{' / '.join(NESTED_KEYS)}")
-    raise ValueError(f"weights file {p} holds a {type(obj).__name__}, not a state dict; save "
+    raise CnnlensError(f"weights file {p} holds a {type(obj).__name__}, not a state dict; save "
                      "model.state_dict() instead")
 
 
@@ -141,7 +142,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str] | Mapping[str, t
         shown = [f"{k} file {list(a)} vs model {list(b)}" for k, a, b in rep.mismatched]
         problems.append(f"shape mismatches ({len(shown)}): {_listing(shown)}")
     if problems and strict:
-        raise ValueError(f"{where} does not fit {type(model).__name__}: " + "; ".join(problems)
+        raise CnnlensError(f"{where} does not fit {type(model).__name__}: " + "; ".join(problems)
                          + ". Check that the architecture, input channels and class count match the "
                          "ones the weights were trained with (or load with strict=False)")
     if problems:
@@ -159,7 +160,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     p = Path(path)
     if p.suffix != ".safetensors":
-        raise ValueError(f"weights are saved as safetensors; give a path ending in .safetensors, not {p}")
+        raise CnnlensError(f"weights are saved as safetensors; give a path ending in .safetensors, not {p}")
     sd = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(p) as tmp:
         save_file(sd, str(tmp))

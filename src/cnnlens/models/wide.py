@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import MODELS, hw
+from ..errors import CnnlensError
 
 WIDTHS = (64, 128, 256, 512)
 KERNELS = (5, 3, 3, 3)
@@ -21,7 +22,7 @@ def pooling_plan(input_size: int | tuple[int, int], blocks: int = len(WIDTHS),
     """
     h, w = hw(input_size)
     if min(h, w) < target:
-        raise ValueError(f"wide needs input at least {target}px per side; got {h}x{w}")
+        raise CnnlensError(f"wide needs input at least {target}px per side; got {h}x{w}")
     plan = []
     for _ in range(blocks):
         ok = min(h, w) // 2 >= target

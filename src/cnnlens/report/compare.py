@@ -11,6 +11,7 @@ import numpy as np
 
 from ..io import read_json, write_json, write_text
 from .figures import plt, save_figure
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
     from ..train import load_run, read_history
 
     if len(run_dirs) < 2:
-        raise ValueError(f"compare needs at least two runs; got {len(run_dirs)}")
+        raise CnnlensError(f"compare needs at least two runs; got {len(run_dirs)}")
     out = Path(out)
     rows: list[dict[str, Any]] = []
     classes: list[str] | None = None
@@ -39,7 +40,7 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
         if classes is None:
             classes = meta["classes"]
         elif meta["classes"] != classes:
-            raise ValueError(f"runs are on different classes: {run_dirs[0]} has {classes}, {rd} has {meta['classes']}")
+            raise CnnlensError(f"runs are on different classes: {run_dirs[0]} has {classes}, {rd} has {meta['classes']}")
         mpath = rd / "eval" / "metrics.json"
         if not mpath.exists():
             evaluate_run(load_run(rd))

@@ -10,6 +10,7 @@ import torch
 
 from ..data.base import ImageDataset
 from .figures import save_figure, show_image
+from ..errors import CnnlensError
 
 
 def pick_samples(ds: ImageDataset, per_class: int = 8, split: str | None = None, seed: int = 0
@@ -36,7 +37,7 @@ def sample_grid(ds: ImageDataset, path: str | os.PathLike[str], *, per_class: in
     """Write a PNG grid of original images: one row per class, titled with the class and count."""
     rows = pick_samples(ds, per_class, split, seed)
     if not rows:
-        raise ValueError(f"dataset {ds.name!r} has no samples to show"
+        raise CnnlensError(f"dataset {ds.name!r} has no samples to show"
                          + (f" in split {split!r}" if split else ""))
     ncols = max(len(r[1]) for r in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(1.1 * ncols + 1.4, 1.15 * len(rows)), squeeze=False)

@@ -18,6 +18,7 @@ import torch
 from ..explain.core import Explanation
 from ..explain.display import normalize_maps
 from .figures import save_figure, show_image, show_overlay
+from ..errors import CnnlensError
 
 CELL = 1.6  # inches per panel
 
@@ -27,9 +28,9 @@ def _check_images(images_uint8: torch.Tensor, n: int | None = None) -> None:
             or images_uint8.ndim != 4):
         got = (f"{images_uint8.dtype} {tuple(images_uint8.shape)}" if isinstance(images_uint8, torch.Tensor)
                else type(images_uint8).__name__)
-        raise ValueError(f"images_uint8 must be uint8 [N,C,H,W] (the dataset's raw pixels); got {got}")
+        raise CnnlensError(f"images_uint8 must be uint8 [N,C,H,W] (the dataset's raw pixels); got {got}")
     if n is not None and images_uint8.shape[0] != n:
-        raise ValueError(f"images_uint8 has {images_uint8.shape[0]} images but the explanations have {n}")
+        raise CnnlensError(f"images_uint8 has {images_uint8.shape[0]} images but the explanations have {n}")
 
 
 def show_signed(ax: plt.Axes, heat: torch.Tensor, title: str | None = None) -> None:
@@ -74,14 +75,14 @@ def explanation_grid(images_uint8: torch.Tensor, explanations: dict[str, Explana
         row_titles: one label per image (e.g. ``"#12 true: happy"``), or ``None``.
     """
     if not explanations:
-        raise ValueError("explanations is empty: pass at least one {method: Explanation}")
+        raise CnnlensError("explanations is empty: pass at least one {method: Explanation}")
     n = next(iter(explanations.values())).maps.shape[0]
     _check_images(images_uint8, n)
     if row_titles is not None and len(row_titles) != n:
-        raise ValueError(f"row_titles must have one entry per image ({n}); got {len(row_titles)}")
+        raise CnnlensError(f"row_titles must have one entry per image ({n}); got {len(row_titles)}")
     for m, e in explanations.items():
         if e.maps.shape[0] != n:
-            raise ValueError(f"explanation {m!r} has {e.maps.shape[0]} maps; the others have {n}")
+            raise CnnlensError(f"explanation {m!r} has {e.maps.shape[0]} maps; the others have {n}")
     cols = 1 + len(explanations)
     fig, axes = plt.subplots(n, cols, figsize=(CELL * cols, CELL * n), squeeze=False)
     heats = {m: normalize_maps(e.maps, signed=e.signed) for m, e in explanations.items()}
@@ -103,9 +104,9 @@ def per_class_grid(images_uint8: torch.Tensor, labels: torch.Tensor, exp: Explan
     _check_images(images_uint8, n)
     labels = torch.as_tensor(labels).view(-1).cpu()
     if labels.numel() != n:
-        raise ValueError(f"labels must have one entry per image ({n}); got {labels.numel()}")
+        raise CnnlensError(f"labels must have one entry per image ({n}); got {labels.numel()}")
     if per_class < 1:
-        raise ValueError(f"per_class must be >= 1; got {per_class}")
+        raise CnnlensError(f"per_class must be >= 1; got {per_class}")
     heat = normalize_maps(exp.maps, signed=exp.signed)
     k = len(classes)
     fig, axes = plt.subplots(k, per_class, figsize=(CELL * per_class, CELL * k), squeeze=False)
@@ -142,10 +143,10 @@ def confused_pairs_figure(images_uint8: torch.Tensor, exp_true: Explanation, exp
     n = exp_true.maps.shape[0]
     _check_images(images_uint8, n)
     if exp_pred.maps.shape[0] != n:
-        raise ValueError(f"exp_true has {n} maps and exp_pred {exp_pred.maps.shape[0]}; they must explain "
+        raise CnnlensError(f"exp_true has {n} maps and exp_pred {exp_pred.maps.shape[0]}; they must explain "
                          "the same images")
     if n == 0:
-        raise ValueError("no misclassified images to show")
+        raise CnnlensError("no misclassified images to show")
     # one scale per image for both maps, so A and B are comparable
     both = torch.stack([exp_true.maps, exp_pred.maps], 1)  # [N, 2, H, W]
     heat = normalize_maps(both.flatten(1).view(n, 1, -1), signed=exp_true.signed).view_as(both)

@@ -12,6 +12,7 @@ import torch
 
 from ..explain.perturbation import top_k_mask
 from .figures import plt, save_figure, to_display
+from ..errors import CnnlensError
 
 POSITIVE = (0.1, 0.8, 0.1)
 NEGATIVE = (0.9, 0.1, 0.1)
@@ -34,7 +35,7 @@ def evidence_image(img: torch.Tensor, segments: torch.Tensor, weights: torch.Ten
     from skimage.segmentation import mark_boundaries
 
     if sign not in ("positive", "negative"):
-        raise ValueError(f"sign must be 'positive' or 'negative'; got {sign!r}")
+        raise CnnlensError(f"sign must be 'positive' or 'negative'; got {sign!r}")
     arr = to_display(img)
     rgb = np.repeat(arr[..., None], 3, -1) if arr.ndim == 2 else arr
     seg = segments.detach().cpu().long().numpy()
@@ -69,10 +70,10 @@ def plot_superpixel_evidence(images: torch.Tensor, segments: torch.Tensor | Sequ
 
     b = images.shape[0]
     if len(segments) != b or len(weights) != b:
-        raise ValueError(f"need one segmentation and one weight vector per image ({b}); got "
+        raise CnnlensError(f"need one segmentation and one weight vector per image ({b}); got "
                          f"{len(segments)} and {len(weights)}")
     if titles is not None and len(titles) != b:
-        raise ValueError(f"titles must have one entry per image ({b}); got {len(titles)}")
+        raise CnnlensError(f"titles must have one entry per image ({b}); got {len(titles)}")
     fig, axes = plt.subplots(b, 4, figsize=(8.4, 2.2 * b + 0.3), squeeze=False)
     for i in range(b):
         seg = segments[i].detach().cpu().long()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .figures import plt, save_figure
+from ..errors import CnnlensError
 
 Curve = Sequence[tuple[str, Mapping[str, float]]]
 
@@ -23,7 +24,7 @@ def plot_randomization(
     :func:`cnnlens.metrics.randomization.randomization_curve` returns, averaged). Controls are dashed.
     """
     if not curves:
-        raise ValueError("no randomization curves to draw")
+        raise CnnlensError("no randomization curves to draw")
     first = next(iter(curves.values()))
     layers = [ly for ly, _ in first]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 3), 4.2))
@@ -31,7 +32,7 @@ def plot_randomization(
     colors = plt.get_cmap("tab20").colors
     for i, (m, c) in enumerate(curves.items()):
         if [ly for ly, _ in c] != layers:
-            raise ValueError(f"method {m!r} was randomized over different layers than {next(iter(curves))!r}")
+            raise CnnlensError(f"method {m!r} was randomized over different layers than {next(iter(curves))!r}")
         ys = [1.0] + [d[metric] for _, d in c]
         style = "--" if m.startswith("control_") else "-"
         color = "black" if m == "control_edge" else "grey" if m == "control_random" else colors[i % 20]

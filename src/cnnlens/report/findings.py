@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+from ..errors import CnnlensError
 
 Finding = dict[str, str]
 
@@ -64,7 +65,7 @@ def region_mass(maps: np.ndarray) -> list[dict[str, float]]:
     """
     a = np.abs(np.asarray(maps, dtype=np.float64))
     if a.ndim != 3:
-        raise ValueError(f"maps must be [N, H, W]; got shape {a.shape}")
+        raise CnnlensError(f"maps must be [N, H, W]; got shape {a.shape}")
     n, h, w = a.shape
     bounds = region_bounds(h, w)
     t, b, l_, r = bounds["centre_box"]

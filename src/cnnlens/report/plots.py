@@ -12,6 +12,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from .figures import plt, save_figure
+from ..errors import CnnlensError
 
 
 def training_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -> Path:
@@ -101,9 +102,9 @@ def image_row_grid(
 
     n = images_uint8.shape[0]
     if n == 0:
-        raise ValueError("no images to draw")
+        raise CnnlensError("no images to draw")
     if len(titles) != n:
-        raise ValueError(f"titles must have one entry per image ({n}); got {len(titles)}")
+        raise CnnlensError(f"titles must have one entry per image ({n}); got {len(titles)}")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     lines = max(t.count("\n") + 1 for t in titles)

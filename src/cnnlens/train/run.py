@@ -23,6 +23,7 @@ from ..io import read_json, write_csv, write_json, write_yaml
 from ..models import count_params, create_model
 from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
                      sigint_to)
+from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Run:
         ds = load_dataset(self.config.data.spec, **self.config.data.loader_options())
         if (ds.channels, *ds.size) != self.input_shape:
             c, h, w = self.input_shape
-            raise ValueError(f"{self.config.data.spec} now gives {ds.channels}x{ds.size[0]}x{ds.size[1]} images, "
+            raise CnnlensError(f"{self.config.data.spec} now gives {ds.channels}x{ds.size[0]}x{ds.size[1]} images, "
                              f"but the run {self.path} was trained on {c}x{h}x{w}: the data changed since "
                              "training. Restore it, or train a new run on it")
         return ds
@@ -202,10 +203,10 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     ds = data if isinstance(data, ImageDataset) else load_dataset(cfg.data.spec, **cfg.data.loader_options())
     for s in ("train", "val"):
         if s not in ds.splits or len(ds.splits[s]) == 0:
-            raise ValueError(f"dataset {ds.name!r} has no {s!r} split (splits: {', '.join(ds.splits)}); "
+            raise CnnlensError(f"dataset {ds.name!r} has no {s!r} split (splits: {', '.join(ds.splits)}); "
                              "training needs train and val")
         if (ds.labels[ds.splits[s]] < 0).any():
-            raise ValueError(f"split {s!r} of {ds.name!r} has unlabeled images; it cannot be used for training")
+            raise CnnlensError(f"split {s!r} of {ds.name!r} has unlabeled images; it cannot be used for training")
     c, h, w = ds.channels, *ds.size
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     net = model if isinstance(model, nn.Module) else create_model(
@@ -359,7 +360,7 @@ def check_format(meta: Any, path: Path) -> dict[str, Any]:
     """``meta`` (read from ``path``, a model.json) if this cnnlens can read it, else a ValueError."""
     fv = meta.get("format_version") if isinstance(meta, dict) else None
     if fv != FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
+        raise CnnlensError(f"{path} has format_version {fv!r}; this cnnlens ({__version__}) reads version "
                          f"{FORMAT_VERSION}. Re-train the run with this version, or use the cnnlens that wrote it")
     return meta
 
@@ -382,7 +383,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     c, h, w = meta["input_shape"]
     name = meta["model"]["name"]
     if name.startswith("custom:"):
-        raise ValueError(f"{p} holds a user-supplied model ({name[7:]}); rebuild it yourself and load "
+        raise CnnlensError(f"{p} holds a user-supplied model ({name[7:]}); rebuild it yourself and load "
                          f"{p / 'model.safetensors'} with cnnlens.models.load_weights")
     net = create_model(name, in_channels=c, num_classes=len(meta["classes"]), input_size=(h, w),
                        **meta["model"].get("options", {}))
@@ -392,11 +393,11 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     except FileNotFoundError:
         raise FileNotFoundError(f"{wf} is missing; the run is incomplete (re-run training)") from None
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{wf} is not a valid safetensors file ({e}); it is damaged: re-run training or "
+        raise CnnlensError(f"{wf} is not a valid safetensors file ({e}); it is damaged: re-run training or "
                          "restore it from checkpoints/") from None
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{wf} does not match the {name} architecture in {mj.name}: missing keys "
+        raise CnnlensError(f"{wf} does not match the {name} architecture in {mj.name}: missing keys "
                          f"{missing[:5]}, unexpected keys {unexpected[:5]}")
     net.to(device).eval()
     return Run(path=p, model=net, classes=list(meta["classes"]), config=cfg, meta=meta,

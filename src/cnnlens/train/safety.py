@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_path
+from ..errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
-        raise ValueError(
+        raise CnnlensError(
             f"checkpoint {p} needs arbitrary unpickling to load ({why}). Unpickling can run any code, so "
             "cnnlens only reads tensors and plain values from checkpoints (torch.load(weights_only=True)). "
             "A checkpoint written by cnnlens never needs more: this file was written by other code or "
@@ -61,10 +62,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             "safetensors") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"checkpoint {p} is damaged or truncated ({first}); "
+        raise CnnlensError(f"checkpoint {p} is damaged or truncated ({first}); "
                          "delete it and resume from another checkpoint, or train again") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {p} holds a {type(obj).__name__}, not a Lightning checkpoint dict")
+        raise CnnlensError(f"checkpoint {p} holds a {type(obj).__name__}, not a Lightning checkpoint dict")
     return obj
 
 
@@ -76,7 +77,7 @@ def _checkpoint_io_class() -> type:
 
         def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
             if storage_options is not None:
-                raise TypeError("AtomicCheckpointIO takes no storage_options")
+                raise CnnlensTypeError("AtomicCheckpointIO takes no storage_options")
             buf = io.BytesIO()
             torch.save(checkpoint, buf)
             # the bytes go to a temporary file beside `path`, fsynced, then renamed over it
@@ -86,7 +87,7 @@ def _checkpoint_io_class() -> type:
         def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None
                             ) -> dict[str, Any]:
             if weights_only is False:
-                raise ValueError("cnnlens never loads checkpoints with weights_only=False")
+                raise CnnlensError("cnnlens never loads checkpoints with weights_only=False")
             return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
 
         def remove_checkpoint(self, path: Any) -> None:
