@@ -158,3 +158,36 @@ def trained_gray_compact(steps: int = 40) -> nn.Module:
         loss.backward()
         opt.step()
     return model.eval()
+
+
+class StudentNet(nn.Module):
+    """A course-style CNN: conv-BN-ReLU-pool blocks in a Sequential, then a ``Linear`` on the
+    flattened features. ``flatten`` chooses how: ``"view"`` (``x.view(x.size(0), -1)``, which fails on
+    channels-last activations), ``"torch"`` (``torch.flatten``); ``functional=True`` applies ReLU and
+    max-pooling with ``F.relu``/``F.max_pool2d`` in ``forward`` instead of modules (and views)."""
+
+    def __init__(self, flatten: str = "view", functional: bool = False, in_channels: int = 1,
+                 num_classes: int = 3) -> None:
+        super().__init__()
+        self.flatten, self.functional = flatten, functional
+        if functional:
+            self.c1, self.c2 = nn.Conv2d(in_channels, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        else:
+            self.cnn = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                     nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc = nn.Linear(6 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        if self.functional:
+            h = F.max_pool2d(F.relu(self.c1(x)), 2)
+            h = F.max_pool2d(F.relu(self.c2(h)), 2)
+        else:
+            h = self.cnn(x)
+        h = h.view(h.size(0), -1) if self.flatten == "view" else torch.flatten(h, 1)
+        return self.fc(h)
+
+
+def student(flatten: str = "view", functional: bool = False, seed: int = 0) -> nn.Module:
+    """:class:`StudentNet` with seeded weights (and random BatchNorm statistics); 16x16 grey input."""
+    torch.manual_seed(seed)
+    return randomize_bn(StudentNet(flatten, functional), seed)

@@ -148,6 +148,17 @@ def fuse_for_inference(model: nn.Module, example: torch.Tensor) -> Fusion:
     finally:
         for h in hooks:
             h.remove()
+    try:
+        _swap_all(model, sizes, fusion)
+    except RuntimeError as e:  # e.g. a CPU without oneDNN's bf16 kernels: keep the eager model
+        fusion.undo()
+        fusion.counts = dict.fromkeys(fusion.counts, 0)
+        log.info("the fused CPU forward is not available here (%s); running eager PyTorch",
+                 str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return fusion
+
+
+def _swap_all(model: nn.Module, sizes: dict[int, set[tuple[int, ...]]], fusion: Fusion) -> None:
     for parent in list(model.modules()):
         names = list(parent._modules)
         for i, name in enumerate(names):
@@ -168,4 +179,3 @@ def fuse_for_inference(model: nn.Module, example: torch.Tensor) -> Fusion:
                     fusion.swap(parent, relu_at, nn.Identity(), "relus")
             elif _is_2x2_pool(m):
                 fusion.swap(parent, name, MaxPool2x2(), "pools")
-    return fusion

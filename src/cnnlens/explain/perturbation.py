@@ -27,6 +27,7 @@ import copy
 import inspect
 import logging
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,29 +116,43 @@ class Scorer:
         self.device = model_device(model)
         self.precision = precision
         self.output = output
+        self.calls = 0
+        self._source = model
+        self._fuse = fuse
+        self._own_copy = channels_last or precision == "bfloat16"  # else: score the caller's model as is
+        known = _LAYOUT_OK.get(model)
+        # the first 4-d chunk tries the channels-last layout; a model whose forward cannot take it
+        # (``x.view(B, -1)`` after a conv, ...) is rebuilt in the default layout (remembered per model)
+        self._layout_pending = channels_last and known is None
+        self._build(channels_last and known is not False)
+
+    bf16_mode = "autocast"  # "weights": a bf16 copy of the model; "autocast": torch.autocast
+
+    def _build(self, channels_last: bool) -> None:
+        """The scoring copy of the caller's model: folded, in the scoring layout, bf16 if asked."""
+        model = self._source
         self.model = model
         self.channels_last = False
-        self.calls = 0
         self.folded = 0
         self.fusion: inference.Fusion | None = None
         self._fuse_pending = False
-        if channels_last or precision == "bfloat16":
+        self.bf16_mode = "autocast"
+        if self._own_copy:
             try:
                 self.model = copy.deepcopy(model)
             except Exception as e:  # a model that cannot be copied still runs, in its own layout
                 log.info("could not copy the model (%s); running it as is, in its own layout", e)
+                self._layout_pending = False
             else:
                 self.channels_last = channels_last
                 self.folded = self._prepare(self.model)
-                if precision == "bfloat16":
+                if self.precision == "bfloat16":
                     # bf16 weights (first conv and Linear layers kept in float32); autocast only if
                     # that model fails (then a float32 copy is made again from the caller's model)
-                    self._source = model
                     self.model = _bfloat16_copy(self.model, copy_first=False)
                     self.bf16_mode = "weights"
-                self._fuse_pending = fuse and inference.available(self.device)
-
-    bf16_mode = "autocast"  # "weights": a bf16 copy of the model; "autocast": torch.autocast
+                # the fused kernels write channels-last outputs: only for a copy in that layout
+                self._fuse_pending = self._fuse and channels_last and inference.available(self.device)
 
     def _prepare(self, own: nn.Module) -> int:
         """Fold ``own`` (a copy) in place and put it in the scoring layout; returns the pairs folded."""
@@ -184,24 +199,53 @@ class Scorer:
         """``[b,C,H,W]`` -> ``float32 [b]`` target score."""
         self.calls += xb.shape[0]
         with torch.no_grad():
-            if self.channels_last and xb.ndim == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            logits = None
-            fuse_now = self._fuse_pending and xb.ndim == 4
-            if self.precision == "bfloat16" and self.bf16_mode == "weights":
-                try:  # float32 in: the copy's first conv is float32, later layers cast to bf16
-                    logits = self._fused_forward(xb) if fuse_now else self.model(xb)
-                except (RuntimeError, TypeError) as e:  # a dtype the model's own code did not expect
-                    self._use_autocast(e)
-            if logits is None and self.precision == "bfloat16":
-                with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                    logits = self.model(xb)
-            elif logits is None:
-                logits = self._fused_forward(xb) if fuse_now else self.model(xb)
+            if self._layout_pending and xb.ndim == 4:
+                logits = self._first_forward(xb)
+            else:
+                logits = self._forward(xb)
             logits = logits.float()
             if self.output == "prob":
                 return logits.softmax(1)[:, target]
             return logits[:, target].clone()
+
+    def _first_forward(self, xb: torch.Tensor) -> torch.Tensor:
+        """The first chunk in the channels-last layout; if the model fails on it and runs in the
+        default layout, the copy is rebuilt in the default layout (and the model remembered)."""
+        self._layout_pending = False
+        try:
+            logits = self._forward(xb)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - retried below in the default layout
+            cl_error = e
+        else:
+            _LAYOUT_OK[self._source] = True
+            return logits
+        self._build(channels_last=False)
+        logits = self._forward(xb)  # fails too: a real error, not the layout's (raised as is)
+        _LAYOUT_OK[self._source] = False
+        log.info("the model fails on channels-last inputs (%s: %s); scoring in the default layout",
+                 type(cl_error).__name__, str(cl_error).splitlines()[0] if str(cl_error) else "")
+        return logits
+
+    def _forward(self, xb: torch.Tensor) -> torch.Tensor:
+        """Logits of one chunk on the scoring copy (any dtype; no gradient)."""
+        if self.channels_last and xb.ndim == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        fuse_now = self._fuse_pending and xb.ndim == 4
+        if self.precision == "bfloat16" and self.bf16_mode == "weights":
+            try:  # float32 in: the copy's first conv is float32, later layers cast to bf16
+                return self._fused_forward(xb) if fuse_now else self.model(xb)
+            except (RuntimeError, TypeError) as e:  # a dtype the model's own code did not expect
+                self._use_autocast(e)
+        if self.precision == "bfloat16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(xb)
+        return self._fused_forward(xb) if fuse_now else self.model(xb)
+
+
+#: per caller's model: whether its scoring copy runs on channels-last inputs (see Scorer._first_forward)
+_LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def _bfloat16_copy(model: nn.Module, copy_first: bool = True) -> nn.Module:
