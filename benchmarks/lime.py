@@ -43,7 +43,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 import cnnlens  # noqa: E402
-from cnnlens.explain.perturbation import auto_batch_size, top_superpixels  # noqa: E402
+from cnnlens.explain.coalitions import top_superpixels  # noqa: E402
+from cnnlens.explain.scoring import auto_batch_size  # noqa: E402
 from cnnlens.explain.segmentation import segment  # noqa: E402
 
 

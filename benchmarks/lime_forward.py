@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lime as bench  # noqa: E402  (benchmarks/lime.py: it strips its own folder from sys.path for the lime package)
 
 from cnnlens.explain import inference  # noqa: E402
-from cnnlens.explain.perturbation import Scorer, _float32_forward, fold_batchnorm  # noqa: E402
+from cnnlens.explain.scoring import Scorer, _float32_forward, fold_batchnorm  # noqa: E402
 
 
 def bf16_all(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,7 +9,7 @@ from explain_models import ARCHS
 
 import cnnlens
 from cnnlens.explain.core import default_layer
-from cnnlens.explain.gradient import gaussian_blur
+from cnnlens.fill import gaussian_blur
 
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -93,8 +93,10 @@ def test_gaussian_blur_equals_scipy():
     from scipy.ndimage import gaussian_filter
 
     x = torch.randn(2, 3, 17, 23)
-    ref = np.stack([[gaussian_filter(c, 2.0, mode="nearest", truncate=3.0) for c in img] for img in x.numpy()])
+    # the one blur (cnnlens.fill): reflect padding, which is scipy's "mirror"
+    ref = np.stack([[gaussian_filter(c, 2.0, mode="mirror", truncate=3.0) for c in img] for img in x.numpy()])
     torch.testing.assert_close(gaussian_blur(x, 2.0), torch.from_numpy(ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gaussian_blur(x[0], 2.0), torch.from_numpy(ref[0]), rtol=1e-5, atol=1e-6)
 
 
 def test_guided_backprop_equals_captum(setup):

@@ -11,7 +11,7 @@ from explain_models import student
 
 import cnnlens
 from cnnlens.errors import CnnlensError
-from cnnlens.explain.perturbation import Scorer
+from cnnlens.explain.scoring import Scorer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

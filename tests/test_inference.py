@@ -11,7 +11,7 @@ from torch import nn
 
 import cnnlens
 from cnnlens.explain import inference
-from cnnlens.explain.perturbation import Scorer, fold_batchnorm
+from cnnlens.explain.scoring import Scorer, fold_batchnorm
 
 pytestmark = pytest.mark.skipif(not inference.available(torch.device("cpu")),
                                 reason="this PyTorch has no oneDNN (mkldnn) CPU kernels")

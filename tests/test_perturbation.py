@@ -335,7 +335,7 @@ def test_paired_sampling_is_more_stable_than_lime_iid_sampling():
 def test_fold_batchnorm_keeps_the_function_and_leaves_the_caller_model_alone():
     import copy
 
-    from cnnlens.explain.perturbation import fold_batchnorm
+    from cnnlens.explain.scoring import fold_batchnorm
 
     model = tiny_cnn(3)
     bn = model[1]
@@ -369,7 +369,7 @@ def test_fold_batchnorm_keeps_the_function_and_leaves_the_caller_model_alone():
 
 def test_lime_on_the_folded_copy_equals_lime_on_the_model():
     # the Scorer's folded, channels-last copy gives the scores of the model itself (up to rounding)
-    from cnnlens.explain.perturbation import Scorer
+    from cnnlens.explain.scoring import Scorer
 
     model = tiny_cnn(3)
     with torch.no_grad():
@@ -400,7 +400,7 @@ class MixesDtypes(nn.Module):
 
 
 def test_bfloat16_scores_follow_float32_and_fall_back_to_autocast_when_the_model_needs_it():
-    from cnnlens.explain.perturbation import Scorer
+    from cnnlens.explain.scoring import Scorer
 
     torch.manual_seed(0)
     xs = torch.randn(12, 3, 16, 16)
@@ -417,7 +417,7 @@ def test_bfloat16_scores_follow_float32_and_fall_back_to_autocast_when_the_model
 
 
 def test_bfloat16_copy_keeps_the_first_conv_and_the_head_float32():
-    from cnnlens.explain.perturbation import Scorer, _bfloat16_copy
+    from cnnlens.explain.scoring import Scorer, _bfloat16_copy
 
     model = tiny_cnn(3).eval()
     bf = _bfloat16_copy(model)
@@ -440,7 +440,7 @@ def test_bfloat16_copy_keeps_the_first_conv_and_the_head_float32():
 
 @pytest.mark.parametrize("limit", [None, 0])  # the one-hot product, and the gather for big matrices
 def test_coalition_images_are_exact_copies_of_x_or_the_baseline(limit, monkeypatch):
-    from cnnlens.explain import perturbation as P
+    from cnnlens.explain import coalitions as P
 
     if limit is not None:
         monkeypatch.setattr(P, "ONEHOT_LIMIT", limit)

@@ -13,18 +13,17 @@ Memory is bounded: the noisy copies and IG's interpolation steps are evaluated i
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .core import Context, Explainer, pass_rows, register_method
 from .guided import activation_rule
 from ..errors import CnnlensError, CnnlensTypeError
+from ..fill import IG_ALIASES, Fill, FillSpec, fill_pixels, resolve_fill
 
 REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sum": lambda a: a.sum(1),
@@ -302,45 +301,15 @@ def quadrature_rule(method: str, steps: int) -> tuple[list[float], list[float]]:
     return alphas, weights
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[B,C,H,W]`` with replicate padding (kernel radius 3 sigma)."""
-    if sigma <= 0:
-        return x.clone()
-    r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (k / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    y = F.pad(x, (r, r, 0, 0), mode="replicate")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, r, r), mode="replicate")
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def make_baseline(x: torch.Tensor, baseline: str | torch.Tensor | float, blur_sigma: float | None
-                  ) -> torch.Tensor:
-    """``"zeros"`` / ``"mean"`` (zeros in normalized space: the dataset mean), ``"blur"`` (Gaussian-
-    blurred input, ``blur_sigma`` default ``max(H, W) / 10`` pixels), a number, or a tensor
-    broadcastable to ``x`` (``[C,H,W]``, ``[C,1,1]``, ``[1,C,H,W]``, or ``[B,C,H,W]``: ``explain``
-    slices a per-image ``[N,C,H,W]`` baseline to each chunk)."""
-    if isinstance(baseline, str):
-        if baseline in ("zeros", "mean"):
-            return torch.zeros_like(x)
-        if baseline == "blur":
-            s = blur_sigma if blur_sigma is not None else max(x.shape[-2:]) / 10
-            return gaussian_blur(x, float(s))
-        raise CnnlensError(f"baseline must be 'zeros', 'mean', 'blur', a number or a tensor; got {baseline!r}")
-    if isinstance(baseline, int | float):
-        return torch.full_like(x, float(baseline))
-    if isinstance(baseline, torch.Tensor):
-        b = baseline.to(x.device, x.dtype)
-        try:
-            return torch.broadcast_to(b, x.shape).clone()
-        except RuntimeError:
-            raise CnnlensError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the input "
-                             f"chunk {tuple(x.shape)}; give [C,H,W], [1,C,H,W] or one per image "
-                             "[N,C,H,W]") from None
-    raise CnnlensTypeError(f"baseline must be a str, number or tensor; got {type(baseline).__name__}")
+def make_baseline(x: torch.Tensor, baseline: FillSpec, blur_sigma: float | None,
+                  stats: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
+    """IG's baseline for the chunk ``x`` ``[B,C,H,W]``: a :class:`~cnnlens.fill.Fill` name
+    (``dataset_mean``, ``black`` with ``stats``, ``image_mean``, ``blur`` with ``blur_sigma``, default
+    ``max(H, W) / 10`` pixels), a number, or a tensor broadcastable to ``x`` (``[C,H,W]``,
+    ``[C,1,1]``, ``[1,C,H,W]``, or ``[B,C,H,W]``: ``explain`` slices a per-image ``[N,C,H,W]``
+    baseline to each chunk). The older ``"zeros"`` and ``"mean"`` are ``dataset_mean``."""
+    return fill_pixels(x, baseline, stats=stats, blur_sigma=blur_sigma, aliases=IG_ALIASES,
+                       where="integrated_gradients", arg="baseline")
 
 
 @register_method
@@ -352,23 +321,25 @@ class IntegratedGradients(GradientMethod):
     trapezoid) with ``steps`` points (64); map = sum over channels. Completeness says
     ``sum IG = y_t(x) - y_t(x')``; ``extras['completeness_gap']`` ``[B]`` is
     ``|sum IG - (y_t(x) - y_t(x'))| / |y_t(x) - y_t(x')|`` and ``extras['delta']`` the difference.
-    Baselines: ``"zeros"``, ``"mean"`` (= zeros in normalized space), ``"blur"``, a number or a tensor.
+    Baselines (option ``baseline``, :mod:`cnnlens.fill`): ``"dataset_mean"`` (default: zeros in
+    normalized space), ``"black"`` (needs ``mean``/``std``, the normalization), ``"image_mean"``,
+    ``"blur"`` (``blur_sigma``), a number or a tensor; the older ``"zeros"``/``"mean"`` are ``dataset_mean``.
     """
 
     name = "integrated_gradients"
     description = "Integrated Gradients from a baseline, with completeness gap (Sundararajan et al. 2017)"
-    option_names = ("baseline", "steps", "quadrature", "blur_sigma")
+    option_names = ("baseline", "steps", "quadrature", "blur_sigma", "mean", "std")
 
     def passes_per_image(self, steps: int = 64, **_: Any) -> int:
         return steps
 
-    def channel_attr(self, ctx, x, t, rows, baseline="zeros", steps=64,  # type: ignore[override]
-                     quadrature="gausslegendre", blur_sigma=None):
+    def channel_attr(self, ctx, x, t, rows, baseline=Fill.DATASET_MEAN, steps=64,  # type: ignore[override]
+                     quadrature="gausslegendre", blur_sigma=None, mean=None, std=None):
         clean = t is None
         if clean:
             t = ctx.targets
         alphas, weights = quadrature_rule(quadrature, steps)
-        base = make_baseline(x, baseline, blur_sigma)
+        base = make_baseline(x, baseline, blur_sigma, None if mean is None or std is None else (mean, std))
         diff = x - base
         b = x.shape[0]
         total = torch.zeros_like(x)
@@ -391,7 +362,14 @@ class IntegratedGradients(GradientMethod):
         err = (attr.flatten(1).sum(1) - delta).abs()
         gap = torch.nan_to_num(err / delta.abs(), nan=0.0)
         return attr, {"completeness_gap": gap, "delta": delta, "steps": steps, "quadrature": quadrature,
-                      "baseline": baseline if isinstance(baseline, str) else "tensor"}
+                      "baseline": _fill_name(baseline)}
+
+
+def _fill_name(baseline: FillSpec) -> str:
+    """The baseline's name for the extras: its fill name (old spellings resolved), else its kind."""
+    if isinstance(baseline, str):
+        return str(resolve_fill(baseline, IG_ALIASES, "integrated_gradients"))
+    return "tensor" if isinstance(baseline, torch.Tensor) else "number"
 
 
 # ---- modified-ReLU methods ------------------------------------------------------------------------------

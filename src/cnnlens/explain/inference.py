@@ -12,9 +12,9 @@ that copy can run oneDNN's inference kernels directly instead of eager PyTorch's
   channels-last views; CPU ``max_pool2d`` always computes and writes int64 indices too.
 
 The same oneDNN kernels compute the same sums, so the float32 result matches eager to float
-rounding (the tests: 1e-5), in bf16 too. On the compact CNN the fused float32 forward took
-0.81-0.84x as long as the unfused (BatchNorm-folded) one, and an all-bf16 copy 0.45x of the plain
-float32 model's instead of 0.55-0.62x (docs/benchmarks.md, "lime").
+rounding, in bf16 too (timings: docs/benchmarks.md, "lime"). The fused modules write channels-last
+outputs, so only a channels-last copy is fused; a CPU without a kernel (oneDNN's bf16 convolutions
+need AVX512) keeps the eager copy.
 
 Only modules reached by the example forward are touched; a module with hooks, a padding other than
 zeros, a dtype other than float32/bfloat16, or a model whose fused copy does not reproduce the

@@ -20,67 +20,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..explain.core import model_device, model_guard
 from .base import Score
 from ..errors import CnnlensError
+from ..fill import SUBSTRATE_ALIASES, Fill, FillSpec, fill_pixels
 
-SUBSTRATES = ("mean", "blur", "zeros")
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N,C,H,W]``, kernel radius ``ceil(3 sigma)``, reflect padding
-    (clamped to the image size)."""
-    if sigma <= 0:
-        return x.clone()
-    r = max(1, int(torch.tensor(3.0 * sigma).ceil()))
-    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    n, c, h, w = x.shape
-    y = x.reshape(n * c, 1, h, w)
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-    return y.reshape(n, c, h, w)
+#: the fills deletion/insertion accept by name (:mod:`cnnlens.fill`; no superpixels here)
+SUBSTRATES = tuple(f.value for f in Fill if f is not Fill.SEGMENT_MEAN)
 
 
 def make_substrate(
     x: torch.Tensor,
-    substrate: str | torch.Tensor,
+    substrate: FillSpec,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
-    blur_sigma: float = 5.0,
+    blur_sigma: float | None = None,
 ) -> torch.Tensor:
     """The image pixels are replaced by (deletion) or start from (insertion), ``[N,C,H,W]``.
 
-    ``"mean"``: the training mean, which is 0 in cnnlens' normalized input space;
-    ``"zeros"``: black pixels, ``-mean/std`` in normalized space (needs ``stats=(mean, std)``);
-    ``"blur"``: the image blurred with a Gaussian of ``blur_sigma`` pixels;
-    a tensor broadcastable to ``x``: used as is.
+    ``substrate``: a :class:`~cnnlens.fill.Fill` name: ``"dataset_mean"`` (0 in cnnlens' normalized
+    input space), ``"black"`` (``-mean/std``, needs ``stats=(mean, std)``), ``"image_mean"``,
+    ``"blur"`` (:func:`cnnlens.fill.gaussian_blur` of ``blur_sigma`` pixels, default ``max(H,W)/10``);
+    a number; or a tensor broadcastable to ``x``. The older ``"mean"`` (= ``dataset_mean``) and
+    ``"zeros"`` (= ``black``) are accepted with a note.
     """
-    if isinstance(substrate, torch.Tensor):
-        try:
-            return substrate.to(x.device, x.dtype).expand_as(x)
-        except RuntimeError:
-            raise CnnlensError(
-                f"substrate tensor {tuple(substrate.shape)} does not broadcast to the images {tuple(x.shape)}"
-            ) from None
-    if substrate == "mean":
-        return torch.zeros_like(x)
-    if substrate == "blur":
-        return gaussian_blur(x, blur_sigma)
-    if substrate == "zeros":
-        if stats is None:
-            raise CnnlensError(
-                "substrate='zeros' (black pixels) needs stats=(mean, std) of the input "
-                "normalization, e.g. stats=(dataset.mean, dataset.std); or use 'mean'"
-            )
-        m = torch.tensor(stats[0], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        s = torch.tensor(stats[1], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return (-m / s).expand_as(x).clone()
-    raise CnnlensError(f"substrate must be one of {', '.join(SUBSTRATES)} or a tensor; got {substrate!r}")
+    if isinstance(substrate, str) and substrate == Fill.SEGMENT_MEAN:
+        raise CnnlensError(f"substrate 'segment_mean' needs superpixels, which deletion/insertion has "
+                           f"none of; use one of {', '.join(SUBSTRATES)}")
+    return fill_pixels(x, substrate, stats=stats, blur_sigma=blur_sigma, aliases=SUBSTRATE_ALIASES,
+                       where="deletion/insertion", arg="substrate", stats_hint="stats=(mean, std)")
 
 
 def pixel_counts(n_pixels: int, steps: int) -> torch.Tensor:
@@ -113,9 +82,9 @@ def perturbation_curves(
     mode: str = "deletion",
     *,
     steps: int = 50,
-    substrate: str | torch.Tensor = "mean",
+    substrate: FillSpec = Fill.DATASET_MEAN,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
-    blur_sigma: float = 5.0,
+    blur_sigma: float | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Target-class probability along the deletion or insertion path.
@@ -181,9 +150,9 @@ def deletion_insertion(
     *,
     method: str = "",
     steps: int = 50,
-    substrate: str | torch.Tensor = "mean",
+    substrate: FillSpec = Fill.DATASET_MEAN,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
-    blur_sigma: float = 5.0,
+    blur_sigma: float | None = None,
     chunk_size: int | None = None,
 ) -> tuple[dict[str, Score], dict[str, torch.Tensor]]:
     """Deletion AUC (lower is better), insertion AUC (higher is better) and their difference.

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..explain.perturbation import top_k_mask
+from ..explain.coalitions import top_k_mask
 from .figures import plt, save_figure, to_display
 from ..errors import CnnlensError
 
