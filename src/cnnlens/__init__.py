@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 import logging as _logging
 
 from .data import load_dataset
+from .fill import Fill
 from .explain import Explanation, explain, explain_many, methods, normalize_maps
 from . import metrics  # noqa: E402,F401  (registers the trust controls as methods)
 from .models import count_params, create_model
@@ -21,4 +22,5 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many",
            "load_dataset",
+           "Fill",
            "load_run", "methods", "normalize_maps", "train"]

@@ -740,8 +740,12 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
     p.add_argument("--steps", type=int, default=None,
                    help="deletion/insertion steps (default 50; 20 with --fast)")
-    p.add_argument("--substrate", default="mean", choices=["mean", "blur", "zeros"],
-                   help="what deleted pixels become (default mean)")
+    from .fill import Fill
+
+    names = [f.value for f in Fill if f is not Fill.SEGMENT_MEAN]
+    p.add_argument("--substrate", default=Fill.DATASET_MEAN.value, choices=[*names, "mean", "zeros"],
+                   help=f"what deleted pixels become: {', '.join(names)} (default dataset_mean; the older "
+                        "'mean' is dataset_mean and 'zeros' is black)")
     p.add_argument("--independent", action="store_true", help="also randomize one layer at a time (slower)")
     p.add_argument("--max-cost", type=int, default=None,
                    help="with the default methods, leave out those costing more passes per image")
