@@ -174,7 +174,8 @@ class StudentNet(nn.Module):
             self.c1, self.c2 = nn.Conv2d(in_channels, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
         else:
             self.cnn = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                                     nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+                                     nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                                     nn.MaxPool2d(2))
         self.fc = nn.Linear(6 * 4 * 4, num_classes)
 
     def forward(self, x):

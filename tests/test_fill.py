@@ -101,8 +101,10 @@ def test_segment_mean_needs_superpixels(image):
     for q in range(4):
         r, c = (q // 2) * 10, (q % 2) * 10
         block = image[0, :, r:r + 10, c:c + 10]
-        torch.testing.assert_close(hidden[:, r:r + 10, c:c + 10], block.mean((1, 2), keepdim=True).expand_as(block))
-    for call in (lambda: cnnlens.explain(Rec(), image, "integrated_gradients", baseline="segment_mean", steps=2),
+        want = block.mean((1, 2), keepdim=True).expand_as(block)
+        torch.testing.assert_close(hidden[:, r:r + 10, c:c + 10], want)
+    for call in (lambda: cnnlens.explain(Rec(), image, "integrated_gradients", baseline="segment_mean",
+                                         steps=2),
                  lambda: cnnlens.explain(Rec(), image, "occlusion", baseline="segment_mean"),
                  lambda: deletion_insertion(Rec(), image, torch.rand(1, 20, 20), torch.tensor([0]),
                                             substrate="segment_mean")):

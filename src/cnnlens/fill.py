@@ -114,7 +114,8 @@ def resolve_fill(spec: FillSpec, aliases: Mapping[str, Fill], where: str, arg: s
 def fill_pixels(x: torch.Tensor, fill: FillSpec, *, segments: torch.Tensor | None = None,
                 stats: tuple[Sequence[float], Sequence[float]] | None = None,
                 blur_sigma: float | None = None, aliases: Mapping[str, Fill] | None = None,
-                where: str = "fill", arg: str = "baseline", stats_hint: str = "mean= and std=") -> torch.Tensor:
+                where: str = "fill", arg: str = "baseline", stats_hint: str = "mean= and std="
+                ) -> torch.Tensor:
     """The pixels ``fill`` gives for the normalized images ``x`` (``[C,H,W]`` or ``[N,C,H,W]``), a new
     tensor of ``x``'s shape, dtype and device.
 
@@ -165,6 +166,7 @@ def _segment_mean(x: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
     c, h, w = x.shape
     seg = segments.to(x.device).flatten()
     m = int(seg.max()) + 1
-    sums = torch.zeros(c, m, dtype=torch.float64, device=x.device).index_add_(1, seg, x.reshape(c, -1).double())
+    sums = torch.zeros(c, m, dtype=torch.float64, device=x.device)
+    sums.index_add_(1, seg, x.reshape(c, -1).double())
     counts = torch.bincount(seg, minlength=m).clamp_min(1)
     return (sums / counts).to(x.dtype)[:, seg].reshape(c, h, w)

@@ -19,7 +19,8 @@ SAMPLINGS = ("paired", "iid", "sobol")
 ONEHOT_LIMIT = 1 << 24  # coalition_scores: largest one-hot superpixel matrix (values) before a gather
 
 
-def coalition_scores(scorer: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, base: torch.Tensor, segments: torch.Tensor,
+def coalition_scores(scorer: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, base: torch.Tensor,
+                     segments: torch.Tensor,
                      z: torch.Tensor, target: int, batch_size: int) -> torch.Tensor:
     """Scores of the images that keep superpixel ``j`` where ``z[s, j]`` and show ``base`` elsewhere.
 

@@ -39,8 +39,9 @@ from ..errors import CnnlensError
 from ..fill import SUPERPIXEL_ALIASES, WINDOW_ALIASES, Fill, FillSpec, fill_pixels, gaussian_blur
 from ..registry import check_choice
 from .coalitions import (SAMPLINGS, all_coalitions, coalition_scores, constrained_shapley_fit,
-                         lime_coalitions, lime_kernel, rise_grids, rise_masks, shap_coalitions, shapley_kernel,
-                         shapley_sizes_distribution, top_k_mask, top_superpixels, weighted_ridge, window_masks)
+                         lime_coalitions, lime_kernel, rise_grids, rise_masks, shap_coalitions,
+                         shapley_kernel, shapley_sizes_distribution, top_k_mask, top_superpixels,
+                         weighted_ridge, window_masks)
 from .core import Context, Explainer, register_method
 from .scoring import OUTPUTS, PRECISIONS, Scorer, auto_batch_size, fold_batchnorm
 from .segmentation import segment, to_unit_range
@@ -206,7 +207,8 @@ class _SuperpixelMethod(_Perturbation):
         unit = to_unit_range(ctx.x, o.mean, o.std)
         out = []
         for i, u in enumerate(unit):
-            seg = segment(u, o.segmentation, n_segments=o.n_segments, seed=o.seed, **(o.segment_options or {}))
+            seg = segment(u, o.segmentation, n_segments=o.n_segments, seed=o.seed,
+                          **(o.segment_options or {}))
             m = int(seg.max()) + 1
             if m < MIN_SEGMENTS <= h * w // 4:
                 # e.g. SLIC on noise merges everything into one region: an explanation over 1-3 parts
@@ -382,10 +384,10 @@ class Occlusion(_Perturbation):
     def attribute(self, ctx: Context, *, window: int | tuple[int, int] | None = None,
                   stride: int | tuple[int, int] | None = None, baseline: FillSpec = Fill.DATASET_MEAN,
                   blur_sigma: float | None = None, mean: Sequence[float] | None = None,
-                  std: Sequence[float] | None = None, batch_size: int | None = None, precision: str = "float32",
-                  output: str = "prob") -> tuple[torch.Tensor, dict[str, Any]]:
-        o = OcclusionOptions(window=window, stride=stride, baseline=baseline, blur_sigma=blur_sigma, mean=mean,
-                             std=std, batch_size=batch_size, precision=precision, output=output)
+                  std: Sequence[float] | None = None, batch_size: int | None = None,
+                  precision: str = "float32", output: str = "prob") -> tuple[torch.Tensor, dict[str, Any]]:
+        o = OcclusionOptions(window=window, stride=stride, baseline=baseline, blur_sigma=blur_sigma,
+                             mean=mean, std=std, batch_size=batch_size, precision=precision, output=output)
         b, c, h, w = ctx.x.shape
         kh, kw = _pair("window", o.window if o.window is not None else max(2, round(min(h, w) / 8)))
         sh, sw = _pair("stride", o.stride if o.stride is not None else (max(1, kh // 2), max(1, kw // 2)))
@@ -442,8 +444,9 @@ class Rise(_Perturbation):
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   batch_size: int | None = None, precision: str = "float32", output: str = "prob"
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
-        o = RiseOptions(n_samples=n_samples, seed=seed, grid=grid, p=p, baseline=baseline, blur_sigma=blur_sigma,
-                        mean=mean, std=std, batch_size=batch_size, precision=precision, output=output)
+        o = RiseOptions(n_samples=n_samples, seed=seed, grid=grid, p=p, baseline=baseline,
+                        blur_sigma=blur_sigma, mean=mean, std=std, batch_size=batch_size,
+                        precision=precision, output=output)
         n, s = o.n_samples, o.grid
         b, c, h, w = ctx.x.shape
         if s > min(h, w):
