@@ -210,15 +210,17 @@ def _score_method(
     opts = plan.config.method_options.get(m, {})
     call = 0
 
+    xb = x
+
     def maps_of(mod: nn.Module | None = None, target: torch.Tensor | None = None,
-                x_: torch.Tensor | None = None) -> torch.Tensor:
+                x: torch.Tensor | None = None) -> torch.Tensor:
         nonlocal call
         call += 1  # the random control draws fresh (reproducible) noise on every call
-        return explain_maps(model if mod is None else mod, x if x_ is None else x_, m,
+        return explain_maps(model if mod is None else mod, xb if x is None else x, m,
                             targets if target is None else target, index, opts, seed=plan.config.seed, call=call)
 
     b = MethodBatch(
-        method=m, model=model, x=x, maps=maps_of(), targets=targets, others=plan.others[pos].to(dev),
+        method=m, model=model, x=xb, maps=maps_of(), targets=targets, others=plan.others[pos].to(dev),
         masks=plan.masks[pos] if plan.masks is not None else None, index=index, layers=plan.layers,
         stats=plan.stats, config=plan.config, explain=maps_of, cache=cache,
     )
@@ -245,17 +247,22 @@ def aggregate_trust(plan: TrustPlan, scored: BatchScores | dict[str, Any], secon
     curves: dict[str, dict[str, list]] = {}
     done: list[str] = []
     top_down = list(reversed(plan.layers))
+    declared = {k: hib for t in plan.tests for k, hib in TRUST_METRICS.get(t).scores.items()}
+    kinds = [f"{t}_{k}" for t in plan.tests for k in TRUST_METRICS.get(t).curves]
     for m in plan.methods:
         ms = got.methods.get(m)
         if ms is None or ms.error:
             skipped.append((m, ms.error if ms is not None else "not scored"))
             continue
-        direction = {k: hib for t in plan.tests for k, hib in TRUST_METRICS.get(t).scores.items()}
-        scores[m] = {k: Score(k, v, direction[k], m) for k, v in ms.values.items()}
-        for kind, sims in ms.curves.items():
-            curves.setdefault(kind, {})[m] = [
-                (ly, {s: float(v[:, j].mean()) for s, v in sims.items()}) for j, ly in enumerate(top_down)
-            ]
+        # in the tests' declared order (a gathered tree comes back in key order; similarities sorted)
+        scores[m] = {k: Score(k, ms.values[k], hib, m) for k, hib in declared.items() if k in ms.values}
+        for kind in kinds:
+            sims = ms.curves.get(kind)
+            if sims:
+                curves.setdefault(kind, {})[m] = [
+                    (ly, {s: float(sims[s][:, j].mean()) for s in sorted(sims)})
+                    for j, ly in enumerate(top_down)
+                ]
         done.append(m)
     cfg = plan.config
     ev = Evidence(scores, ChanceCheck.of(got.probs, cfg.chance_margin), len(plan.images), cfg.split)

@@ -1,18 +1,11 @@
-"""The trust tests, one module each; the protocol runs them in the order registered here.
+"""The trust tests, one module each. Importing a module registers its test (``@register_test``);
+the protocol runs them in the order of the imports below.
 
-Adding one: a module with a :class:`~cnnlens.metrics.base.TrustTest` subclass, plus one line
-below (docs/architecture.md, "Adding a trust test").
+Adding one: a module with a :class:`~cnnlens.metrics.base.TrustTest` subclass decorated with
+``@register_test``, plus its import line below (docs/architecture.md, "Adding a trust test").
 """
 
-from ..base import register_test
-from .faithfulness import Faithfulness
-from .localization import Localization
-from .random_logit import RandomLogit
-from .randomization import Randomization
-
-register_test(Faithfulness)
-register_test(Randomization)
-register_test(RandomLogit)
-register_test(Localization)
-
-__all__ = ["Faithfulness", "Localization", "RandomLogit", "Randomization"]
+from . import faithfulness  # noqa: F401
+from . import randomization  # noqa: F401
+from . import random_logit  # noqa: F401
+from . import localization  # noqa: F401

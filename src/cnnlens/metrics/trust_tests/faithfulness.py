@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ..base import Column, Evidence, Measured, MethodBatch, TrustTest
+from ..base import Column, Evidence, Measured, MethodBatch, TrustTest, register_test
 from ..faithfulness import deletion_insertion
 
 KEY = "insertion_minus_deletion"
 
 
+@register_test
 class Faithfulness(TrustTest):
     """Insertion - deletion must beat both controls, and by at least ``min_effect``.
 
@@ -62,5 +63,5 @@ class Faithfulness(TrustTest):
             return None
         return (
             f"Faithfulness cannot be judged: {ev.chance.sentence(ev.n_images, ev.split)}, so deleting or "
-            "inserting pixels barely moves the explained class's probability; no method is called faithful."
+            "inserting pixels barely moves the explained class's probability; no verdict is given."
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ..base import Column, Evidence, Measured, MethodBatch, TrustTest
+from ..base import Column, Evidence, Measured, MethodBatch, TrustTest, register_test
 from ..localization import pointing_game, relevance_mass
 
 PG, RM = "pointing_game", "relevance_mass"
 
 
+@register_test
 class Localization(TrustTest):
     """Pointing game and relevance mass inside the mask must both beat both controls."""
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ..base import Column, Evidence, Measured, MethodBatch, TrustTest
+from ..base import Column, Evidence, Measured, MethodBatch, TrustTest, register_test
 from ..randomization import map_similarity
 
 KEY = "random_logit.spearman_abs"
 
 
+@register_test
 class RandomLogit(TrustTest):
     """|rank corr| between the map for the true class and for another class drawn at random must
     be nearer the random control than the edge control."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...explain.core import model_device
-from ..base import Column, Evidence, Measured, MethodBatch, Score, TrustTest
+from ..base import Column, Evidence, Measured, MethodBatch, Score, TrustTest, register_test
 from ..randomization import fully_randomized, map_similarity, randomization_curve
 
 KEY = "randomization.spearman_abs"
@@ -16,6 +16,7 @@ def _curve(curve: list[tuple[str, dict[str, Score]]]) -> dict[str, torch.Tensor]
     return {s: torch.stack([d[s].values for _, d in curve], 1) for s in curve[0][1]}
 
 
+@register_test
 class Randomization(TrustTest):
     """|rank corr| between the maps of the model and of its fully randomized copy must be nearer
     the random control than the edge control. Also draws the cascading curve (``config.cascade``)
