@@ -764,7 +764,8 @@ def _run_trust(args: argparse.Namespace) -> int:
     from .train import load_run
 
     cfg = FAST if args.fast else TrustConfig()
-    cfg = cfg.replace(split=args.split, seed=args.seed, substrate=args.substrate, independent=args.independent,
+    cfg = cfg.replace(split=args.split, seed=args.seed, substrate=args.substrate,
+                      independent=args.independent,
                       **{k: getattr(args, k) for k in ("n_images", "steps", "max_cost")
                          if getattr(args, k) is not None})
 
@@ -791,10 +792,10 @@ def _run_trust(args: argparse.Namespace) -> int:
     for r in rows:
         t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else escape(v) for v in r[:-1]])
     console.print(t)
-    for note in rep.notes:
-        console.print(f"[yellow]{escape(note)}[/yellow]")
+    for note in rep.notes:  # one line each, wrapped by the terminal (copyable whole)
+        console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
     for r in rows:
-        console.print(escape(r[-1]))
+        console.print(escape(r[-1]), soft_wrap=True)
     for m, why in rep.skipped:
         console.print(f"[yellow]skipped {escape(m)}[/yellow]: {escape(why)}")
     console.print(f"wrote {escape(str(run.path / 'trust' / 'scores.json'))} ({rep.seconds:.1f} s)")

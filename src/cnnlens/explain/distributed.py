@@ -189,10 +189,12 @@ def flatten_tree(tree: Mapping[str, Any], n: int) -> dict[str, torch.Tensor]:
                 out["s" + json.dumps(p)] = row.expand(n, TEXT_BYTES).clone()
             elif isinstance(v, torch.Tensor):
                 if v.ndim == 0 or v.shape[0] != n:
-                    raise CnnlensError(f"{'/'.join(p)}: a tree leaf must be a tensor [{n}, ...]; got {tuple(v.shape)}")
+                    raise CnnlensError(
+                        f"{'/'.join(p)}: a tree leaf must be a tensor [{n}, ...]; got {tuple(v.shape)}")
                 out["t" + json.dumps(p)] = v.detach().cpu()
             else:
-                raise CnnlensError(f"{'/'.join(p)}: a tree leaf must be a tensor or a str; got {type(v).__name__}")
+                raise CnnlensError(
+                    f"{'/'.join(p)}: a tree leaf must be a tensor or a str; got {type(v).__name__}")
 
     walk(tree, [])
     return out

@@ -106,8 +106,8 @@ class BatchScores:
             err = d.get("error")
             if isinstance(err, list):
                 err = next((e for e in err if e), None)
-            methods[m] = MethodScores(dict(d.get("values", {})), {k: dict(v) for k, v in d.get("curves", {}).items()},
-                                      err or None)
+            curves = {k: dict(v) for k, v in d.get("curves", {}).items()}
+            methods[m] = MethodScores(dict(d.get("values", {})), curves, err or None)
         return cls(tree["correct"], tree["probs"], methods)
 
 
@@ -124,7 +124,9 @@ def plan_trust(
         chosen, skipped = default_methods(cfg.max_cost)
     else:
         if isinstance(methods, str):
-            raise CnnlensTypeError("methods must be a list of names, e.g. ['gradcam', 'saliency']; got a string")
+            raise CnnlensTypeError(
+                "methods must be a list of names, e.g. ['gradcam', 'saliency']; got a string"
+            )
         for m in methods:
             METHODS.get(m)  # unknown names raise, listing the valid ones
         chosen, skipped = [m for m in methods if not is_control(m)], []
@@ -134,7 +136,9 @@ def plan_trust(
     idx = select_images(dataset, cfg.n_images, cfg.split, cfg.seed)
     targets = dataset.labels[idx].long()
     if (targets < 0).any():
-        raise CnnlensError(f"split {cfg.split!r} has unlabeled images; the trust protocol explains the true class")
+        raise CnnlensError(
+            f"split {cfg.split!r} has unlabeled images; the trust protocol explains the true class"
+        )
     masks = dataset.masks[idx] if dataset.masks is not None else None
     dev = model_device(model)
     x1 = dataset.normalize(dataset.images[idx[:1]]).to(dev)
@@ -217,7 +221,8 @@ def _score_method(
         nonlocal call
         call += 1  # the random control draws fresh (reproducible) noise on every call
         return explain_maps(model if mod is None else mod, xb if x is None else x, m,
-                            targets if target is None else target, index, opts, seed=plan.config.seed, call=call)
+                            targets if target is None else target, index, opts,
+                            seed=plan.config.seed, call=call)
 
     b = MethodBatch(
         method=m, model=model, x=xb, maps=maps_of(), targets=targets, others=plan.others[pos].to(dev),
@@ -238,7 +243,9 @@ def _score_method(
     return out
 
 
-def aggregate_trust(plan: TrustPlan, scored: BatchScores | dict[str, Any], seconds: float = 0.0) -> TrustReport:
+def aggregate_trust(
+    plan: TrustPlan, scored: BatchScores | dict[str, Any], seconds: float = 0.0
+) -> TrustReport:
     """The report from the per-image outputs of :func:`score_images` gathered over all images
     (``[N, ...]`` in plan order, or their tree): Score objects, curve means, verdicts and readings."""
     got = scored if isinstance(scored, BatchScores) else BatchScores.from_tree(scored)
@@ -280,6 +287,7 @@ def aggregate_trust(plan: TrustPlan, scored: BatchScores | dict[str, Any], secon
         seconds=seconds,
         chance=ev.chance,
         notes=notes(ev, plan.tests),
+        classes={t: TRUST_METRICS.get(t) for t in plan.tests},
         options={
             "split": cfg.split,
             "seed": cfg.seed,
@@ -330,7 +338,9 @@ def run_trust(
     plan = plan_trust(model, dataset, methods, config, **settings)
     n = len(plan.images)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise CnnlensError(f"batch_size must be an int >= 1 (or None: all images at once); got {batch_size!r}")
+        raise CnnlensError(
+            f"batch_size must be an int >= 1 (or None: all images at once); got {batch_size!r}"
+        )
     step = batch_size or n
     total = len(plan.methods) * ((n + step - 1) // step)
     done = 0
@@ -347,7 +357,8 @@ def run_trust(
     parts = []
     for b0 in range(0, n, step):
         pos = torch.arange(b0, min(b0 + step, n))
-        parts.append({"idx": pos, **score_images(model, plan, pos, x_all[pos].to(dev), cache, tick).to_tree()})
+        scored = score_images(model, plan, pos, x_all[pos].to(dev), cache, tick)
+        parts.append({"idx": pos, **scored.to_tree()})
     report = aggregate_trust(plan, gather_trees(parts, n), time.perf_counter() - t0)
     if out_dir is not None:
         write_report(report, out_dir)

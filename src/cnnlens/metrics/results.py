@@ -38,6 +38,8 @@ class TrustReport:
         tests: names of the tests that were run.
         chance: how far the model is from chance on the images.
         notes: sentences the tests ask the table and the report to show (e.g. why a test cannot be judged).
+        classes: test name -> its :class:`TrustTest` class, whose declarations the table and
+            ``scores.json`` render (taken from the registry when the run is aggregated).
     """
 
     methods: list[str]
@@ -53,6 +55,10 @@ class TrustReport:
     chance: ChanceCheck
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    classes: dict[str, type[TrustTest]] = field(default_factory=dict)
+
+    def _cls(self, test: str) -> type[TrustTest]:
+        return self.classes[test] if test in self.classes else TRUST_METRICS.get(test)
 
     @property
     def cascading(self) -> dict[str, Curve]:
@@ -67,25 +73,26 @@ class TrustReport:
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows (strings): one row per method, the tests' columns, a verdict per test
         (``pass``, ``FAIL``, ``n/a``: cannot be judged, ``control``), and the reading."""
-        cols = [c for t in self.tests for c in TRUST_METRICS.get(t).columns]
+        cols = [c for t in self.tests for c in self._cls(t).columns]
         cols = [c for c in cols if any(c.key in s for s in self.scores.values())]
         header = ["method"] + [c.label for c in cols] + self.tests + ["reading"]
         rows = []
         for m in self.methods:
-            row = [m] + [f"{self.scores[m][c.key].mean:.3f}" if c.key in self.scores[m] else "-" for c in cols]
+            sc = self.scores[m]
+            row = [m] + [f"{sc[c.key].mean:.3f}" if c.key in sc else "-" for c in cols]
             row += [verdict_word(m, self.passed[m].get(t), t in self.passed[m]) for t in self.tests]
             row.append(self.readings[m])
             rows.append(row)
         return header, rows
 
     def to_dict(self) -> dict[str, Any]:
-        kinds = [f"{t}_{k}" for t in self.tests for k in TRUST_METRICS.get(t).curves]
+        kinds = [f"{t}_{k}" for t in self.tests for k in self._cls(t).curves]
         return {
             "n_images": self.n_images,
             "accuracy_on_images": self.accuracy,
             "seconds": self.seconds,
             "options": self.options,
-            "tests": {t: TRUST_METRICS.get(t).declaration() for t in self.tests},
+            "tests": {t: self._cls(t).declaration() for t in self.tests},
             "controls": [m for m in self.methods if is_control(m)],
             "methods": {
                 m: {

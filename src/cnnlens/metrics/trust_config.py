@@ -50,12 +50,14 @@ class TrustConfig:
             raise CnnlensError(f"n_images must be an int >= 2 (scores need a spread); got {self.n_images!r}")
         if self.steps < 1:
             raise CnnlensError(f"steps must be an int >= 1; got {self.steps!r}")
-        if self.max_cost is not None and (not isinstance(self.max_cost, int) or isinstance(self.max_cost, bool)):
+        if self.max_cost is not None and (
+            not isinstance(self.max_cost, int) or isinstance(self.max_cost, bool)
+        ):
             raise CnnlensTypeError(f"TrustConfig max_cost must be an int or None; got {self.max_cost!r}")
         if not isinstance(self.method_options, Mapping):
             raise CnnlensTypeError(
-                "method_options must map a method name to its options, e.g. {'smoothgrad': {'n_samples': 8}}; "
-                f"got {type(self.method_options).__name__}"
+                "method_options must map a method name to its options, e.g. "
+                f"{{'smoothgrad': {{'n_samples': 8}}}}; got {type(self.method_options).__name__}"
             )
         if not 0 <= float(self.chance_margin) < 1:
             raise CnnlensError(f"chance_margin must be in [0, 1); got {self.chance_margin!r}")

@@ -508,7 +508,8 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
     return d
 
 
-_DASH = {"-": "—"}
+def _cell(word: str) -> str:
+    return "—" if word == "-" else word
 
 
 def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
@@ -538,8 +539,7 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
                     for _, k, _ in cols
                 ],
                 "passed": [
-                    "control" if v["control"] else _DASH.get(w := verdict_word(m, v["passed"].get(t), t in v["passed"]), w)
-                    for t in tests
+                    _cell(verdict_word(m, v["passed"].get(t), t in v["passed"])) for t in tests
                 ],
             }
         )

@@ -46,13 +46,18 @@ class Faithfulness(TrustTest):
         return bool(super().decide(method, ev)) and ev.mean(method, KEY) >= self.min_effect
 
     def numbers(self, method: str, ev: Evidence) -> str:
-        return f"ins-del {ev.f(method, KEY)}; edge control {ev.f('control_edge', KEY)}, random {ev.f('control_random', KEY)}"
+        return (
+            f"ins-del {ev.f(method, KEY)}; edge control {ev.f('control_edge', KEY)}, "
+            f"random {ev.f('control_random', KEY)}"
+        )
 
     def reading(self, method: str, ev: Evidence, passed: bool | None) -> str:
         if passed is None:
-            return f"faithfulness cannot be judged ({ev.chance.sentence(ev.n_images, ev.split)}; {self.numbers(method, ev)})"
+            why = ev.chance.sentence(ev.n_images, ev.split)
+            return f"faithfulness cannot be judged ({why}; {self.numbers(method, ev)})"
         if passed is False and ev.mean(method, KEY) < self.min_effect and super().decide(method, ev):
-            return f"too small an effect to call faithful ({self.numbers(method, ev)}; needs >= {self.min_effect:.2f})"
+            need = f"needs >= {self.min_effect:.2f}"
+            return f"too small an effect to call faithful ({self.numbers(method, ev)}; {need})"
         return super().reading(method, ev, passed)
 
     def control_note(self, control: str, ev: Evidence) -> str | None:

@@ -29,4 +29,7 @@ class RandomLogit(TrustTest):
         return Measured({f"random_logit.{k}": s.values for k, s in sims.items()})
 
     def numbers(self, method: str, ev: Evidence) -> str:
-        return f"|rank corr| {ev.f(method, KEY)} with another class's map; edge control {ev.f('control_edge', KEY)}"
+        return (
+            f"|rank corr| {ev.f(method, KEY)} with another class's map; "
+            f"edge control {ev.f('control_edge', KEY)}"
+        )
