@@ -153,7 +153,7 @@ def main() -> None:
     chosen, skipped = default_methods(max_cost=64)
     print(f"  methods: {', '.join(chosen)} + controls; left out: {skipped or 'none'}")
     t = time.perf_counter()
-    rep = run_trust(model, ds, **FAST)
+    rep = run_trust(model, ds, FAST)
     secs = time.perf_counter() - t
     print(
         f"  run_trust, {rep.n_images} images, {len(rep.methods)} maps families: {secs:.1f} s "

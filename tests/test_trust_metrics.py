@@ -28,7 +28,8 @@ from cnnlens.metrics import (
     spearman,
     ssim,
 )
-from cnnlens.metrics.protocol import decide, reading
+from cnnlens.metrics.base import ChanceCheck, Evidence
+from cnnlens.metrics.results import decide, reading
 from cnnlens.metrics.randomization import parameter_layers
 
 
@@ -287,16 +288,23 @@ def test_verdict_and_reading_follow_the_numbers() -> None:
     scores["control_edge"]["random_logit.spearman_abs"] = Score("x", torch.ones(8), False)
     scores["control_edge"]["randomization.spearman_abs"] = Score("x", torch.ones(8), False)
     tests = ["faithfulness", "randomization", "random_logit"]
-    blind = decide("blind", scores, tests)
+    confident = ChanceCheck.of(torch.tensor([[0.9, 0.05, 0.05]] * 8), margin=0.05)  # far from chance
+    ev = Evidence(scores, confident, 8, "test")
+    blind = decide("blind", ev, tests)
     assert blind == {"faithfulness": True, "randomization": False, "random_logit": True}
-    line = reading("blind", scores, blind, tests)
+    line = reading("blind", ev, blind, tests)
     assert line.startswith(
         "blind: insensitive to the model's weights (|rank corr| 0.93 after full randomization"
     )
     assert "edge control 1.00" in line
-    good = decide("good", scores, tests)
+    good = decide("good", ev, tests)
     assert all(good.values())
-    assert decide("control_edge", scores, tests) == dict.fromkeys(tests)
+    gain = float(scores["good"]["insertion_minus_deletion"].values.mean())  # 0.5 + noise
+    assert reading("good", ev, good, tests) == (
+        f"good: faithful (ins-del {gain:.2f}; edge control 0.10, random 0.00); passes faithfulness, "
+        "randomization, random_logit"
+    )
+    assert decide("control_edge", ev, tests) == dict.fromkeys(tests)
 
 
 def test_beats_needs_a_margin() -> None:

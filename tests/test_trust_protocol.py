@@ -150,4 +150,9 @@ def test_run_trust_cascade_curve_per_layer_group(trained, tmp_path) -> None:
         for _, d in data["methods"]["control_edge"]["randomization_cascading"]
     )
     assert report.cascading["gradcam"][0][1]["spearman_abs"] < 0.5  # top layer randomized: map changes
+    # the protocol computes; the figure is drawn on the report side (what `cnnlens trust` calls)
+    assert not (tmp_path / "randomization.png").exists()
+    from cnnlens.report.fig_trust import plot_trust
+
+    assert plot_trust(report, tmp_path) == tmp_path / "randomization.png"
     assert (tmp_path / "randomization.png").read_bytes()[:4] == b"\x89PNG"

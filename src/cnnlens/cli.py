@@ -761,43 +761,48 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 def _run_trust(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .metrics import FAST, run_trust
+    from rich.markup import escape
+
+    from .metrics import FAST, TrustConfig, run_trust
+    from .report.fig_trust import plot_trust
     from .train import load_run
 
-    preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
-    for k in ("n_images", "steps", "max_cost"):
-        if getattr(args, k) is not None:
-            preset[k] = getattr(args, k)
+    cfg = FAST if args.fast else TrustConfig()
+    cfg = cfg.replace(split=args.split, seed=args.seed, substrate=args.substrate,
+                      independent=args.independent,
+                      **{k: getattr(args, k) for k in ("n_images", "steps", "max_cost")
+                         if getattr(args, k) is not None})
 
     run = load_run(args.run)
     ds = run.dataset
     if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
         ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    common = dict(out_dir=run.path / "trust", split=args.split, seed=args.seed, substrate=args.substrate,
-                  independent=args.independent, **preset)
     if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
         from .metrics import trust_dataset
 
-        rep = trust_dataset(run.model, ds, methods, accelerator=args.accelerator or "auto",
-                            devices=args.devices or 1,
-                            strategy=args.strategy or "auto", num_nodes=args.num_nodes or 1, **common)
+        rep = trust_dataset(run.model, ds, methods, cfg, out_dir=run.path / "trust",
+                            accelerator=args.accelerator or "auto", devices=args.devices or 1,
+                            strategy=args.strategy or "auto", num_nodes=args.num_nodes or 1)
         if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
             return 0
     else:
         with Progress("scoring methods") as cb:
-            rep = run_trust(run.model, ds, methods, progress=cb, **common)
+            rep = run_trust(run.model, ds, methods, cfg, out_dir=run.path / "trust", progress=cb)
+    plot_trust(rep, run.path / "trust")
     header, rows = rep.table()
     t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
                                    f"(model accuracy on them {100 * rep.accuracy:.0f}%)")
     for r in rows:
-        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else v for v in r[:-1]])
+        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else escape(v) for v in r[:-1]])
     console.print(t)
+    for note in rep.notes:  # one line each, wrapped by the terminal (copyable whole)
+        console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
     for r in rows:
-        console.print(r[-1])
+        console.print(escape(r[-1]), soft_wrap=True)
     for m, why in rep.skipped:
-        console.print(f"[yellow]skipped {m}[/yellow]: {why}")
-    console.print(f"wrote {run.path / 'trust' / 'scores.json'} ({rep.seconds:.1f} s)")
+        console.print(f"[yellow]skipped {escape(m)}[/yellow]: {escape(why)}")
+    console.print(f"wrote {escape(str(run.path / 'trust' / 'scores.json'))} ({rep.seconds:.1f} s)")
     return 0
 
 

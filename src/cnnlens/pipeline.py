@@ -498,13 +498,14 @@ def trust_run(
     """The trust protocol (:func:`cnnlens.metrics.run_trust`) on ``n_images`` test images: writes
     ``RUN/trust/scores.json``, ``table.csv`` and ``randomization.png``. Returns the scores JSON."""
     from .metrics import run_trust
+    from .report.fig_trust import plot_trust
 
     with timed(run.path, "trust"):
         ds = run.dataset
         if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
             ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
         n = min(n_images, len(ds.indices("test")))
-        run_trust(
+        rep = run_trust(
             run.model,
             ds,
             list(methods),
@@ -513,6 +514,7 @@ def trust_run(
             steps=steps,
             progress=progress,
         )
+        plot_trust(rep, run.path / "trust")
     return read_json(run.path / "trust" / "scores.json")
 
 

@@ -10,10 +10,11 @@ single-process and a multi-process run are the same files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,17 @@ class _Indexed(Dataset):
         return i, self.images[i], -1 if self.labels is None else int(self.labels[i])
 
 
-def map_images(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+def map_images(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Mapping[str, Any]],
                images_uint8: torch.Tensor, labels: torch.Tensor | None, shard_dir: str | os.PathLike[str], *,
                model: nn.Module | None = None, batch_size: int = 64, accelerator: str = "auto",
                devices: int | str = 1, strategy: str = "auto", num_nodes: int = 1, progress: bool = False
-               ) -> dict[str, torch.Tensor] | None:
-    """Run ``fn(indices, images uint8 [b,C,H,W], labels [b]) -> {name: tensor [b, ...]}`` over every image,
-    sharded across processes by Lightning's ``trainer.predict``; returns on rank 0 the outputs gathered in
-    input order (``None`` on other ranks). ``model`` (if given) is moved to each rank's device and its
-    training flags and ``requires_grad`` are restored afterwards.
+               ) -> dict[str, Any] | None:
+    """Run ``fn(indices, images uint8 [b,C,H,W], labels [b]) -> tree`` over every image, sharded across
+    processes by Lightning's ``trainer.predict``; returns on rank 0 the outputs gathered in input order
+    (``None`` on other ranks). A tree is ``{name: tensor [b, ...] | str | tree}`` (a ``str`` holds for the
+    whole batch; gathered, it is a list of one string per image, ``""`` where a batch had none; see
+    :func:`flatten_tree`). ``model`` (if given) is moved to each rank's device and its training flags and
+    ``requires_grad`` are restored afterwards.
     """
     import lightning as L
     from lightning.pytorch.callbacks import BasePredictionWriter
@@ -65,8 +68,7 @@ def map_images(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str
 
         def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
             idx, imgs, y = batch
-            out = fn(idx, imgs, y)
-            return {"idx": idx.cpu(), **{k: v.detach().cpu() for k, v in out.items()}}
+            return {"idx": idx.cpu(), **flatten_tree(fn(idx, imgs, y), len(idx))}
 
     class ShardWriter(BasePredictionWriter):
         def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: dict[str, torch.Tensor],
@@ -149,16 +151,81 @@ def _device_of(model: nn.Module) -> torch.device:
     return model_device(model)
 
 
-def _gather(shards: Path, n: int) -> dict[str, torch.Tensor]:
-    """Merge the shard files into tensors in input order (:func:`merge_parts`), then remove the shards."""
+def _gather(shards: Path, n: int) -> dict[str, Any]:
+    """Merge the shard files into a tree in input order (:func:`merge_parts`), then remove the shards."""
     from safetensors.torch import load_file
 
     parts = [load_file(str(f)) for f in sorted(shards.glob("*.safetensors"))]
     if not parts:
         raise RuntimeError(f"no shards were written to {shards}")
-    out = merge_parts(parts, n)
+    out = unflatten_tree(merge_parts(parts, n))
     shutil.rmtree(shards)
     return out
+
+
+# ---- trees of tensors and strings <-> flat tensors (what a shard file and merge_parts hold) --------
+
+TEXT_BYTES = 1024  # bytes kept of a string leaf (UTF-8; longer ones are cut)
+
+
+def flatten_tree(tree: Mapping[str, Any], n: int) -> dict[str, torch.Tensor]:
+    """A nested ``{name: tensor [n, ...] | str | tree}`` -> flat ``{key: tensor [n, ...]}`` (on the CPU).
+
+    Each key is ``"t"`` (tensor) or ``"s"`` (string) + the JSON list of names on the path, so any name
+    survives. A string is stored once per image as ``uint8 [n, TEXT_BYTES]`` (UTF-8, zero padded), the
+    form :func:`merge_parts` can gather; :func:`unflatten_tree` reverses it.
+    """
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(node: Mapping[str, Any], path: list[str]) -> None:
+        for k, v in node.items():
+            p = [*path, str(k)]
+            if isinstance(v, Mapping):
+                walk(v, p)
+            elif isinstance(v, str):
+                raw = v.encode()[:TEXT_BYTES]
+                row = torch.zeros(TEXT_BYTES, dtype=torch.uint8)
+                row[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+                out["s" + json.dumps(p)] = row.expand(n, TEXT_BYTES).clone()
+            elif isinstance(v, torch.Tensor):
+                if v.ndim == 0 or v.shape[0] != n:
+                    raise CnnlensError(
+                        f"{'/'.join(p)}: a tree leaf must be a tensor [{n}, ...]; got {tuple(v.shape)}")
+                out["t" + json.dumps(p)] = v.detach().cpu()
+            else:
+                raise CnnlensError(
+                    f"{'/'.join(p)}: a tree leaf must be a tensor or a str; got {type(v).__name__}")
+
+    walk(tree, [])
+    return out
+
+
+def unflatten_tree(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The nested tree of :func:`flatten_tree`; a string leaf becomes a list of one string per image
+    (``""`` for images whose batch had none). Keys not made by :func:`flatten_tree` (e.g. ``"idx"``)
+    are kept as they are."""
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        if key[:1] not in ("t", "s") or not key[1:].startswith("["):
+            out[key] = v
+            continue
+        path = json.loads(key[1:])
+        node = out
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        if key[0] == "s":
+            node[path[-1]] = [bytes(r.tolist()).rstrip(b"\0").decode("utf-8", "replace") for r in v]
+        else:
+            node[path[-1]] = v
+    return out
+
+
+def gather_trees(parts: Sequence[Mapping[str, Any]], n: int) -> dict[str, Any]:
+    """Per-batch trees ``{"idx": int64 [b], ...}`` of one process -> one tree over ``n`` images in index
+    order: the in-process form of what :func:`map_images` gathers across processes."""
+    flat = [{"idx": p["idx"], **flatten_tree({k: v for k, v in p.items() if k != "idx"}, len(p["idx"]))}
+            for p in parts]
+    return unflatten_tree(merge_parts(flat, n))
 
 
 def merge_parts(parts: Sequence[dict[str, torch.Tensor]], n: int) -> dict[str, torch.Tensor]:

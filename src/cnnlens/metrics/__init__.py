@@ -1,22 +1,33 @@
 """Trust scores for explanations: faithfulness, randomization checks, localization, controls.
 
 Importing this package registers the controls ``control_random`` and ``control_edge`` in
-``METHODS`` and the protocol's tests in ``TRUST_METRICS``.
+``METHODS`` and the protocol's tests (:mod:`.trust_tests`) in ``TRUST_METRICS``.
 """
 
 from . import controls  # noqa: F401  (registers the controls as methods)
-from .base import TRUST_METRICS, Score, TrustTest, beats, register_test
+from . import trust_tests  # noqa: F401  (registers the trust tests)
+from .base import (
+    TRUST_METRICS,
+    ChanceCheck,
+    Column,
+    Evidence,
+    Measured,
+    MethodBatch,
+    Score,
+    TrustTest,
+    beats,
+    register_test,
+    unregister_test,
+)
 from .controls import CONTROLS, is_control, sobel_magnitude
 from .faithfulness import auc, deletion_insertion, make_substrate, perturbation_curves
 from .localization import pointing_game, relevance_mass
+from .maps import explain_maps, image_seed, is_stochastic
 from .protocol import (
-    FAST,
+    BatchScores,
+    MethodScores,
     TrustPlan,
-    TrustReport,
     aggregate_trust,
-    explain_maps,
-    image_seed,
-    is_stochastic,
     plan_trust,
     run_trust,
     score_images,
@@ -33,12 +44,22 @@ from .randomization import (
     spearman,
     ssim,
 )
+from .results import TrustReport
+from .trust_config import FAST, TrustConfig
 
 __all__ = [
     "CONTROLS",
     "FAST",
     "TRUST_METRICS",
+    "BatchScores",
+    "ChanceCheck",
+    "Column",
+    "Evidence",
+    "Measured",
+    "MethodBatch",
+    "MethodScores",
     "Score",
+    "TrustConfig",
     "TrustPlan",
     "TrustReport",
     "TrustTest",
@@ -69,4 +90,5 @@ __all__ = [
     "spearman",
     "ssim",
     "trust_dataset",
+    "unregister_test",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .figures import plt, save_figure
 from ..errors import CnnlensError
@@ -51,3 +52,17 @@ def plot_randomization(
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
+
+
+def plot_trust(report: Any, out_dir: str | os.PathLike[str]) -> Path | None:
+    """``out_dir/randomization.png`` from a :class:`~cnnlens.metrics.TrustReport` with a cascading
+    curve (``None``, nothing drawn, without one). ``cnnlens trust`` and ``cnnlens run`` call it
+    after :func:`~cnnlens.metrics.run_trust` has written ``scores.json``."""
+    if not report.cascading:
+        return None
+    return plot_randomization(
+        report.cascading,
+        Path(out_dir) / "randomization.png",
+        metric="spearman_abs",
+        title=f"cascading randomization ({report.n_images} images)",
+    )

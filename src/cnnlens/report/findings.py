@@ -354,14 +354,17 @@ def trust_findings(scores: dict[str, Any]) -> list[Finding]:
             src + ": n_images, tests",
         )
     ]
+    from ..metrics.results import declarations
+
+    decl = declarations(scores)
+    out += [_f(n, src + ": notes, chance") for n in scores.get("notes", [])]
     clean = [m for m, v in methods.items() if all(v["passed"].get(t) for t in tests)]
     if clean:
         out.append(_f(f"Passed every test: {', '.join(clean)}.", src + ": methods.*.passed"))
     for t in tests:
         failed = [m for m, v in methods.items() if v["passed"].get(t) is False]
         if failed:
-            key = scores["tests"][t]["headline"][0]
-            key = key if t in ("faithfulness", "localization") else f"{t}.{key}"
+            key = decl[t]["keys"][0]
             vals = ", ".join(
                 f"{m} {methods[m]['scores'][key]['mean']:.3f}" for m in failed if key in methods[m]["scores"]
             )

@@ -508,20 +508,23 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
     return d
 
 
+def _cell(word: str) -> str:
+    return "—" if word == "-" else word
+
+
 def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
     p = r.path / "trust" / "scores.json"
     if not p.exists():
         return None
     s = read_json(p)
+    from ..metrics.results import declarations, verdict_word
+
+    decl = declarations(s)
     tests = list(s["tests"])
     cols = [
-        ("insertion − deletion AUC", "insertion_minus_deletion", "higher is better"),
-        ("deletion AUC", "deletion_auc", "lower is better"),
-        ("insertion AUC", "insertion_auc", "higher is better"),
-        ("rank corr. of |map| after randomization", "randomization.spearman_abs", "lower is better"),
-        ("rank corr. of |map| with another class", "random_logit.spearman_abs", "lower is better"),
-        ("pointing game", "pointing_game", "higher is better"),
-        ("relevance mass", "relevance_mass", "higher is better"),
+        (c["title"], c["key"], "higher is better" if c["higher_is_better"] else "lower is better")
+        for t in tests
+        for c in decl[t]["columns"]
     ]
     cols = [c for c in cols if any(c[1] in v["scores"] for v in s["methods"].values())]
     rows = []
@@ -536,10 +539,7 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
                     for _, k, _ in cols
                 ],
                 "passed": [
-                    "control"
-                    if v["control"]
-                    else ("—" if v["passed"].get(t) is None else "pass" if v["passed"][t] else "FAIL")
-                    for t in tests
+                    _cell(verdict_word(m, v["passed"].get(t), t in v["passed"])) for t in tests
                 ],
             }
         )
