@@ -51,7 +51,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
             subfolders (a ``val/`` missing beside ``train/`` is also cut from train).
         skip_bad_rows: skip bad files and empty class folders (listed in ``.skipped``).
         image_size: resize to this side; ``None`` keeps the images' size if they all share one,
-            else 128.
+            else the size most of them share (else 128), with a warning naming the odd images.
         channels: 1 or 3; ``None``: 1 if every image is grey, else 3.
         cache: reuse the decoded pixels when no file changed (see ``cnnlens.data.cache``).
 

@@ -36,7 +36,7 @@ def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, s
         seed, val_fraction: the stratified val split, used only when there is no ``validation/``.
         skip_bad_rows: skip bad files (listed in ``.skipped``) instead of raising.
         image_size: side of the square the photos are resized to (``None``: their own size if they
-            all share one, else 128).
+            all share one, else the size most share, else 128, with a warning naming the odd ones).
         cache: reuse decoded pixels when no file changed.
 
     Returns:

@@ -145,8 +145,9 @@ def warn_missing_classes(root: Path, labels: torch.Tensor, splits: dict[str, tor
         what = "these classes" if len(missing) > 1 else "this class"
         names = ", ".join(repr(classes[k]) for k in missing[:8]) + (", ..." if len(missing) > 8 else "")
         if cut and s in cut:
-            fix = (f"the seeded split left no image of {what} there (too few images): add images"
-                   + (", or cut a larger share with val_fraction (CLI: --val-fraction)" if s == "val" else ""))
+            fix = f"the seeded split left no image of {what} there (too few images): add images"
+            if s == "val":
+                fix += ", or cut a larger share with val_fraction (CLI: --val-fraction)"
         elif where is not None:
             fix = "add images to " + "; ".join(where(s, k) for k in missing[:3]) + (
                 "; ..." if len(missing) > 3 else "")

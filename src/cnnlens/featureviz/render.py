@@ -73,8 +73,8 @@ def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, 
         raise CnnlensTypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
     valid = [n for n in named if n]
     raise CnnlensError(
-        f"layer {layer!r} does not exist in {type(model).__name__}{did_you_mean(layer, valid)}; valid layer names: "
-        f"{', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
+        f"layer {layer!r} does not exist in {type(model).__name__}{did_you_mean(layer, valid)}; "
+        f"valid layer names: {', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
     )
 
 

@@ -209,9 +209,10 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
             raise CnnlensError(f"split {s!r} of {ds.name!r} has unlabeled images; it cannot be used for training")
     seen = torch.unique(ds.labels[ds.splits["train"]]).tolist()
     if len(seen) < 2:
-        raise CnnlensError(f"the train split of {ds.name!r} holds images of {len(seen)} class(es) "
-                           f"({', '.join(repr(ds.classes[k]) for k in seen)}) of {ds.num_classes}; a classifier "
-                           "needs at least two: add training images of the other classes")
+        names = ", ".join(repr(ds.classes[k]) for k in seen)
+        raise CnnlensError(f"the train split of {ds.name!r} holds images of {len(seen)} class(es) ({names}) "
+                           f"of {ds.num_classes}; a classifier needs at least two: add training images of "
+                           "the other classes")
     c, h, w = ds.channels, *ds.size
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     net = model if isinstance(model, nn.Module) else create_model(
@@ -305,10 +306,12 @@ def _split_hint(ds: ImageDataset, cfg: RunConfig, split: str) -> str:
     smallest = int(counts[counts > 0].min()) if bool((counts > 0).any()) else 0
     # the seeded split gives a class of n images round(f * n) val images: f * n > 0.5 gives one
     need = math.ceil((0.5 / max(smallest, 1) + 1e-9) * 20) / 20
-    share = (f"--val-fraction {need:g}, so that the smallest class ({smallest} training images) gets a val image; "
-             f"Python: load_dataset(spec, val_fraction={need:g})" if smallest >= 2 and need < 0.5 else
-             "a larger --val-fraction (Python: load_dataset(spec, val_fraction=...)) once every class "
-             "has a few images")
+    if smallest >= 2 and need < 0.5:
+        share = (f"--val-fraction {need:g}, so that the smallest class ({smallest} training images) gets "
+                 f"a val image; Python: load_dataset(spec, val_fraction={need:g})")
+    else:
+        share = ("a larger --val-fraction (Python: load_dataset(spec, val_fraction=...)) once every class "
+                 "has a few images")
     return (f": the validation share (val_fraction {cfg.data.val_fraction:g}) is cut per class and left "
             f"no image there; pass {share}, or add a val/ (validation/) folder beside train/")
 
