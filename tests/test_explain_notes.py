@@ -75,7 +75,8 @@ def test_data_section_says_every_class_when_classes_tie():
     # one class, and ties at either end
     one = [f["text"] for f in data_findings({**info, "classes": ["Bread"], "counts": {"train": [6]}})]
     assert "The train split has one class, Bread (6 images)." in one
-    tie = [f["text"] for f in data_findings({**info, "classes": ["a", "b", "c"], "counts": {"train": [9, 9, 3]}})]
+    three = {**info, "classes": ["a", "b", "c"], "counts": {"train": [9, 9, 3]}}
+    tie = [f["text"] for f in data_findings(three)]
     assert ("In the train split the largest classes are a and b (9 images each) and the smallest c "
             "(3 images): an imbalance of 3.00×.") in tie
 
@@ -94,8 +95,8 @@ def test_featuremap_caption_of_a_wide_layer_reads_well(demo_run):
     k = got["shape"][1]
     assert got["shape"][1:] == fm["shape"] and k > 64
     page = _one_line(html.unescape((out / "report" / "index.html").read_text()))
-    assert f"The first 64 of the {k} feature maps of {fm['layer']} ({fm['shape'][1]}×{fm['shape'][2]} pixels:" \
-        in page
+    h, w = fm["shape"][1:]
+    assert f"The first 64 of the {k} feature maps of {fm['layer']} ({h}×{w} pixels:" in page
     assert "(, " not in page
 
 

@@ -24,7 +24,9 @@ def test_unknown_method_lists_valid_names():
     import torch
 
     m = cnnlens.create_model("compact", 1, 3, 16)
-    with pytest.raises(ValueError, match=r"unknown explanation method 'gradcamm' \(did you mean 'gradcam'.*\); valid explanation method names: ") as e:
+    with pytest.raises(ValueError, match=r"unknown explanation method 'gradcamm' "
+                       r"\(did you mean 'gradcam'.*\); "
+                       r"valid explanation method names: ") as e:
         cnnlens.explain(m, torch.zeros(1, 1, 16, 16), "gradcamm")
     valid = str(e.value).split("names: ")[1].split(", ")
     assert set(cnnlens.methods()) <= set(valid)

@@ -44,9 +44,9 @@ def map_notes(model: nn.Module, x: torch.Tensor, results: Mapping[str, Explanati
         finer = finer_layer(model, x[:1], (h, w))
         hint = (f" A finer layer is {finer[0]!r} ({finer[1][0]}×{finer[1][1]}): pass --layer {finer[0]} "
                 f"(Python: layer={finer[0]!r})." if finer else " No Conv2d of the model has a finer map.")
-        notes.append(f"{_join(methods)} at layer {layer!r} {'give' if len(methods) > 1 else 'gives'} a coarse "
-                     f"{h}×{w} map (upsampled to {x.shape[-2]}×{x.shape[-1]}): it can only tell large regions "
-                     f"apart.{hint}")
+        verb = "give" if len(methods) > 1 else "gives"
+        notes.append(f"{_join(methods)} at layer {layer!r} {verb} a coarse {h}×{w} map (upsampled to "
+                     f"{x.shape[-2]}×{x.shape[-1]}): it can only tell large regions apart.{hint}")
     for note in notes:
         log.warning("%s", note)
     return notes
