@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import cli
 
@@ -22,7 +24,9 @@ def test_unknown_method_lists_valid_names():
     import torch
 
     m = cnnlens.create_model("compact", 1, 3, 16)
-    with pytest.raises(ValueError, match=r"unknown explanation method 'gradcamm'; valid explanation method names: ") as e:
+    with pytest.raises(ValueError, match=r"unknown explanation method 'gradcamm' "
+                       r"\(did you mean 'gradcam'.*\); "
+                       r"valid explanation method names: ") as e:
         cnnlens.explain(m, torch.zeros(1, 1, 16, 16), "gradcamm")
     valid = str(e.value).split("names: ")[1].split(", ")
     assert set(cnnlens.methods()) <= set(valid)
@@ -41,3 +45,33 @@ def test_cli_choices_come_from_registries_and_errors_are_clear(tmp_path, capsys)
     listing = capsys.readouterr().out
     for name in cnnlens.methods():
         assert name in listing
+
+
+def test_typos_get_did_you_mean_in_the_cli_and_the_library(tmp_path):
+    import torch
+
+    from cnnlens.errors import CnnlensError
+    from cnnlens.metrics import TRUST_METRICS
+    from cnnlens.registry import did_you_mean
+
+    # model and dataset names at the command line
+    p = cli("train", "--data", "digits", "--model", "compcat", "--out", str(tmp_path / "r"), check=False)
+    assert p.returncode == 2 and "unknown model 'compcat' (did you mean 'compact'?)" in p.stderr
+    p = cli("data", "inspect", "digts", "--out", str(tmp_path / "d"), check=False)
+    assert p.returncode == 2 and "(did you mean 'digits'?)" in p.stderr
+    # explanation methods and layers
+    m = cnnlens.create_model("compact", 1, 3, 16)
+    x = torch.zeros(1, 1, 16, 16)
+    with pytest.raises(CnnlensError, match=r"'saliancy' \(did you mean 'saliency'\?\)"):
+        cnnlens.explain(m, x, "saliancy")
+    with pytest.raises(CnnlensError, match=r"layer 'cnn.12x' does not exist in \w+ \(did you mean 'cnn.12'"):
+        cnnlens.explain(m, x, "gradcam", layer="cnn.12x")
+    # trust metrics: the same registry message
+    name = TRUST_METRICS.names()[0]
+    with pytest.raises(CnnlensError, match=re.escape(f"(did you mean {name!r}")):
+        TRUST_METRICS.get(name[:-1] + "x")
+    # nothing close: no suggestion, still the valid names
+    assert did_you_mean("zzzz", ["saliency", "gradcam"]) == ""
+    with pytest.raises(CnnlensError) as e:
+        cnnlens.create_model("zzzz")
+    assert "did you mean" not in str(e.value) and "valid model names:" in str(e.value)

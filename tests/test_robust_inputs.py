@@ -145,7 +145,8 @@ PY_CASES: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
      r"target must be None, 'pred', 'label'"),
     # a layer name that does not exist: the error lists the valid names
     ("explain-layer", lambda t: cnnlens.explain(Tiny(), _x(), "gradcam", layer="features.9"), ValueError,
-     r"layer 'features.9' does not exist in Tiny; valid layer names: features, features.0, features.1, pool, head"),
+     r"layer 'features.9' does not exist in Tiny \(did you mean .*'features.0'.*\); valid layer names: features, "
+     r"features.0, features.1, pool, head"),
     ("explain_many-layer", lambda t: explain_many(Tiny(), _x(), ["gradcam", "saliency"], layer="conv"),
      ValueError, r"valid layer names: features, features.0"),
     ("stream-layer", lambda t: _stream(t, methods=["gradcam"], layer="nope"), ValueError,
@@ -227,7 +228,7 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
      ["image index 5000 is out of range"]),
     ("explain-layer", lambda t: ["explain", str(make_run(t / "r")), "--methods", "gradcam", "--layer", "cnn.99",
                                  "--images", "0"],
-     ["layer 'cnn.99' does not exist in CompactCNN; valid layer names: cnn, cnn.0, cnn.1"]),
+     ["layer 'cnn.99' does not exist in CompactCNN (did you mean 'cnn.9", "valid layer names: cnn, cnn.0, cnn.1"]),
     ("explain-method", lambda t: ["explain", str(make_run(t / "r")), "--methods", "gradcam,nope", "--images", "0"],
      ["nope", "gradcam", "saliency"]),
     ("train-empty-folder", lambda t: ["train", "--data", _empty_folder(t), "--out", str(t / "r")],

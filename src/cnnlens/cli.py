@@ -341,6 +341,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
     p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")
     p.add_argument("--restart", action="store_true", help="with --all: discard what --out-dir holds and start again")
+    p.add_argument("--force-guided", action="store_true", help="run guided_backprop, deconvnet and guided_gradcam "
+                   "on a model that applies activations functionally (F.relu): a mixed result, with a warning")
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -358,7 +360,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         with Progress(f"explaining {args.split}") as cb:
             res = explain_stream(run.model, ds.images, run.mean, run.std, methods, out, target=target,
                                  labels=ds.labels, indices=ds.indices(args.split), chunk_size=args.chunk_size,
-                                 overwrite=args.restart, progress=cb, layer=args.layer)
+                                 overwrite=args.restart, progress=cb, layer=args.layer,
+                                 method_options=_forced(methods, args.force_guided))
         console.print(f"explained {res.manifest['settings']['n']:,} {args.split} images with {', '.join(methods)}"
                       f" in {res.manifest['chunks']} chunks -> {out} (read it with cnnlens.explain.read_stream)")
         return 0
@@ -370,9 +373,18 @@ def _run_explain(args: argparse.Namespace) -> int:
             raise CnnlensError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
         explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb,
-                    layer=args.layer)
+                    layer=args.layer, method_options=_forced(methods, args.force_guided))
     console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
+
+
+def _forced(methods: list[str], force: bool) -> dict[str, dict[str, bool]] | None:
+    """``--force-guided``: ``force=True`` for each chosen method that takes it (the guided ones)."""
+    from .explain import METHODS
+
+    if not force:
+        return None
+    return {m: {"force": True} for m in methods if "force" in getattr(METHODS.get(m), "option_names", ())}
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -252,8 +252,10 @@ def explain_run(
     progress: Progress = None,
     result: EvalResult | None = None,
     layer: str | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Explain chosen images of a run with each method (``layer``: the CAM layer, default the last conv);
+    """Explain chosen images of a run with each method (``layer``: the CAM layer, default the last conv;
+    ``method_options``: per-method options, e.g. ``{"guided_backprop": {"force": True}}``);
     writes ``RUN/explain/`` (one ``<method>.npy`` per method, ``explanations.json`` and ``grid.png``).
     Images default to ``per_class`` correctly classified images per class of ``split`` (from ``result``
     when given, else evaluated here). Returns the JSON index."""
@@ -291,6 +293,7 @@ def explain_run(
             indices=indices,
             progress=progress,
             layer=layer,
+            method_options=method_options,
         )
     return read_json(run.path / "explain" / "explanations.json")
 

@@ -6,7 +6,8 @@ unknown name both come from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from .errors import CnnlensError
@@ -76,7 +77,8 @@ class Registry(Generic[T]):
         valid = ", ".join(self.names())
         extra = "".join(f", {p}:<name>" for p in self._prefixes)
         extra += "".join(f", {form}" for form, _ in self._resolvers)
-        return f"unknown {self.kind} {name!r}; valid {self.kind} names: {valid}{extra}"
+        return (f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                f"valid {self.kind} names: {valid}{extra}")
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -100,7 +102,29 @@ class Registry(Generic[T]):
         return self._entries[name].description
 
 
+def did_you_mean(name: object, candidates: Iterable[object]) -> str:
+    """``" (did you mean 'x' or 'y'?)"``: the closest of ``candidates`` to a mistyped ``name``
+    (``difflib``, case-insensitive), or ``""`` when none is close.
+
+    >>> did_you_mean("gradcm", ["saliency", "gradcam", "gradcam_pp"])
+    " (did you mean 'gradcam' or 'gradcam_pp'?)"
+    """
+    if not isinstance(name, str) or not name:
+        return ""
+    names = [str(c) for c in candidates]
+    lower: dict[str, str] = {}
+    for c in names:
+        lower.setdefault(c.lower(), c)
+    close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)]
+    if not close:
+        return ""
+    quoted = [repr(c) for c in close]
+    words = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f" (did you mean {words}?)"
+
+
 def check_choice(kind: str, value: Any, valid: list[str] | tuple[str, ...]) -> None:
     """Raise a ValueError naming `kind`, the bad value and the valid choices."""
     if value not in valid:
-        raise CnnlensError(f"{kind} must be one of {', '.join(map(str, valid))}; got {value!r}")
+        raise CnnlensError(f"{kind} must be one of {', '.join(map(str, valid))}; got {value!r}"
+                           f"{did_you_mean(value, valid)}")

@@ -113,17 +113,56 @@ def decode_files(files: list[Path], size: tuple[int, int], channels: int, *, wor
     return Decoded(images=images, ok=ok, bad=bad)
 
 
+def common_size(root: Path, files: list[Path], sizes: list[tuple[int, int]], default_size: int
+                ) -> tuple[tuple[int, int], str]:
+    """The ``(W, H)`` to decode ``files`` (of header ``sizes``) at when no size was asked for, and a
+    warning ("" when every image has that size).
+
+    One size: that size. Several: the size more than half of the images share (the odd ones are
+    resized to it), else ``default_size`` squared. The warning names the odd images (count and the
+    first five), the chosen size and how to choose it.
+    """
+    if not sizes:
+        return (default_size, default_size), ""
+    tally: dict[tuple[int, int], int] = {}
+    for wh in sizes:
+        tally[wh] = tally.get(wh, 0) + 1
+    top, n = max(tally.items(), key=lambda kv: kv[1])
+    if len(tally) == 1:
+        return top, ""
+    if 2 * n > len(sizes):
+        chosen, why = top, f"the size of {n} of the {len(sizes)} images"
+    else:
+        chosen, why = (default_size, default_size), f"no size is shared by most of the {len(sizes)} images"
+    odd = [(f, wh) for f, wh in zip(files, sizes) if wh != chosen]
+    shown = ", ".join(f"{_rel(f, root)} ({w}x{h})" for f, (w, h) in odd[:5])
+    shown += ", ..." if len(odd) > 5 else ""
+    note = (f"{root}: images have {len(tally)} different sizes; {len(odd)} image(s) are resized to "
+            f"{chosen[0]}x{chosen[1]} ({why}): {shown}. Set the size explicitly with image_size=N "
+            "(CLI: --image-size N) for N x N")
+    return chosen, note
+
+
+def _rel(f: Path, root: Path) -> str:
+    try:
+        return str(f.relative_to(root))
+    except ValueError:
+        return str(f)
+
+
 def decode_folder(kind: str, root: Path, files: list[Path], *, size: tuple[int, int] | None,
                   channels: int | None, cache: bool = True, workers: int | None = None,
                   default_size: int = 128,
                   progress: Callable[[int, int], None] | None = None) -> Decoded:
     """Decode ``files`` under ``root`` through the cache.
 
-    ``size=None`` keeps the images' own size when all share one, else resizes to
-    ``default_size`` squared; ``channels=None`` gives 1 when every image is grey, else 3. Both are
+    ``size=None`` keeps the images' own size when all share one, else :func:`common_size` (the
+    size most of them share, else ``default_size`` squared, with a warning naming the odd ones);
+    ``channels=None`` gives 1 when every image is grey, else 3. Both are
     read from the file headers. Files that cannot be read are reported in ``Decoded.bad``.
     """
-    options = {"size": size, "channels": channels, "default_size": default_size}
+    # "sizing": the rule of common_size, so pixels cached under the older rule (any mix -> 128) are not reused
+    options = {"size": size, "channels": channels, "default_size": default_size, "sizing": "common"}
     key = _cache.fingerprint(kind, root, files, options) if cache else None
     if key is not None:
         hit = _cache.load(key)
@@ -132,9 +171,12 @@ def decode_folder(kind: str, root: Path, files: list[Path], *, size: tuple[int, 
             bad = {int(k): v for k, v in meta.get("bad", {}).items()}
             ok = tensors["ok"].tolist()
             if len(ok) + len(bad) == len(files):
+                if meta.get("note"):
+                    log.warning("%s", meta["note"])  # the same warning as the first time
                 return Decoded(images=tensors["images"], ok=ok, bad=bad, from_cache=True)
     bad: dict[int, str] = {}
     todo = list(range(len(files)))
+    note = ""
     if size is None or channels is None:
         with ThreadPoolExecutor(_workers(workers)) as ex:
             probes = list(ex.map(probe, files))
@@ -144,14 +186,9 @@ def decode_folder(kind: str, root: Path, files: list[Path], *, size: tuple[int, 
         good = [pr for pr in probes if not isinstance(pr, str)]
         todo = [i for i in todo if i not in bad]
         if size is None:
-            sizes = {pr[0] for pr in good}
-            if len(sizes) == 1:
-                size = sizes.pop()
-            else:
-                size = (default_size, default_size)
-                if sizes:
-                    log.info("%s: images have %d different sizes; resizing all to %dx%d (set image_size "
-                             "to choose)", root, len(sizes), default_size, default_size)
+            size, note = common_size(root, [files[i] for i in todo], [pr[0] for pr in good], default_size)
+            if note:
+                log.warning("%s", note)
         if channels is None:
             channels = 1 if good and all(pr[1] == 1 for pr in good) else 3
     dec = decode_files([files[i] for i in todo], size, channels, workers=workers, progress=progress)
@@ -161,5 +198,5 @@ def decode_folder(kind: str, root: Path, files: list[Path], *, size: tuple[int, 
     result = Decoded(images=dec.images, ok=ok, bad=dict(sorted(bad.items())))
     if key is not None:
         _cache.save(key, {"images": result.images, "ok": torch.tensor(ok, dtype=torch.int64)},
-                    {"bad": {str(k): v for k, v in result.bad.items()}, "root": str(root)})
+                    {"bad": {str(k): v for k, v in result.bad.items()}, "root": str(root), "note": note})
     return result

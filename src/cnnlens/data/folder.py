@@ -51,7 +51,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
             subfolders (a ``val/`` missing beside ``train/`` is also cut from train).
         skip_bad_rows: skip bad files and empty class folders (listed in ``.skipped``).
         image_size: resize to this side; ``None`` keeps the images' size if they all share one,
-            else 128.
+            else the size most of them share (else 128), with a warning naming the odd images.
         channels: 1 or 3; ``None``: 1 if every image is grey, else 3.
         cache: reuse the decoded pixels when no file changed (see ``cnnlens.data.cache``).
 
@@ -127,8 +127,13 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
         # no val/ folder: cut val from train/, keep the other given splits
         kept = [(f, lab, "all" if s == "train" else s) for f, lab, s in kept]
         fractions = {"train": 1.0 - val_fraction, "val": val_fraction}
+    folder_of = {s: d.name for d, s in split_dirs.items()}
+
+    def where(split: str, label: int) -> str:
+        return str(root / folder_of.get(split, split) / classes[label]) + "/"
+
     return assemble("folder", root, images, kept, classes, ids=[str(f.relative_to(root)) for f, _, _ in kept],
-                    skipped=skipped, split_fractions=fractions, seed=seed)
+                    skipped=skipped, split_fractions=fractions, seed=seed, where=where)
 
 
 def _detect(p: Path) -> bool:

@@ -36,7 +36,7 @@ def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, s
         seed, val_fraction: the stratified val split, used only when there is no ``validation/``.
         skip_bad_rows: skip bad files (listed in ``.skipped``) instead of raising.
         image_size: side of the square the photos are resized to (``None``: their own size if they
-            all share one, else 128).
+            all share one, else the size most share, else 128, with a warning naming the odd ones).
         cache: reuse decoded pixels when no file changed.
 
     Returns:
@@ -92,8 +92,13 @@ def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, s
     if "validation" not in dirs and val_fraction > 0 and any(s == "train" and lab >= 0 for _, lab, s in kept):
         kept = [(f, lab, "all" if s == "train" else s) for f, lab, s in kept]
         fractions = {"train": 1.0 - val_fraction, "val": val_fraction}
+    folder_of = {FOOD11_SPLITS[n]: n for n in dirs}
+
+    def where(split: str, label: int) -> str:
+        return f"{folder_of.get(split, split)}/ as {label}_<index>.jpg ({FOOD11_CLASSES[label]})"
+
     return assemble("food11", root, images, kept, list(FOOD11_CLASSES), ids=[f.name for f, _, _ in kept],
-                    skipped=skipped, split_fractions=fractions, seed=seed)
+                    skipped=skipped, split_fractions=fractions, seed=seed, where=where)
 
 
 def _detect(p: Path) -> bool:

@@ -73,11 +73,14 @@ def _side(image_size: object) -> int:
 
 def assemble(name: str, root: Path, images: torch.Tensor, entries: list[tuple[Path, int, str]],
              classes: list[str], *, ids: list[str], skipped: list[str],
-             split_fractions: dict[str, float], seed: int) -> ImageDataset:
+             split_fractions: dict[str, float], seed: int,
+             where: Callable[[str, int], str] | None = None) -> ImageDataset:
     """Build the dataset from ``(file, label, split)`` entries.
 
     Entries of split ``"all"`` are cut by a seeded stratified split with ``split_fractions``;
-    entries of ``train``/``val``/``test`` keep their split.
+    entries of ``train``/``val``/``test`` keep their split. A labeled split that lacks a class is
+    logged as a warning (:func:`warn_missing_classes`); ``where(split, label)`` says where the
+    class's images of a given (not cut) split belong.
     """
     if not entries:
         raise CnnlensError(f"{root}: no images could be loaded; every file was skipped")
@@ -87,11 +90,13 @@ def assemble(name: str, root: Path, images: torch.Tensor, entries: list[tuple[Pa
     names = [e[2] for e in entries]
     parts: dict[str, list[torch.Tensor]] = {}
     cut = torch.tensor([i for i, s in enumerate(names) if s == "all"], dtype=torch.int64)
+    cut_splits: set[str] = set()  # splits made (partly) by the seeded split
     if len(cut):
         fr = {k: v for k, v in split_fractions.items() if v > 0}
         got = stratified_split(labels[cut], fr, seed) if len(fr) > 1 else {next(iter(fr)): torch.arange(len(cut))}
         for k, v in got.items():
             parts.setdefault(k, []).append(cut[v])
+            cut_splits.add(k)
     for s in ("train", "val", "test"):
         idx = [i for i, n in enumerate(names) if n == s]
         if idx:
@@ -99,6 +104,7 @@ def assemble(name: str, root: Path, images: torch.Tensor, entries: list[tuple[Pa
     splits = {s: torch.cat(parts[s]).sort().values for s in ("train", "val", "test")
               if s in parts and sum(len(t) for t in parts[s])}
     mean, std = channel_stats(_rows(images, splits.get("train")))
+    warn_missing_classes(root, labels, splits, classes, cut=cut_splits, where=where)
     return ImageDataset(name=name, images=images, labels=labels, classes=classes, splits=splits, mean=mean,
                         std=std, ids=ids, source=str(root), skipped=skipped)
 
@@ -110,3 +116,47 @@ def _rows(images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool((idx.diff() == 1).all()):
         return images[int(idx[0]):int(idx[-1]) + 1]
     return images[idx]
+
+
+_ROLE = {"train": "the model cannot learn or predict {what}",
+         "val": "the validation accuracy (which picks the best epoch) does not cover {what}",
+         "test": "the test evaluation does not cover {what}"}
+
+
+def warn_missing_classes(root: Path, labels: torch.Tensor, splits: dict[str, torch.Tensor],
+                         classes: list[str], *, cut: set[str] | None = None,
+                         where: Callable[[str, int], str] | None = None) -> list[str]:
+    """Log a warning for each labeled split that has no image of some class; returns the lines.
+
+    Unlabeled splits (every label ``-1``) are prediction-only and not checked. ``cut``: the splits
+    made by the seeded split (their fix is more images or another fraction); ``where(split, label)``
+    says where the class's images of a given split belong.
+    """
+    lines = []
+    for s, idx in splits.items():
+        lab = labels[idx]
+        lab = lab[lab >= 0]
+        if not len(lab):
+            continue
+        have = torch.bincount(lab, minlength=len(classes))
+        missing = [k for k in range(len(classes)) if have[k] == 0]
+        if not missing:
+            continue
+        what = "these classes" if len(missing) > 1 else "this class"
+        names = ", ".join(repr(classes[k]) for k in missing[:8]) + (", ..." if len(missing) > 8 else "")
+        if cut and s in cut:
+            fix = f"the seeded split left no image of {what} there (too few images): add images"
+            if s == "val":
+                fix += ", or cut a larger share with val_fraction (CLI: --val-fraction)"
+        elif where is not None:
+            fix = "add images to " + "; ".join(where(s, k) for k in missing[:3]) + (
+                "; ..." if len(missing) > 3 else "")
+        else:
+            fix = f"add images of {what} to the {s} split"
+        role = _ROLE.get(s, "{what} is missing there").format(what=what)
+        who = (f"class {names} has" if len(missing) == 1
+               else f"{len(missing)} of {len(classes)} classes ({names}) have")
+        line = f"{root}: {who} no image in the {s} split, so {role}; {fix}"
+        log.warning("%s", line)
+        lines.append(line)
+    return lines

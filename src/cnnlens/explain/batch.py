@@ -20,6 +20,7 @@ from torch import nn
 from ..io import write_json, write_npy
 from .core import Explanation, TargetSpec
 from .many import explain_many
+from .notes import map_notes
 from ..errors import CnnlensError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
     results = explain_many(model, x, list(methods), target=targets, layer=layer, labels=lab,
                            chunk_size=chunk_size, progress=progress, method_options=method_options, **options)
     results = {m: _to_cpu(e) for m, e in results.items()}
+    notes = map_notes(model, x, results, idx)  # zero maps, coarse CAM layer: logged, and kept for the report
     if out_dir is None:
         return results
     out = Path(out_dir)
@@ -116,6 +118,7 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
         "probs": first.probs.tolist(),
         "classes": list(classes) if classes is not None else None,
         "methods": {},
+        "notes": notes,
     }
     for m, e in results.items():
         name = _file_name(m)

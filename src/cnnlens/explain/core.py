@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Registry
+from ..registry import Registry, did_you_mean
 from ..errors import CnnlensError, CnnlensTypeError
 
 TargetSpec = None | int | str | Sequence[int] | torch.Tensor
@@ -276,8 +276,8 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str,
         _refuse_torchscript(named[layer])
         return layer, named[layer]
     valid = [n for n in named if n]
-    raise CnnlensError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
-                     f"{', '.join(valid)}")
+    raise CnnlensError(f"layer {layer!r} does not exist in {type(model).__name__}"
+                     f"{did_you_mean(layer, valid)}; valid layer names: {', '.join(valid)}")
 
 
 _DEFAULT_LAYER: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()

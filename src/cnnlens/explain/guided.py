@@ -152,7 +152,8 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
                 if state["calls"] else "has no activation module (nn.ReLU, ...) to modify")
         msg = (f"{rule} needs the model's activations as modules, but {type(model).__name__} {what}; "
                "the result would be (partly) a plain gradient. Replace F.relu(x) with an nn.ReLU "
-               "module in the model, or pass force=True to accept the mixed result")
+               "module in the model, or accept the mixed result: force=True in Python "
+               "(cnnlens.explain(model, x, METHOD, force=True)), --force-guided with cnnlens explain")
         if not force:
             raise CnnlensError(msg)
         log.warning("%s (forced)", msg)

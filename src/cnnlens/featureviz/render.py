@@ -27,6 +27,7 @@ from . import objectives as obj
 from . import transforms as T
 from .param import ImageParam, make_param
 from ..errors import CnnlensError, CnnlensTypeError
+from ..registry import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, 
         raise CnnlensTypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
     valid = [n for n in named if n]
     raise CnnlensError(
-        f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
-        f"{', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
+        f"layer {layer!r} does not exist in {type(model).__name__}{did_you_mean(layer, valid)}; "
+        f"valid layer names: {', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
     )
 
 

@@ -140,21 +140,46 @@ def data_findings(info: dict[str, Any]) -> list[Finding]:
     split = "train" if "train" in info["counts"] else next(iter(info["counts"]))
     cnt = info["counts"][split]
     if cnt and max(cnt) > 0:
-        hi, lo = int(np.argmax(cnt)), int(np.argmin(cnt))
-        ratio = f"{cnt[hi] / cnt[lo]:.2f}×" if cnt[lo] else "unbounded (a class has none)"
-        out.append(
-            _f(
-                f"In the {split} split the largest class is {info['classes'][hi]} ({cnt[hi]:,} images) and "
-                "the "
-                f"smallest {info['classes'][lo]} ({cnt[lo]:,} images): an imbalance of {ratio}.",
-                src + f": counts.{split}",
+        out.append(_f(_balance(split, info["classes"], cnt), src + f": counts.{split}"))
+    for s, per_class in info["counts"].items():
+        none = [info["classes"][k] for k, v in enumerate(per_class) if v == 0]
+        if none and sum(per_class) > 0:  # a labeled split without some class (unlabeled splits count nothing)
+            out.append(
+                _f(
+                    f"The {s} split has no image of {_names(none)}: "
+                    + ("the model cannot learn or predict " if s == "train" else "its numbers do not cover ")
+                    + ("them." if len(none) > 1 else "it."),
+                    src + f": counts.{s}",
+                )
             )
-        )
     if info.get("skipped"):
         out.append(
             _f(f"{info['skipped']:,} rows or files could not be read and were skipped.", src + ": skipped")
         )
     return out
+
+
+def _names(names: list[str], most: int = 6) -> str:
+    shown = names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _balance(split: str, classes: list[str], cnt: list[int]) -> str:
+    """One sentence on the class balance of a split: every class equal, or the largest and smallest
+    (all classes tied at either end are named)."""
+    if len(cnt) == 1:
+        return f"The {split} split has one class, {classes[0]} ({cnt[0]:,} images)."
+    hi, lo = max(cnt), min(cnt)
+    if hi == lo:
+        return f"In the {split} split every class has {hi:,} images: the classes are balanced."
+    top = [classes[k] for k, v in enumerate(cnt) if v == hi]
+    low = [classes[k] for k, v in enumerate(cnt) if v == lo]
+    ratio = f"an imbalance of {hi / lo:.2f}×" if lo else "an unbounded imbalance (a class has none)"
+    largest = (f"the largest class is {top[0]} ({hi:,} images)" if len(top) == 1
+               else f"the largest classes are {_names(top)} ({hi:,} images each)")
+    smallest = (f"the smallest {low[0]} ({lo:,} images)" if len(low) == 1
+                else f"the smallest {_names(low)} ({lo:,} each)")
+    return f"In the {split} split {largest} and {smallest}: {ratio}."
 
 
 def model_findings(summary: dict[str, Any]) -> list[Finding]:

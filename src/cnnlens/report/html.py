@@ -417,7 +417,8 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
                 + (f"Layers: {layers}. " if layers else "")
                 + "Unsigned maps: jet colormap, divided per image by the 99.5th percentile of the map and "
                 "clipped; signed maps: red = evidence for the class, blue = against, divided by the 99.5th "
-                "percentile of |value| and clipped to ±1.",
+                "percentile of |value| and clipped to ±1."
+                + "".join(f" Note: {n}" for n in index.get("notes", [])),
             )
         )
         # where the mass falls, per class and method
@@ -599,7 +600,7 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
         _copy(fv / fm["figure"], out / name)
         k = fm["shape"][0]
         shown = (
-            f"Every feature map of {fm['layer']} ({k} filters"
+            f"Every feature map of {fm['layer']} ({k} filters, "
             if k <= 64
             else f"The first 64 of the {k} feature maps of {fm['layer']} ("
         )
@@ -607,7 +608,7 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 name,
                 f"feature maps of {fm['layer']}",
-                f"{shown}, {fm['shape'][1]}×{fm['shape'][2]} pixels: the output of module {fm['layer']}, "
+                f"{shown}{fm['shape'][1]}×{fm['shape'][2]} pixels: the output of module {fm['layer']}, "
                 "before "
                 f"any ReLU that follows it) for test image #{fm['image']} (class {fm['class']}), shown "
                 "beside the image; each map "

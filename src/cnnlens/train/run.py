@@ -204,9 +204,15 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     for s in ("train", "val"):
         if s not in ds.splits or len(ds.splits[s]) == 0:
             raise CnnlensError(f"dataset {ds.name!r} has no {s!r} split (splits: {', '.join(ds.splits)}); "
-                             "training needs train and val")
+                               f"training needs train and val{_split_hint(ds, cfg, s)}")
         if (ds.labels[ds.splits[s]] < 0).any():
             raise CnnlensError(f"split {s!r} of {ds.name!r} has unlabeled images; it cannot be used for training")
+    seen = torch.unique(ds.labels[ds.splits["train"]]).tolist()
+    if len(seen) < 2:
+        names = ", ".join(repr(ds.classes[k]) for k in seen)
+        raise CnnlensError(f"the train split of {ds.name!r} holds images of {len(seen)} class(es) ({names}) "
+                           f"of {ds.num_classes}; a classifier needs at least two: add training images of "
+                           "the other classes")
     c, h, w = ds.channels, *ds.size
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     net = model if isinstance(model, nn.Module) else create_model(
@@ -289,6 +295,25 @@ def _interrupted(out: Path, completed: int) -> None:
     hint = resume_hint(out, completed)
     log.warning("%s", hint)
     raise TrainingInterrupted(hint) from None
+
+
+def _split_hint(ds: ImageDataset, cfg: RunConfig, split: str) -> str:
+    """The fix for a missing train or val split: where its images go, or a val share that works."""
+    if split != "val":
+        return ": give the data a training split (a train/ folder, or a labeled train.csv)"
+    lab = ds.labels[ds.splits["train"]] if "train" in ds.splits else ds.labels
+    counts = torch.bincount(lab[lab >= 0], minlength=ds.num_classes)  # train only: errs on the large side
+    smallest = int(counts[counts > 0].min()) if bool((counts > 0).any()) else 0
+    # the seeded split gives a class of n images round(f * n) val images: f * n > 0.5 gives one
+    need = math.ceil((0.5 / max(smallest, 1) + 1e-9) * 20) / 20
+    if smallest >= 2 and need < 0.5:
+        share = (f"--val-fraction {need:g}, so that the smallest class ({smallest} training images) gets "
+                 f"a val image; Python: load_dataset(spec, val_fraction={need:g})")
+    else:
+        share = ("a larger --val-fraction (Python: load_dataset(spec, val_fraction=...)) once every class "
+                 "has a few images")
+    return (f": the validation share (val_fraction {cfg.data.val_fraction:g}) is cut per class and left "
+            f"no image there; pass {share}, or add a val/ (validation/) folder beside train/")
 
 
 def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any,
