@@ -94,7 +94,7 @@ def test_import_third_party_model_then_evaluate_predict_explain_report(third_par
 
     cli("evaluate", str(run), "--trust-code")
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert metrics["accuracy"] == pytest.approx(float((own == ds.labels[idx]).float().mean()), abs=1e-12)
+    assert metrics["accuracy"] == int((own == ds.labels[idx]).sum()) / len(idx)
 
     cli("explain", str(run), "--methods", "saliency,gradcam", "--trust-code")
     assert (run / "explain" / "saliency.npy").exists() and (run / "explain" / "gradcam.npy").exists()
@@ -105,7 +105,6 @@ def test_import_third_party_model_then_evaluate_predict_explain_report(third_par
     assert 'id="training"' not in page and 'id="data"' in page and 'id="failures"' in page
 
 
-@pytest.mark.slow
 def test_wrong_normalization_changes_predictions_and_the_run_uses_the_recorded_one(third_party, tmp_path):
     """The point of --normalize: with the dataset's statistics the same weights predict differently."""
     f, w, net = third_party

@@ -409,7 +409,9 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", *, trust_code
     meta = check_format(read_json(mj), mj)
     cfg_path = p / "config.yaml"
     cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
-        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(**meta["model"]) , train=TrainConfig())
+        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(name=meta["model"]["name"],
+                                                            options=meta["model"].get("options", {})),
+        train=TrainConfig())
     c, h, w = meta["input_shape"]
     name = meta["model"]["name"]
     if name.startswith("custom:"):
