@@ -302,5 +302,6 @@ def test_import_force_replaces_a_trained_run(tmp_path):
     cnnlens.import_model("mlp", "digits", out=run, model_options={"hidden": [8]}, force=True)
     assert not (run / "history.csv").exists() and not (run / "checkpoints").exists()
     assert not (run / "eval").exists()
-    assert json.loads((run / "model.json").read_text())["imported"] == {"weights": None, "weights_sha256": None}
+    imported = json.loads((run / "model.json").read_text())["imported"]
+    assert imported == {"weights": None, "weights_sha256": None}
     assert cnnlens.load_run(run).history == []

@@ -47,7 +47,7 @@ class PrintingTiny(nn.Module):
         self.head = nn.Linear(4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        print("TORCHSCRIPT-RAN")
+        print("TORCHSCRIPT-RAN")  # noqa: T201
         return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
 
@@ -98,7 +98,8 @@ def test_no_command_runs_planted_code_without_trust_code(planted, which, tmp_pat
         assert main(args) == 2, args
         captured = capfd.readouterr()
         err = " ".join(captured.err.split())
-        assert file in err and "--trust-code" in err and "nothing from the file is executed" in err, (args, err)
+        assert file in err and "--trust-code" in err, (args, err)
+        assert "nothing from the file is executed" in err, (args, err)
         assert "TORCHSCRIPT-RAN" not in captured.out + captured.err
         assert not marker.exists(), args
     assert not any("evilmod" in m for m in sys.modules)

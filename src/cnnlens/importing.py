@@ -99,8 +99,8 @@ def import_model(model: str | nn.Module, data: str | ImageDataset, *, out: str |
     """
     out = Path(out)
     if ((out / "model.json").exists() or (out / "checkpoints").exists()) and not force:
-        raise FileExistsError(f"{out} already holds a run; pass --force (force=True) to replace it, or choose "
-                              "another --out")
+        raise FileExistsError(f"{out} already holds a run; pass --force (force=True) to replace it, or "
+                              "choose another --out")
     spec = data if isinstance(data, str) else (
         f"{data.name}:{data.source}" if data.source and data.name != "digits" else data.name)
     if not isinstance(model, (str, nn.Module)):

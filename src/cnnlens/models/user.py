@@ -223,7 +223,8 @@ def custom_model_hint(name: str, run: Path, spec: str) -> str:
             "architecture cannot be rebuilt from model.json. Put the class in a file and import the weights "
             f"once: `cnnlens import FILE.py:{cls} --data {spec} --weights {run / 'model.safetensors'} --out "
             f"{run} --force --trust-code` (add --model-option KEY=VALUE for its __init__ arguments); or in "
-            f"Python, rebuild it yourself and load {run / 'model.safetensors'} with cnnlens.models.load_weights")
+            f"Python, rebuild it yourself and load {run / 'model.safetensors'} with "
+            "cnnlens.models.load_weights")
 
 
 def resolve_py(name: str):
