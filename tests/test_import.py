@@ -99,10 +99,15 @@ def test_import_third_party_model_then_evaluate_predict_explain_report(third_par
     cli("explain", str(run), "--methods", "saliency,gradcam", "--trust-code")
     assert (run / "explain" / "saliency.npy").exists() and (run / "explain" / "gradcam.npy").exists()
 
+    cli("trust", str(run), "--fast", "--methods", "saliency,gradcam", "--n-images", "4", "--steps", "4",
+        "--trust-code")
+    assert set(json.loads((run / "trust" / "scores.json").read_text())["methods"]) >= {"saliency", "gradcam"}
+
     cli("report", str(run), "--trust-code")
     page = (run / "report" / "index.html").read_text()
     assert "<b>imported</b>" in page and "Normalization: none" in page
     assert 'id="training"' not in page and 'id="data"' in page and 'id="failures"' in page
+    assert 'id="trust"' in page
 
 
 def test_wrong_normalization_changes_predictions_and_the_run_uses_the_recorded_one(third_party, tmp_path):
