@@ -121,13 +121,15 @@ def test_guided_backprop_on_functional_relu_names_the_cli_flag_that_forces_it(tm
     net = tmp_path / "net.py"
     net.write_text(FUNCTIONAL)
     run = tmp_path / "run"
-    cli("train", "--data", "digits", "--model", f"{net}:Net", "--epochs", "1", "--out", str(run))
-    p = cli("explain", str(run), "--methods", "guided_backprop,saliency", "--images", "0,1", check=False)
+    cli("train", "--data", "digits", "--model", f"{net}:Net", "--epochs", "1", "--out", str(run), "--trust-code")
+    p = cli("explain", str(run), "--methods", "guided_backprop,saliency", "--images", "0,1", "--trust-code",
+            check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     err = _one_line(p.stderr)
     assert "applies relu (1x) functionally" in err
     assert "force=True in Python" in err and "--force-guided with cnnlens explain" in err
-    p = cli("explain", str(run), "--methods", "guided_backprop,saliency", "--images", "0,1", "--force-guided")
+    p = cli("explain", str(run), "--methods", "guided_backprop,saliency", "--images", "0,1", "--force-guided",
+            "--trust-code")
     assert "(forced)" in _one_line(p.stderr)
     meta = read_json(run / "explain" / "explanations.json")
     assert meta["methods"]["guided_backprop"]["extras"]["unguided"] == {"relu": 1}

@@ -36,7 +36,8 @@ def user_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("user")
     (d / "net.py").write_text(USER_NET)
     for c in (1, 3):
-        net = create_model(f"{d / 'net.py'}:Net", in_channels=c, num_classes=K, input_size=16).eval()
+        net = create_model(f"{d / 'net.py'}:Net", trust_code=True, in_channels=c, num_classes=K,
+                           input_size=16).eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(torch.jit.script(net), str(d / f"net{c}.pt"))
@@ -74,7 +75,8 @@ def _assert_untouched(model: nn.Module, before) -> None:
 @pytest.mark.parametrize("c", [1, 3])
 def test_model_conformance(name, c, user_files):
     for h, w in SIZES:
-        model = create_model(_name(name, user_files, c), in_channels=c, num_classes=K, input_size=(h, w))
+        model = create_model(_name(name, user_files, c), trust_code=True, in_channels=c, num_classes=K,
+                             input_size=(h, w))
         model.train()
         params = list(model.parameters())
         params[0].requires_grad_(False)  # a caller's frozen layer must stay frozen

@@ -189,35 +189,36 @@ def net_file(tmp_path):
 
 
 def test_user_file_model(net_file):
-    m = create_model(f"{net_file}:Net", in_channels=3, num_classes=5, input_size=16, width=6)
+    m = create_model(f"{net_file}:Net", trust_code=True, in_channels=3, num_classes=5, input_size=16, width=6)
     assert type(m).__name__ == "Net" and m.conv.in_channels == 3 and m.conv.out_channels == 6
     with torch.no_grad():
         assert m(torch.randn(2, 3, 16, 16)).shape == (2, 5)
-    fixed = create_model(f"{net_file}:Fixed", in_channels=1, num_classes=4, input_size=10)
+    fixed = create_model(f"{net_file}:Fixed", trust_code=True, in_channels=1, num_classes=4, input_size=10)
     assert count_params(fixed) == (9 * 4 + 4) + (4 * 4 + 4)
 
 
 def test_user_file_model_errors(net_file, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        create_model(f"{tmp_path / 'other.py'}:Net", in_channels=1, num_classes=3)
+        create_model(f"{tmp_path / 'other.py'}:Net", trust_code=True, in_channels=1, num_classes=3)
     with pytest.raises(ValueError, match=r"has no class 'Nett'.*Net, Fixed"):
-        create_model(f"{net_file}:Nett", in_channels=1, num_classes=3)
+        create_model(f"{net_file}:Nett", trust_code=True, in_channels=1, num_classes=3)
     with pytest.raises(TypeError, match="not an nn.Module"):
-        create_model(f"{net_file}:helper", in_channels=1, num_classes=3)
+        create_model(f"{net_file}:helper", trust_code=True, in_channels=1, num_classes=3)
     with pytest.raises(ValueError, match=r"returned \(2, 4\) \(its __init__ takes no num_classes"):
-        create_model(f"{net_file}:Fixed", in_channels=1, num_classes=7, input_size=10)
+        create_model(f"{net_file}:Fixed", trust_code=True, in_channels=1, num_classes=7, input_size=10)
     with pytest.raises(TypeError, match="does not accept depth"):
-        create_model(f"{net_file}:Net", in_channels=1, num_classes=3, depth=4)
+        create_model(f"{net_file}:Net", trust_code=True, in_channels=1, num_classes=3, depth=4)
     broken = tmp_path / "broken.py"
     broken.write_text("import torch\nclass Net(:\n")
     with pytest.raises(ValueError, match="importing model file .*broken.py failed: SyntaxError"):
-        create_model(f"{broken}:Net", in_channels=1, num_classes=3)
+        create_model(f"{broken}:Net", trust_code=True, in_channels=1, num_classes=3)
 
 
 def test_user_file_model_with_weights(net_file, tmp_path):
-    src = _randomize(create_model(f"{net_file}:Net", in_channels=1, num_classes=3, input_size=12))
+    src = _randomize(create_model(f"{net_file}:Net", trust_code=True,
+                                  in_channels=1, num_classes=3, input_size=12))
     save_weights(src, tmp_path / "net.safetensors")
-    got = create_model(f"{net_file}:Net", in_channels=1, num_classes=3, input_size=12,
+    got = create_model(f"{net_file}:Net", trust_code=True, in_channels=1, num_classes=3, input_size=12,
                        weights=str(tmp_path / "net.safetensors"))
     assert _same_outputs(src, got, (2, 1, 12, 12))
 
@@ -229,16 +230,17 @@ def _script(model: nn.Module, path) -> None:
 
 
 def test_torchscript_model(tmp_path, net_file):
-    src = _randomize(create_model(f"{net_file}:Net", in_channels=3, num_classes=4, input_size=12))
+    src = _randomize(create_model(f"{net_file}:Net", trust_code=True,
+                                  in_channels=3, num_classes=4, input_size=12))
     _script(src.eval(), tmp_path / "net.pt")
-    got = create_model(str(tmp_path / "net.pt"), in_channels=3, num_classes=4, input_size=12)
+    got = create_model(str(tmp_path / "net.pt"), trust_code=True, in_channels=3, num_classes=4, input_size=12)
     assert isinstance(got, torch.jit.ScriptModule)
     assert _same_outputs(src, got, (2, 3, 12, 12))
     with pytest.raises(ValueError, match=r"must return logits \[B, 6\]"):
-        create_model(str(tmp_path / "net.pt"), in_channels=3, num_classes=6, input_size=12)
+        create_model(str(tmp_path / "net.pt"), trust_code=True, in_channels=3, num_classes=6, input_size=12)
     # a torch.save file is not TorchScript: say so, and how to use it
     torch.save(src.state_dict(), tmp_path / "weights.pt")
     with pytest.raises(ValueError, match="not a TorchScript file.*--weights"):
-        create_model(str(tmp_path / "weights.pt"), in_channels=3, num_classes=4)
+        create_model(str(tmp_path / "weights.pt"), trust_code=True, in_channels=3, num_classes=4)
     with pytest.raises(ValueError, match="does not exist"):
-        create_model(str(tmp_path / "missing.pt"), in_channels=3, num_classes=4)
+        create_model(str(tmp_path / "missing.pt"), trust_code=True, in_channels=3, num_classes=4)

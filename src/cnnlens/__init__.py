@@ -16,11 +16,11 @@ from .models import count_params, create_model
 # subpackages are loaded makes the functions win (Lightning itself is imported only inside train()).
 from .evaluate.core import evaluate  # noqa: E402
 from .train.run import Run, load_run, train  # noqa: E402
+from .importing import import_model  # noqa: E402
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
 __all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many",
-           "load_dataset",
-           "Fill",
+           "Fill", "import_model", "load_dataset",
            "load_run", "methods", "normalize_maps", "train"]

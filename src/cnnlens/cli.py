@@ -115,6 +115,9 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", default="1x32x32", help="input shape CxHxW (default 1x32x32)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     p.add_argument("--weights", default=None, help="weights file (.safetensors, .pt) for torchvision/file models")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, read as YAML, e.g. hidden=1800,1050 or io_list=[[1,28],[28,56]] (repeatable)")
+    _add_trust_code(p)
     p.add_argument("--out", default=None, help="also write summary.json and summary.csv into this folder")
     p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
                    help="also export the model graph to TensorBoard in LOGDIR (needs tensorboard)")
@@ -139,8 +142,11 @@ def _run_models(args: argparse.Namespace) -> int:
     from .models.summary import summarize
 
     c, h, w = _parse_chw(args.input)
-    kw = {"weights": args.weights} if args.weights else {}
-    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w), **kw)
+    kw = _model_options(args.model_option)
+    if args.weights:
+        kw["weights"] = args.weights
+    m = create_model(args.name, in_channels=c, num_classes=args.classes, input_size=(h, w),
+                     trust_code=args.trust_code, **kw)
     s = summarize(m, (c, h, w))
     t = Table("Layer (type)", "Output Shape", "Param #", "Trainable",
               title=f"{args.name} ({s.model}), input {c}x{h}x{w}, {args.classes} classes")
@@ -179,6 +185,12 @@ def _parse_chw(s: str) -> tuple[int, int, int]:
 
 
 
+def _add_trust_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow running the code of a model that is a user file (FILE.py:Class or TorchScript); "
+                   "needed each time, since a run directory is data (docs/robustness.md)")
+
+
 def _data_choices() -> str:
     from .data import DATASETS
 
@@ -205,7 +217,11 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
                    help=f"dataset: {_data_choices()}, or a bare path (recognized by its contents)")
     p.add_argument("--model", default=None, metavar="NAME", help="model name (`cnnlens models list`); default compact")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option, e.g. hidden=1800,1050 for mlp (repeatable)")
+                   help="model option, read as YAML, e.g. hidden=1800,1050 for mlp or io_list=[[1,28],[28,56]] "
+                   "(repeatable)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="initial weights (.safetensors, or a torch.save state dict read with weights_only=True)")
+    _add_trust_code(p)
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<data>-<model>)")
     p.add_argument("--config", metavar="FILE", help="YAML with data/model/train sections; flags override it")
     p.add_argument("--recipe", choices=["fer2013", "food11"],
@@ -234,15 +250,9 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
-    import yaml
+    from .config import parse_model_options
 
-    opts: dict[str, object] = {}
-    for kv in pairs:
-        k, sep, v = kv.partition("=")
-        if not sep or not k:
-            raise CnnlensError(f"--model-option must be KEY=VALUE; got {kv!r}")
-        opts[k] = v if "," in v else yaml.safe_load(v)
-    return opts
+    return parse_model_options(pairs)
 
 
 def _train_from_args(args: argparse.Namespace, progress: bool = True):
@@ -256,6 +266,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                  "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
     model_name = args.model or cfg.model.name
     opts = _model_options(args.model_option) if args.model_option else None
+    if args.weights:
+        opts = {**(opts if opts is not None else dict(cfg.model.options)), "weights": args.weights}
     cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
     devices = args.devices
     out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
@@ -266,7 +278,7 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                 early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
                 devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                tensorboard=getattr(args, "tensorboard", False))
+                tensorboard=getattr(args, "tensorboard", False), trust_code=args.trust_code)
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
@@ -291,10 +303,55 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "import", "a model trained elsewhere -> a run directory (no training); then evaluate, "
+                    "explain, trust, report and predict work on it",
+                    "cnnlens import net.py:Net --data fer2013:data/train.csv --weights net.pt --normalize none "
+                    "--trust-code --out runs/theirs\n  cnnlens import torchvision:resnet18 --data food11:data/food11 "
+                    "--weights resnet.safetensors --image-size 128 --out runs/resnet")
+    p.add_argument("model", metavar="MODEL", help="a model name (`cnnlens models list`), torchvision:<name>, "
+                   "FILE.py:ClassName or a TorchScript file")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help=f"the data to evaluate and explain it on: {_data_choices()}, or a bare path")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help=".safetensors, or a torch.save state dict (read with weights_only=True), loaded strictly")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="argument of the model's __init__, read as YAML, e.g. io_list=[[1,28],[28,56]] (repeatable)")
+    p.add_argument("--normalize", default="dataset", metavar="dataset|none|MEAN,STD",
+                   help="the input normalization the model was trained with: dataset (train-split statistics, "
+                   "default), none (raw pixels in [0,1]), or MEAN,STD in [0,1] units (2 numbers, or C means "
+                   "then C stds)")
+    p.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="names of the model's outputs in order (default: the dataset's classes)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
+    p.add_argument("--force", action="store_true", help="replace a run already in --out")
+    p.add_argument("--val-fraction", type=float, help="validation share where the data has no val split")
+    p.add_argument("--image-size", type=int, help="resize images on load (Food-11, folders)")
+    p.add_argument("--seed", type=int, help="seed of the data split (default 0)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows/files and list them")
+    _add_trust_code(p)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from .importing import import_model
+
+    data_opts = {k: v for k, v in (("val_fraction", args.val_fraction), ("image_size", args.image_size),
+                                   ("seed", args.seed), ("skip_bad_rows", args.skip_bad_rows or None))
+                 if v is not None}
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    run = import_model(args.model, args.data, out=args.out, weights=args.weights,
+                       model_options=_model_options(args.model_option), normalize=args.normalize,
+                       classes=classes, trust_code=args.trust_code, force=args.force, **data_opts)
+    console.print(f"imported {run.meta['model']['name']} ({run.meta['params']:,} parameters, "
+                  f"{len(run.classes)} classes, normalization {run.normalization}) -> {run.path}", markup=False)
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "evaluate", "accuracy, per-class metrics, confusion matrix -> RUN/eval/metrics.json",
                     "cnnlens evaluate runs/demo")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--split", default="test")
     p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
                    help="test-time augmentation: average the softmax over flipped / ten-crop views")
@@ -304,7 +361,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_run
     from .train import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, trust_code=args.trust_code)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, args.split, progress=cb, tta=args.tta)
     _print_eval(res)
@@ -328,6 +385,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "explain", "attribution maps for chosen images -> RUN/explain/ (.npy and figures)",
                     "cnnlens explain runs/demo --methods saliency,gradcam --per-class 2")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--methods", default="saliency,gradcam",
                    help=f"comma-separated, from: {', '.join(METHODS.names())}")
     g = p.add_mutually_exclusive_group()
@@ -349,7 +407,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     from .pipeline import explain_run
     from .train import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, trust_code=args.trust_code)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.all:
         from .explain.stream import explain_stream
@@ -391,6 +449,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "report", "write RUN/report/index.html from what the run holds (redraws only)",
                     "cnnlens report runs/demo --pdf")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--pdf", action="store_true", help="also print the page to RUN/report/report.pdf with headless "
                    "Chromium (Debian: apt-get install chromium)")
     p.add_argument("--chromium", default=None, metavar="PATH",
@@ -400,7 +459,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from .report.html import build_report
 
-    page = build_report(args.run)
+    page = build_report(args.run, trust_code=args.trust_code)
     console.print(f"report: {page}")
     if args.pdf:
         from .report.browser import print_pdf
@@ -520,13 +579,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                     "cnnlens compare runs/cnn runs/dnn --out runs/compare")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", default=None, metavar="DIR", help="default: FIRST_RUN/compare")
+    _add_trust_code(p)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from .report.compare import compare_runs
 
     out = args.out or str(Path(args.runs[0]) / "compare")
-    _print_compare(compare_runs(args.runs, out))
+    _print_compare(compare_runs(args.runs, out, trust_code=args.trust_code))
     console.print(f"wrote {Path(out) / 'index.html'}")
     return 0
 
@@ -605,6 +665,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                     "--probs")
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="one run, or several for an ensemble (mean of probabilities)")
+    _add_trust_code(p)
     p.add_argument("--data", metavar="SPEC", default=None,
                    help=f"dataset: {_data_choices()}, or a bare path; default: the first run's training data")
     p.add_argument("--split", default="test", help="split to predict (default test)")
@@ -629,7 +690,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .train import load_run
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    runs = [load_run(r, device=device) for r in args.runs]
+    runs = [load_run(r, device=device, trust_code=args.trust_code) for r in args.runs]
     with Progress("decoding") as cb:
         ds = load_data(args.data, runs, skip_bad_rows=args.skip_bad_rows, progress=cb)
     with Progress("predicting") as cb:
@@ -659,6 +720,7 @@ def _add_filters(sub: argparse._SubParsersAction) -> None:
                     "beside its top dataset patches -> RUN/featureviz/",
                     "cnnlens filters runs/demo --layer cnn.4 --channels 0-15")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--layer", required=True, help="layer name (e.g. cnn.4) or index into the leaf layers")
     p.add_argument("--channels", help="filters to show, e.g. 0,3,7 or 0-15 (default: all)")
     p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
@@ -671,7 +733,7 @@ def _run_filters(args: argparse.Namespace) -> int:
     from .featureviz.runs import filters_run, parse_channels
     from .train import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, trust_code=args.trust_code)
     with Progress("rendering filters") as cb:
         info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
                            seed=args.seed, examples=args.examples, progress=cb)
@@ -685,6 +747,7 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "featuremaps", "every filter's output of a layer for one image -> RUN/featureviz/",
                     "cnnlens featuremaps runs/demo --layer cnn.0 --image 3")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--layer", required=True, help="layer name (e.g. cnn.0) or index into the leaf layers")
     p.add_argument("--image", type=int, required=True, help="dataset index of the image")
 
@@ -693,7 +756,7 @@ def _run_featuremaps(args: argparse.Namespace) -> int:
     from .featureviz.runs import featuremaps_run
     from .train import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, trust_code=args.trust_code)
     info = featuremaps_run(run, args.layer, args.image)
     fig = run.path / "featureviz" / info["figure"]
     console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
@@ -705,6 +768,7 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
                     "cnnlens dream runs/demo --image 5 --layer cnn.8 --channel 3 --lr 12 "
                     "--weight-decay 1e-4 --every 10")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--image", required=True, help="dataset index or an image file")
     p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
     p.add_argument("--channel", type=int, help="filter to amplify (default: the whole layer)")
@@ -722,7 +786,7 @@ def _run_dream(args: argparse.Namespace) -> int:
     from .featureviz.runs import dream_run
     from .train import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, trust_code=args.trust_code)
     with Progress("dreaming") as cb:
         info = dream_run(run, args.image, args.layer, args.channel, steps=args.steps, every=args.every,
                          octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
@@ -740,6 +804,7 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "trust", "trust scores per explanation method -> RUN/trust/scores.json and a table",
                     "cnnlens trust runs/demo --methods saliency,gradcam --n-images 32")
     p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated (default: all registered), from: {', '.join(METHODS.names())}; "
                         "the controls are always scored")
@@ -771,8 +836,6 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_trust(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from rich.markup import escape
 
     from .metrics import FAST, TrustConfig, run_trust
@@ -785,10 +848,8 @@ def _run_trust(args: argparse.Namespace) -> int:
                       **{k: getattr(args, k) for k in ("n_images", "steps", "max_cost")
                          if getattr(args, k) is not None})
 
-    run = load_run(args.run)
-    ds = run.dataset
-    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
-        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
+    run = load_run(args.run, trust_code=args.trust_code)
+    ds = run.dataset  # normalized as the model expects (model.json)
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
         from .metrics import trust_dataset
@@ -823,6 +884,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_demo, _run_demo),
     (_add_run, _run_run),
     (_add_train, _run_train),
+    (_add_import, _run_import),
     (_add_evaluate, _run_evaluate),
     (_add_explain, _run_explain),
     (_add_filters, _run_filters), (_add_featuremaps, _run_featuremaps), (_add_dream, _run_dream),

@@ -7,6 +7,7 @@ A YAML file sets defaults, command-line flags override, and the fully resolved c
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,32 @@ class DataConfig:
 class ModelConfig:
     name: str = "compact"
     options: dict[str, Any] = field(default_factory=dict)
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def parse_model_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` (``--model-option``) -> options; each VALUE is read as YAML.
+
+    ``io_list=[[1,28],[28,56]]`` is a list of lists, ``width=64`` an int, ``lr=1e-3`` a float (YAML
+    alone reads it as a string), ``bn=true`` a bool, ``hidden=1800,1050`` the string ``"1800,1050"``.
+    """
+    opts: dict[str, Any] = {}
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        k = k.strip()
+        if not sep or not k.isidentifier():
+            raise CnnlensError(f"--model-option must be KEY=VALUE with KEY a Python name; got {kv!r}")
+        try:
+            val = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise CnnlensError(f"--model-option {k}: {v!r} is not valid YAML ({str(e).splitlines()[0]}); "
+                               "a list is written [1, 2], a nested one [[1, 28], [28, 56]]") from None
+        if isinstance(val, str) and _NUMBER.match(val.strip()):
+            val = float(val)
+        opts[k] = val
+    return opts
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,7 @@ def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]
             "shape": [ds.channels, *ds.size],
             "mean": list(ds.mean),
             "std": list(ds.std),
+            "normalization": run.normalization,
             "skipped": len(ds.skipped),
         }
         out = run.path / "data"
@@ -504,9 +505,7 @@ def trust_run(
     from .report.fig_trust import plot_trust
 
     with timed(run.path, "trust"):
-        ds = run.dataset
-        if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
-            ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
+        ds = run.dataset  # normalized as the model expects (model.json)
         n = min(n_images, len(ds.indices("test")))
         rep = run_trust(
             run.model,

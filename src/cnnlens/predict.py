@@ -37,7 +37,7 @@ from .evaluate.core import predict_probs
 from .evaluate.tta import TTA_MODES
 from .io import atomic_path, write_csv, write_json
 from .registry import check_choice
-from .train.run import Run, load_run
+from .train.run import Run, load_run, run_view
 from .errors import CnnlensError, CnnlensTypeError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class Predictions:
 # ---- runs and data ---------------------------------------------------------------------------------
 
 def _as_runs(runs: Sequence[Run | str | Path] | Run | str | Path,
-             device: str | torch.device | None) -> list[Run]:
+             device: str | torch.device | None, trust_code: bool = False) -> list[Run]:
     if isinstance(runs, (Run, str, Path)):
         runs = [runs]
     if not runs:
@@ -133,7 +133,7 @@ def _as_runs(runs: Sequence[Run | str | Path] | Run | str | Path,
         if isinstance(r, Run):
             out.append(r)
         elif isinstance(r, (str, Path)):
-            out.append(load_run(r, device=dev))
+            out.append(load_run(r, device=dev, trust_code=trust_code))
         else:
             raise CnnlensTypeError(f"runs must be Run objects or run directories; got {type(r).__name__}")
     check_compatible(out)
@@ -167,13 +167,14 @@ def _chw(shape: Sequence[int]) -> str:
 
 
 def load_data(spec: str | None, runs: Sequence[Run | str | Path], *, skip_bad_rows: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> ImageDataset:
+              progress: Callable[[int, int], None] | None = None, trust_code: bool = False) -> ImageDataset:
     """Load ``spec`` (default: the first run's training data) the way the first run was trained on it.
 
     The run's loader options (seed and validation fraction, so ``val`` is the same split) are reused,
-    and images are read at the run's input size and channels.
+    and images are read at the run's input size and channels; the classes are named as the run's
+    model names them (``model.json``).
     """
-    run = runs[0] if isinstance(runs[0], Run) else load_run(runs[0])
+    run = runs[0] if isinstance(runs[0], Run) else load_run(runs[0], trust_code=trust_code)
     opts = run.config.data.loader_options()
     opts["skip_bad_rows"] = bool(skip_bad_rows)
     c, h, w = run.input_shape
@@ -182,7 +183,7 @@ def load_data(spec: str | None, runs: Sequence[Run | str | Path], *, skip_bad_ro
     opts["channels"] = c
     if progress is not None:
         opts["progress"] = progress
-    return load_dataset(spec or run.config.data.spec, **opts)
+    return run_view(load_dataset(spec or run.config.data.spec, **opts), run)
 
 
 # ---- prediction ------------------------------------------------------------------------------------
@@ -217,7 +218,8 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
             progress: Callable[[int, int], None] | None = None, *, out: str | Path | None = None,
             probs: bool = False, labels: str = "index", columns: Sequence[str] | None = None,
             skip_bad_rows: bool = False,
-            device: str | torch.device | None = None, write_eval: bool = True) -> Predictions:
+            device: str | torch.device | None = None, write_eval: bool = True,
+            trust_code: bool = False) -> Predictions:
     """Predict every image of ``split`` with one run or the mean of several (an ensemble).
 
     Args:
@@ -237,6 +239,7 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
         device: where run directories are loaded (default: CUDA if available, else CPU). Given
             :class:`Run` objects stay where they are.
         write_eval: on a labeled split, write ``eval/predict-<split>-<tta>[...].json`` into each run.
+        trust_code: allow loading run directories whose model is user code (see :func:`cnnlens.load_run`).
 
     Returns:
         :class:`Predictions`: ``probs float32 [n, K]`` in the split's order, and the accuracy on a
@@ -248,7 +251,7 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
     _header("id", [], False, columns)  # bad column names fail before any work
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CnnlensError(f"batch_size must be a positive integer; got {batch_size!r}")
-    rs = _as_runs(runs, device)
+    rs = _as_runs(runs, device, trust_code)
     if isinstance(data, ImageDataset):
         ds = data  # with skip_bad_rows, what its loader skipped is listed
     elif data is None or isinstance(data, str):

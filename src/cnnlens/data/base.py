@@ -100,6 +100,31 @@ class ImageDataset:
         return replace(self, splits=splits)
 
 
+def align_classes(ds: ImageDataset, classes: list[str]) -> ImageDataset:
+    """``ds`` relabeled so that its labels index ``classes`` (a model's outputs, in order).
+
+    The same names in another order permute the labels; as many names, none of them the dataset's,
+    rename the classes by position (output k is dataset class k). Anything else is an error naming
+    the names that do not fit. Unlabeled samples (-1) stay unlabeled.
+    """
+    classes = [str(c) for c in classes]
+    if list(ds.classes) == classes:
+        return ds
+    if len(classes) != ds.num_classes or len(set(classes)) != len(classes):
+        raise CnnlensError(f"classes {classes} must name each of the model's {ds.num_classes} outputs once "
+                           f"(dataset {ds.name!r} has {ds.num_classes} classes: {', '.join(ds.classes)})")
+    if set(classes) == set(ds.classes):
+        new_index = torch.tensor([classes.index(c) for c in ds.classes], dtype=torch.long)
+        labels = torch.where(ds.labels >= 0, new_index[ds.labels.clamp(min=0)], ds.labels)
+        return replace(ds, labels=labels, classes=classes)
+    shared = sorted(set(classes) & set(ds.classes))
+    if shared:
+        raise CnnlensError(f"classes {classes} share {shared} with dataset {ds.name!r}'s classes "
+                           f"{ds.classes} but not all of them: give the dataset's class names in the model's "
+                           "output order, or as many new names (output k = dataset class k)")
+    return replace(ds, classes=classes)
+
+
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float() / 255.0
     m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)

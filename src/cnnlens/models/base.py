@@ -15,8 +15,12 @@ MODELS: Registry = Registry("model")
 
 
 def create_model(name: str, in_channels: int = 1, num_classes: int = 10,
-                 input_size: int | tuple[int, int] = 32, **kwargs: Any) -> nn.Module:
+                 input_size: int | tuple[int, int] = 32, *, trust_code: bool = False,
+                 **kwargs: Any) -> nn.Module:
     """Build a registered model for the given input and class count.
+
+    A user's file (``FILE.py:Class``, a TorchScript file) runs its code, so it is built only with
+    ``trust_code=True``; without it a :class:`~cnnlens.errors.CnnlensError` names the file.
 
     >>> m = create_model("compact", in_channels=3, num_classes=7, input_size=48)
     >>> count_params(m)
@@ -27,6 +31,10 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10,
             raise CnnlensError(f"in_channels must be >= 1; got {in_channels}")
     if num_classes < 2:
         raise CnnlensError(f"num_classes must be >= 2; got {num_classes}")
+    if not trust_code:
+        from .user import refuse_user_code
+
+        refuse_user_code(name)
     factory = MODELS.get(name)
     import inspect
 

@@ -1,8 +1,10 @@
 """A user's own model: ``path/to/net.py:ClassName`` or a TorchScript file (``torch.jit.save``).
 
-Both run the user's code (the Python file is imported, the TorchScript program executed), which
-happens only because the user named that file. Weights for a ``.py`` model come from
-``weights=FILE`` (safetensors or tensors-only ``torch.load``); a TorchScript file carries its own.
+Both run the user's code (the Python file is imported, the TorchScript program executed). That
+happens only with an explicit opt-in each time: ``trust_code=True`` in Python, ``--trust-code`` on
+the command line (:func:`user_code_file` tells such names apart, :func:`refuse_user_code` says what
+the flag does). Weights for a ``.py`` model come from ``weights=FILE`` (safetensors or tensors-only
+``torch.load``); a TorchScript file carries its own.
 """
 
 from __future__ import annotations
@@ -81,7 +83,14 @@ def build_from_file(path: str, cls_name: str, in_channels: int = 1, num_classes:
     if bad:
         raise CnnlensTypeError(f"{p}:{cls_name}.__init__ does not accept {', '.join(bad)}; its parameters: "
                         f"{', '.join(n for n in params if n != 'self')}")
-    model = cls(**args, **kw)
+    try:
+        model = cls(**args, **kw)
+    except Exception as e:  # the user's __init__: a bad option becomes a message naming it
+        given_s = ", ".join(f"{k}={v!r}" for k, v in {**args, **kw}.items())
+        opts = f" (check the model option(s) {', '.join(kw)})" if kw else ""
+        raise CnnlensError(f"{p}:{cls_name}({given_s}) raised {type(e).__name__}: {e}{opts}. Model options "
+                           "(--model-option KEY=VALUE) are read as YAML: a list is [1, 2], a string "
+                           "with a comma stays a string") from None
     if weights is not None:
         load_weights(model, weights)
     check_output(model, f"{p}:{cls_name}", in_channels, num_classes, input_size,
@@ -134,6 +143,88 @@ def check_output(model: nn.Module, what: str, c: int, k: int, input_size: int | 
     if shape != (2, k):
         raise CnnlensError(f"model {what} must return logits [B, {k}] for input [2, {c}, {h}, {w}]; it "
                          f"returned {shape}{hint}")
+
+
+def user_code_file(name: str) -> Path | None:
+    """The file whose code building model ``name`` would run (``FILE.py:Class``, or an existing
+    TorchScript file), or ``None`` for any other name. Reads at most a zip's file list."""
+    if name in MODELS or name.partition(":")[0] in MODELS.prefixes():
+        return None
+    m = _PY_CLASS.match(name)
+    if m is not None:
+        return Path(m["path"])
+    p = Path(name)
+    if p.is_file() and is_torchscript(p):
+        return p
+    return None
+
+
+def refuse_user_code(name: str, where: str = "") -> None:
+    """Raise the opt-in error for model ``name`` when it is user code (see :func:`user_code_file`)."""
+    f = user_code_file(name)
+    if f is None:
+        return
+    kind = "imports and runs the Python file" if f.suffix == ".py" else "runs the TorchScript program in"
+    raise CnnlensError(
+        f"{where}model {name!r} is user code: building it {kind} {f}. cnnlens runs code from a file only "
+        "when you opt in, each time: pass --trust-code (command line) or trust_code=True (Python) if you "
+        "trust that file. Without it nothing from the file is executed")
+
+
+def instance_name(net: nn.Module, in_channels: int, num_classes: int,
+                  input_size: int | tuple[int, int]) -> str:
+    """How a run records an ``nn.Module`` instance handed to ``train``/``import_model``.
+
+    ``FILE.py:Class`` when the class is defined at the top level of a file (not ``__main__``) and
+    :func:`build_from_file`'s call (``in_channels``/``num_classes``/``input_size`` where accepted, no
+    other options) gives a model whose outputs, with ``net``'s weights, equal ``net``'s on a random
+    input; otherwise ``custom:module.Class`` (the run then cannot be reopened without code, and
+    :func:`custom_model_hint` says how to re-import it). ``net`` comes back untouched.
+    """
+    cls = type(net)
+    custom = f"custom:{cls.__module__}.{cls.__qualname__}"
+    try:
+        src = inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        src = None
+    if (src is None or not src.endswith(".py") or cls.__module__ == "__main__" or "." in cls.__qualname__
+            or isinstance(net, torch.jit.ScriptModule)):
+        return custom
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values())
+    given = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
+    args = {k: v for k, v in given.items() if takes_any or k in params}
+    h, w = hw(input_size)
+    was = [m.training for m in net.modules()]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            rebuilt = cls(**args)
+            rebuilt.load_state_dict(net.state_dict())
+            dev = next((t.device for t in net.state_dict().values()), torch.device("cpu"))
+            x = torch.randn(2, in_channels, h, w, device=dev)
+            net.eval()
+            rebuilt.to(x.device).eval()
+            with torch.no_grad():
+                same = torch.equal(net(x), rebuilt(x))
+    except Exception as e:  # the user's class cannot be rebuilt from the recorded arguments
+        log.info("%s cannot be rebuilt as %s:%s(%s): %s", cls.__qualname__, src, cls.__qualname__, args, e)
+        return custom
+    finally:
+        for m, t in zip(net.modules(), was):
+            m.training = t
+    return f"{Path(src).resolve()}:{cls.__qualname__}" if same else custom
+
+
+def custom_model_hint(name: str, run: Path, spec: str) -> str:
+    """What to do with a run whose model (``custom:...``) cannot be rebuilt without the user's code."""
+    cls = name[len("custom:"):].rpartition(".")[2]
+    return (f"{run} holds a model handed to cnnlens as a Python object ({name[len('custom:'):]}), and its "
+            "architecture cannot be rebuilt from model.json. Put the class in a file and import the weights "
+            f"once: `cnnlens import FILE.py:{cls} --data {spec} --weights {run / 'model.safetensors'} --out "
+            f"{run} --force --trust-code` (add --model-option KEY=VALUE for its __init__ arguments); or in "
+            f"Python, rebuild it yourself and load {run / 'model.safetensors'} with "
+            "cnnlens.models.load_weights")
 
 
 def resolve_py(name: str):

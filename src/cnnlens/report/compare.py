@@ -17,12 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[str],
-                 names: list[str] | None = None) -> dict[str, Any]:
+                 names: list[str] | None = None, *, trust_code: bool = False) -> dict[str, Any]:
     """Compare runs on the same dataset: parameters (and their ratio), best val and test accuracy,
     training curves overlaid, per-class accuracy, confusion matrices side by side.
 
     Each run must have been evaluated (``RUN/eval/metrics.json``); runs are evaluated here if not.
-    Writes ``compare.json``, figures and ``index.html`` into ``out``.
+    Writes ``compare.json``, figures and ``index.html`` into ``out``. ``trust_code``: allow loading
+    (for evaluation) a model that is user code (see :func:`cnnlens.load_run`).
     """
     from ..pipeline import evaluate_run
     from ..train import load_run, read_history
@@ -43,7 +44,7 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
             raise CnnlensError(f"runs are on different classes: {run_dirs[0]} has {classes}, {rd} has {meta['classes']}")
         mpath = rd / "eval" / "metrics.json"
         if not mpath.exists():
-            evaluate_run(load_run(rd))
+            evaluate_run(load_run(rd, trust_code=trust_code))
         metrics = read_json(mpath)
         hist = read_history(rd / "history.csv")
         name = names[i] if names else f"{meta['model']['name']} ({rd.name})"

@@ -56,14 +56,15 @@ def _env() -> Environment:
 class _Run:
     """The run directory, with the model and dataset loaded only when a figure needs images."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, trust_code: bool = False) -> None:
         self.path = path
+        self.trust_code = trust_code
 
     @cached_property
     def loaded(self):  # noqa: ANN201 (cnnlens.train.Run)
         from ..train import load_run
 
-        return load_run(self.path)
+        return load_run(self.path, trust_code=self.trust_code)
 
     @property
     def dataset(self):  # noqa: ANN201
@@ -73,9 +74,22 @@ class _Run:
         return self.dataset.images[torch.as_tensor(indices, dtype=torch.long)]
 
 
-def build_report(run_dir: str | os.PathLike[str]) -> Path:
+def describe_normalization(meta: dict[str, Any]) -> str:
+    """The model's input normalization (``model.json``) in words, with its numbers."""
+    nums = (f"mean {', '.join(f'{v:.4g}' for v in meta['mean'])}, std "
+            f"{', '.join(f'{v:.4g}' for v in meta['std'])} (pixel values in [0, 1])")
+    how = meta.get("normalization", "dataset")
+    if how == "none":
+        return "none (the model takes raw pixel values in [0, 1])"
+    if how == "custom":
+        return f"given at import, {nums}"
+    return f"the dataset's train-split statistics, {nums}"
+
+
+def build_report(run_dir: str | os.PathLike[str], *, trust_code: bool = False) -> Path:
     """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json`` and the region
-    table ``attribution_regions.csv``). Returns the page's path."""
+    table ``attribution_regions.csv``). Returns the page's path. ``trust_code``: allow loading a
+    model that is user code (see :func:`cnnlens.load_run`)."""
     run = Path(run_dir)
     if not (run / "model.json").exists():
         raise FileNotFoundError(
@@ -84,7 +98,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
         )
     out = run / "report"
     out.mkdir(parents=True, exist_ok=True)
-    r = _Run(run)
+    r = _Run(run, trust_code)
     from ..train.run import check_format
 
     meta = check_format(read_json(run / "model.json"), run / "model.json")
@@ -93,6 +107,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
         "run_name": run.resolve().name,
         "run_path": str(run.resolve()),
         "meta": meta,
+        "normalization": describe_normalization(meta),
         "sections": SECTIONS,
     }
     ctx["data"] = _data(r, out)

@@ -8,7 +8,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ from torch import nn
 
 from .. import __version__
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from ..data.base import ImageDataset, load_dataset
+from ..data.base import ImageDataset, align_classes, load_dataset
 from ..io import read_json, write_csv, write_json, write_yaml
 from ..models import count_params, create_model
+from ..models.user import custom_model_hint, instance_name, refuse_user_code
 from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
                      sigint_to)
 from ..errors import CnnlensError
@@ -51,20 +52,36 @@ class Run:
         return tuple(self.meta["std"])
 
     @property
+    def normalization(self) -> str:
+        """``dataset`` (train-split statistics), ``none`` (raw ``[0,1]`` input) or ``custom``."""
+        return str(self.meta.get("normalization", "dataset"))
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.meta["input_shape"]
         return int(c), int(h), int(w)
 
     @cached_property
     def dataset(self) -> ImageDataset:
-        """The run's dataset, re-read from its SPEC (cached loaders make this cheap)."""
+        """The run's dataset, re-read from its SPEC (cached loaders make this cheap), with the model's
+        classes and normalization: ``run.dataset.normalize(images)`` is the model's input."""
         ds = load_dataset(self.config.data.spec, **self.config.data.loader_options())
         if (ds.channels, *ds.size) != self.input_shape:
             c, h, w = self.input_shape
             raise CnnlensError(f"{self.config.data.spec} now gives {ds.channels}x{ds.size[0]}x{ds.size[1]} images, "
                              f"but the run {self.path} was trained on {c}x{h}x{w}: the data changed since "
                              "training. Restore it, or train a new run on it")
-        return ds
+        return run_view(ds, self)
+
+
+def run_view(ds: ImageDataset, run: Run) -> ImageDataset:
+    """``ds`` as the run's model sees it: its classes (``model.json`` ``dataset_classes`` -> ``classes``)
+    and its normalization (``mean``/``std``)."""
+    if list(ds.classes) != list(run.classes) and list(ds.classes) == run.meta.get("dataset_classes"):
+        ds = align_classes(ds, run.classes)
+    if (tuple(ds.mean), tuple(ds.std)) != (run.mean, run.std):
+        ds = replace(ds, mean=run.mean, std=run.std)
+    return ds
 
 
 # ---- history -------------------------------------------------------------------------------------
@@ -159,7 +176,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
           force: bool = False, progress: bool = False, model_options: dict[str, Any] | None = None,
-          max_time_s: float | None = None, tensorboard: bool = False, **train_options: Any) -> Run:
+          max_time_s: float | None = None, tensorboard: bool = False, trust_code: bool = False,
+          **train_options: Any) -> Run:
     """Train a classifier with Lightning and write the run directory ``out``.
 
     Args:
@@ -171,6 +189,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         resume: continue from ``out/checkpoints/last.ckpt``.
         progress: show Lightning's rich progress bar (the CLI turns it on; the library is silent).
         tensorboard: also write the model's graph for TensorBoard into ``out/tensorboard``.
+        trust_code: allow a model that is user code (``FILE.py:Class``, a TorchScript file); see
+            :func:`cnnlens.models.create_model`.
         **train_options: any other :class:`TrainConfig` field (optimizer, scheduler, augment, ...).
 
     Returns:
@@ -215,8 +235,12 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
                            "the other classes")
     c, h, w = ds.channels, *ds.size
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    net = model if isinstance(model, nn.Module) else create_model(
-        cfg.model.name, in_channels=c, num_classes=ds.num_classes, input_size=(h, w), **cfg.model.options)
+    if isinstance(model, nn.Module):
+        net = model  # recorded as FILE.py:Class when that rebuilds it, so the CLI can open the run
+        cfg = cfg.replace(model={"name": instance_name(net, c, ds.num_classes, (h, w))})
+    else:
+        net = create_model(cfg.model.name, in_channels=c, num_classes=ds.num_classes, input_size=(h, w),
+                           trust_code=trust_code, **cfg.model.options)
     model_options_resolved = _serializable_options(net, cfg.model)
     tc = cfg.train
     module = Classifier(net, tc, ds.mean, ds.std, ds.num_classes)
@@ -362,6 +386,7 @@ def _model_meta(cfg: RunConfig, ds: ImageDataset, net: nn.Module, options: dict[
         "classes": list(ds.classes),
         "mean": list(ds.mean),
         "std": list(ds.std),
+        "normalization": "dataset",
         "params": count_params(net),
         "trainable_params": count_params(net, trainable_only=True),
         "dataset": {"name": ds.name, "spec": cfg.data.spec},
@@ -390,8 +415,13 @@ def check_format(meta: Any, path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Load a run directory written by :func:`train`: the model (eval mode) with its metadata."""
+def load_run(path: str | Path, device: str | torch.device = "cpu", *, trust_code: bool = False) -> Run:
+    """Load a run directory written by :func:`train` or :func:`cnnlens.import_model`: the model (eval
+    mode) with its metadata.
+
+    A run directory is data: when its model is user code (``FILE.py:Class`` or a TorchScript file),
+    loading it runs that code, so it needs ``trust_code=True`` each time (else a CnnlensError names
+    the file and nothing is executed)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -404,14 +434,17 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     meta = check_format(read_json(mj), mj)
     cfg_path = p / "config.yaml"
     cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
-        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(**meta["model"]) , train=TrainConfig())
+        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(name=meta["model"]["name"],
+                                                            options=meta["model"].get("options", {})),
+        train=TrainConfig())
     c, h, w = meta["input_shape"]
     name = meta["model"]["name"]
     if name.startswith("custom:"):
-        raise CnnlensError(f"{p} holds a user-supplied model ({name[7:]}); rebuild it yourself and load "
-                         f"{p / 'model.safetensors'} with cnnlens.models.load_weights")
+        raise CnnlensError(custom_model_hint(name, p, cfg.data.spec))
+    if not trust_code:
+        refuse_user_code(name, where=f"{mj}: the run's ")
     net = create_model(name, in_channels=c, num_classes=len(meta["classes"]), input_size=(h, w),
-                       **meta["model"].get("options", {}))
+                       trust_code=trust_code, **meta["model"].get("options", {}))
     wf = p / "model.safetensors"
     try:
         state = load_file(str(wf), device=str(device))
