@@ -73,9 +73,13 @@ class _Run:
         return self.dataset.images[torch.as_tensor(indices, dtype=torch.long)]
 
 
-def build_report(run_dir: str | os.PathLike[str]) -> Path:
+def build_report(run_dir: str | os.PathLike[str], split: str | None = None) -> Path:
     """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json`` and the region
-    table ``attribution_regions.csv``). Returns the page's path."""
+    table ``attribution_regions.csv``). Returns the page's path.
+
+    ``split``: the labeled split of the "Where it fails" section. ``None`` shows the run's evaluation
+    (``RUN/eval/metrics.json``, if any). A split the run holds no evaluation of is evaluated now
+    (cheap) into ``RUN/eval/`` (or ``RUN/eval/split-<name>/`` beside an evaluation of another split)."""
     run = Path(run_dir)
     if not (run / "model.json").exists():
         raise FileNotFoundError(
@@ -99,7 +103,9 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     ctx["model"] = _model(r)
     ctx["training"] = _training(r, out)
     ctx["compare"] = _compare(r, out)
-    ctx["failures"] = _failures(r, out)
+    ctx["failures"] = _failures(r, out, _metrics_path(r, split))
+    ctx["split_note"] = _split_note(ctx["failures"], ctx["data"])
+    ctx["submission"] = _submission(r)
     ctx["looks"] = _looks(r, out)
     ctx["trust"] = _trust(r, out)
     ctx["filters"] = _filters(r, out)
@@ -238,11 +244,51 @@ def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
     }
 
 
-def _failures(r: _Run, out: Path) -> dict[str, Any] | None:
+def _metrics_path(r: _Run, split: str | None) -> Path | None:
+    """The evaluation the report shows (see :func:`build_report`), evaluating it first if needed."""
+    from ..data.splits import label_split
+
+    main = r.path / "eval" / "metrics.json"
+    held = read_json(main)["split"] if main.exists() else None
+    if split is None:
+        return main if held is not None else None  # the report evaluates only when asked to
+    split = label_split(r.dataset, split)
+    if split == held:
+        return main
+    sub = main if held is None else r.path / "eval" / f"split-{split}" / "metrics.json"
+    if not sub.exists() or read_json(sub).get("split") != split:
+        from ..evaluate import evaluate, write_eval
+
+        run = r.loaded
+        res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)
+        write_eval(res, sub.parent, run.dataset.ids)
+        log.info("evaluated the %s split for the report: %s", split, sub)
+    return sub
+
+
+def _split_note(failures: dict[str, Any] | None, data: dict[str, Any] | None) -> str | None:
+    """One sentence on the page's top when the labeled split shown is not ``test``, saying why."""
+    if not failures or not data:
+        return None
+    return F.split_note(failures["m"]["split"], data["info"])
+
+
+def _submission(r: _Run) -> dict[str, Any] | None:
+    from ..pipeline import SUBMISSION
+
+    p = r.path / SUBMISSION
+    if not p.exists():
+        return None
+    with open(p, encoding="utf-8") as fh:
+        header = fh.readline().strip()
+        rows = sum(1 for line in fh if line.strip())
+    return {"file": SUBMISSION, "path": str(p.resolve()), "rows": rows, "header": header}
+
+
+def _failures(r: _Run, out: Path, mpath: Path | None = None) -> dict[str, Any] | None:
     from . import plots
 
-    mpath = r.path / "eval" / "metrics.json"
-    if not mpath.exists():
+    if mpath is None or not mpath.exists():
         return None
     m = read_json(mpath)
     classes = m["classes"]
@@ -264,10 +310,11 @@ def _failures(r: _Run, out: Path) -> dict[str, Any] | None:
         ),
     ]
     d: dict[str, Any] = {
-        "findings": F.eval_findings(m),
+        "findings": F.eval_findings(m, source=mpath.relative_to(r.path).as_posix()),
         "m": m,
         "figures": figs,
-        "raw": ["eval/metrics.json", "eval/predictions.csv", "eval/confusion.csv"],
+        "raw": [(mpath.parent.relative_to(r.path) / f).as_posix()
+                for f in ("metrics.json", "predictions.csv", "confusion.csv")],
     }
     tl = m.get("top_losses") or []
     if tl:
@@ -328,7 +375,8 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
         _fig(
             "confused_examples.png",
             "examples of the most-confused pairs",
-            f"Up to {meta['per_pair']} test images of each of the {len(meta['pairs'])} most-confused pairs "
+            f"Up to {meta['per_pair']} {meta.get('split', 'test')} images of each of the {len(meta['pairs'])} "
+            "most-confused pairs "
             "(true → predicted), with the predicted class's softmax probability.",
         )
     ]
@@ -410,10 +458,9 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 "explanations.png",
                 "explanations per class, every method side by side",
-                f"{len(index['indices'])} correctly classified test images (rows; per class in order, the "
-                f"first of each class in the split), each explained for its predicted class by {len(exps)} "
-                f"methods (columns: {', '.join(exps)}). Titles give the explained class and its softmax "
-                "probability. "
+                F.explained_images(index)
+                + f" by {len(exps)} methods (columns: {', '.join(exps)}). Titles give the explained class and "
+                "its softmax probability. "
                 + (f"Layers: {layers}. " if layers else "")
                 + "Unsigned maps: jet colormap, divided per image by the 99.5th percentile of the map and "
                 "clipped; signed maps: red = evidence for the class, blue = against, divided by the 99.5th "
@@ -490,7 +537,8 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
         d["lime_figure"] = _fig(
             "lime.png",
             "LIME with superpixel boundaries",
-            f"LIME per class ({len(lime['indices'])} correctly classified test images, explained for the "
+            f"LIME per class ({len(lime['indices'])} correctly classified {lime.get('split', 'test')} images, "
+            "explained for the "
             "predicted "
             "class). Columns: the image with its superpixel boundaries (yellow; "
             f"{int(np.median(lime['n_segments']))} "
@@ -550,7 +598,8 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 "trust_randomization.png",
                 "cascading randomization",
-                f"Cascading model-parameter randomization (Adebayo et al. 2018) on {s['n_images']} test "
+                f"Cascading model-parameter randomization (Adebayo et al. 2018) on {s['n_images']} "
+                f"{s.get('options', {}).get('split', 'test')} "
                 "images: layers are re-initialized from the logits down (x axis) and each method's maps are "
                 "compared with its original maps by the Spearman rank correlation of |map| (y axis). A map "
                 "that "
@@ -572,12 +621,38 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
     }
 
 
+def featureviz_index(fv: Path) -> dict[str, list[dict[str, Any]]] | None:
+    """Every feature visualization in ``RUN/featureviz/``: what ``cnnlens run`` made (in the order of
+    its ``featureviz.json``) and what ``cnnlens filters | featuremaps | dream`` made on their own
+    (then by file name), each read from its own JSON (the latest numbers for its figure).
+    ``None`` when there is none."""
+    p = fv / "featureviz.json"
+    idx = read_json(p) if p.exists() else {}
+    first = [f["figure"] for f in idx.get("filters", [])] + [f["figure"] for f in idx.get("featuremaps", [])]
+    if idx.get("dream"):
+        first.append(idx["dream"]["files"][0])
+    found: dict[str, list[dict[str, Any]]] = {}
+    for key, pattern in (("filters", "filters_*.json"), ("featuremaps", "featuremaps_*.json"),
+                         ("dreams", "dream_*.json")):
+        items = []
+        for j in sorted(fv.glob(pattern)):
+            d = read_json(j)
+            fig = d["files"][0] if key == "dreams" else d["figure"]
+            if (fv / fig).exists():
+                items.append(d)
+            else:
+                log.warning("%s names the figure %s, which is missing; left out of the report", j, fig)
+        rank = {f: i for i, f in enumerate(first)}
+        items.sort(key=lambda d: rank.get(d["files"][0] if key == "dreams" else d["figure"], len(rank)))
+        found[key] = items
+    return found if any(found.values()) else None
+
+
 def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
-    p = r.path / "featureviz" / "featureviz.json"
-    if not p.exists():
-        return None
-    idx = read_json(p)
     fv = r.path / "featureviz"
+    idx = featureviz_index(fv)
+    if idx is None:
+        return None
     figs = []
     for f in idx["filters"]:
         name = f"fv_{f['figure']}"
@@ -609,14 +684,13 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
                 f"feature maps of {fm['layer']}",
                 f"{shown}, {fm['shape'][1]}×{fm['shape'][2]} pixels: the output of module {fm['layer']}, "
                 "before "
-                f"any ReLU that follows it) for test image #{fm['image']} (class {fm['class']}), shown "
+                f"any ReLU that follows it) for {F.image_of(fm)} (class {fm['class']}), shown "
                 "beside the image; each map "
                 "on its own colour scale (viridis, dark = low). All maps: "
                 f"featureviz/{fm['figure'].rsplit('.', 1)[0]}.npy.",
             )
         )
-    d = idx.get("dream")
-    if d:
+    for d in idx["dreams"]:
         name = f"fv_{d['files'][0]}"
         _copy(fv / d["files"][0], out / name)
         for extra in d["files"][1:]:
