@@ -469,7 +469,7 @@ def filters_findings(index: dict[str, Any]) -> list[Finding]:
         if act.size:
             out.append(
                 _f(
-                    f"{fm['layer']} on image #{fm['image']} ({fm['class']}): {fm['shape'][0]} maps of "
+                    f"{fm['layer']} on {image_of(fm)} ({fm['class']}): {fm['shape'][0]} maps of "
                     f"{fm['shape'][1]}×{fm['shape'][2]} pixels; the most active filter is "
                     f"{int(np.argmax(act))} "
                     f"(mean {act.max():.3f}), {int((act <= 0).sum())} have a mean at or below 0.",
