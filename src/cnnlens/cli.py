@@ -295,7 +295,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "evaluate", "accuracy, per-class metrics, confusion matrix -> RUN/eval/metrics.json",
                     "cnnlens evaluate runs/demo")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--split", default=None, help="labeled split to evaluate (default: test if it is labeled, else the labeled hold-out val)")
+    p.add_argument("--split", default=None, help="labeled split to evaluate (default: test if it is labeled, "
+                   "else the labeled hold-out val)")
     p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
                    help="test-time augmentation: average the softmax over flipped / ten-crop views")
 
@@ -337,8 +338,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
                    "(bounded memory; run the same command again to resume)")
     p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d, or the residual block around it)")
-    p.add_argument("--split", default=None, help="split of --per-class (default: test if it is labeled, else the labeled hold-out val) and of --all "
-                   "(default test)")
+    p.add_argument("--split", default=None, help="split of --per-class (default: test if it is labeled, else "
+                   "the labeled hold-out val) and of --all (default test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
     p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")
     p.add_argument("--restart", action="store_true", help="with --all: discard what --out-dir holds and start again")
@@ -389,7 +390,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chromium", default=None, metavar="PATH",
                    help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
     p.add_argument("--split", default=None, help="split of the 'Where it fails' section; evaluated now if the run "
-                   "holds no evaluation of it (default: the run's evaluation, else test if it is labeled, else the labeled hold-out val)")
+                   "holds no evaluation of it (default: the run's own evaluation)")
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -485,7 +486,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-class", type=int, default=None, help="correctly classified images per class "
                    "to explain (default 1)")
     p.add_argument("--split", default=None, help="labeled split that evaluation, explanations, trust and the "
-                   "report use (default: test if it is labeled, else the labeled hold-out val); an unlabeled test split also gets RUN/submission.csv")
+                   "report use (default: test if it is labeled, else the labeled hold-out val); an unlabeled "
+                   "test split also gets RUN/submission.csv")
     p.add_argument("--size", choices=list(SIZES), default="run",
                    help="how much work the analysis stages do (fast: a quick look; run: the default)")
     p.add_argument("--skip", default=None, metavar="STAGES",

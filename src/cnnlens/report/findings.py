@@ -249,7 +249,8 @@ def split_note(split: str, info: dict[str, Any]) -> str | None:
         why = f"{info['unlabeled']['test']:,} of the {info['size']['test']:,} test images are unlabeled"
     else:
         why = f"the {split} split was chosen (--split {split})"
-    text = f"Accuracy, explanations and trust scores are measured on the labeled {split} split: {why}."
+    text = (f"Accuracy is measured on the labeled {split} split: {why}. Each section names the split its "
+            "images come from.")
     if split == "val":
         text += (" The val split is the hold-out cut from the training data that also chose the saved epoch, "
                  "so its accuracy is optimistic.")
@@ -423,9 +424,7 @@ def explained_images(index: dict[str, Any]) -> str:
     where = ""
     if splits:
         seen = list(dict.fromkeys(s for s in splits if s != "?"))
-        where = (" and ".join(seen) + " ") if seen else ""
-    elif index.get("selection") is None:
-        where = "test "  # written before splits were recorded: the pipeline took them from the test split
+        where = (" and ".join(seen) + " ") if seen else ""  # a file older than the record names no split
     labels, pred, targets = index.get("labels"), index.get("predicted"), index["targets"]
     if labels is not None and pred is not None and all(lb is not None and lb >= 0 for lb in labels):
         right = sum(int(a == b) for a, b in zip(labels, pred))

@@ -28,6 +28,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from .. import __version__
 from ..io import read_json, write_csv, write_json, write_text
 from . import findings as F
+from . import sources
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,9 @@ def build_report(run_dir: str | os.PathLike[str], split: str | None = None) -> P
     ctx["model"] = _model(r)
     ctx["training"] = _training(r, out)
     ctx["compare"] = _compare(r, out)
-    ctx["failures"] = _failures(r, out, _metrics_path(r, split))
-    ctx["split_note"] = _split_note(ctx["failures"], ctx["data"])
-    ctx["submission"] = _submission(r)
+    ctx["failures"] = _failures(r, out, sources.metrics_path(r, split))
+    ctx["split_note"] = sources.split_note(ctx["failures"], ctx["data"])
+    ctx["submission"] = sources.submission(r)
     ctx["looks"] = _looks(r, out)
     ctx["trust"] = _trust(r, out)
     ctx["filters"] = _filters(r, out)
@@ -242,47 +243,6 @@ def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
         "runs": c["runs"],
         "raw": [src],
     }
-
-
-def _metrics_path(r: _Run, split: str | None) -> Path | None:
-    """The evaluation the report shows (see :func:`build_report`), evaluating it first if needed."""
-    from ..data.splits import label_split
-
-    main = r.path / "eval" / "metrics.json"
-    held = read_json(main)["split"] if main.exists() else None
-    if split is None:
-        return main if held is not None else None  # the report evaluates only when asked to
-    split = label_split(r.dataset, split)
-    if split == held:
-        return main
-    sub = main if held is None else r.path / "eval" / f"split-{split}" / "metrics.json"
-    if not sub.exists() or read_json(sub).get("split") != split:
-        from ..evaluate import evaluate, write_eval
-
-        run = r.loaded
-        res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)
-        write_eval(res, sub.parent, run.dataset.ids)
-        log.info("evaluated the %s split for the report: %s", split, sub)
-    return sub
-
-
-def _split_note(failures: dict[str, Any] | None, data: dict[str, Any] | None) -> str | None:
-    """One sentence on the page's top when the labeled split shown is not ``test``, saying why."""
-    if not failures or not data:
-        return None
-    return F.split_note(failures["m"]["split"], data["info"])
-
-
-def _submission(r: _Run) -> dict[str, Any] | None:
-    from ..pipeline import SUBMISSION
-
-    p = r.path / SUBMISSION
-    if not p.exists():
-        return None
-    with open(p, encoding="utf-8") as fh:
-        header = fh.readline().strip()
-        rows = sum(1 for line in fh if line.strip())
-    return {"file": SUBMISSION, "path": str(p.resolve()), "rows": rows, "header": header}
 
 
 def _failures(r: _Run, out: Path, mpath: Path | None = None) -> dict[str, Any] | None:
@@ -621,36 +581,9 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
     }
 
 
-def featureviz_index(fv: Path) -> dict[str, list[dict[str, Any]]] | None:
-    """Every feature visualization in ``RUN/featureviz/``: what ``cnnlens run`` made (in the order of
-    its ``featureviz.json``) and what ``cnnlens filters | featuremaps | dream`` made on their own
-    (then by file name), each read from its own JSON (the latest numbers for its figure).
-    ``None`` when there is none."""
-    p = fv / "featureviz.json"
-    idx = read_json(p) if p.exists() else {}
-    first = [f["figure"] for f in idx.get("filters", [])] + [f["figure"] for f in idx.get("featuremaps", [])]
-    if idx.get("dream"):
-        first.append(idx["dream"]["files"][0])
-    found: dict[str, list[dict[str, Any]]] = {}
-    for key, pattern in (("filters", "filters_*.json"), ("featuremaps", "featuremaps_*.json"),
-                         ("dreams", "dream_*.json")):
-        items = []
-        for j in sorted(fv.glob(pattern)):
-            d = read_json(j)
-            fig = d["files"][0] if key == "dreams" else d["figure"]
-            if (fv / fig).exists():
-                items.append(d)
-            else:
-                log.warning("%s names the figure %s, which is missing; left out of the report", j, fig)
-        rank = {f: i for i, f in enumerate(first)}
-        items.sort(key=lambda d: rank.get(d["files"][0] if key == "dreams" else d["figure"], len(rank)))
-        found[key] = items
-    return found if any(found.values()) else None
-
-
 def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
     fv = r.path / "featureviz"
-    idx = featureviz_index(fv)
+    idx = sources.featureviz_index(fv)
     if idx is None:
         return None
     figs = []
