@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,15 @@ def test_run_on_course_train_csv_alone(tmp_path):
     html = (run / "report" / "index.html").read_text(encoding="utf-8")
     assert "measured on the labeled val split: the dataset has no test split" in html
     assert "on 14 val images" in html and "Predictions for the unlabeled test split" not in html
+    # the standalone commands that need labels take val too, and say so
+    e = cli("explain", str(run), "--methods", "saliency")
+    assert re.search(r"explained \d+ val image\(s\)", e.stdout)
+    assert set(json.loads((run / "explain" / "explanations.json").read_text())["splits"]) == {"val"}
+    t = cli("trust", str(run), "--fast", "--n-images", "4", "--methods", "saliency")
+    assert "trust: 4 val images" in t.stdout
+    assert json.loads((run / "trust" / "scores.json").read_text())["options"]["split"] == "val"
+    bad = cli("trust", str(run), "--split", "test", check=False)
+    assert bad.returncode == 2 and "has no split 'test'" in bad.stderr
 
 
 def test_an_unlabeled_split_asked_for_is_refused_naming_the_fix(tmp_path):

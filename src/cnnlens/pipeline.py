@@ -318,8 +318,8 @@ def explain_confused(
     per_pair: int = 2,
     progress: Progress = None,
 ) -> dict[str, Any] | None:
-    """The ``pairs`` most-confused (true A, predicted B) pairs: up to ``per_pair`` images of A (of the evaluated split) taken
-    for B, each explained by every method for A and for B. Writes ``RUN/explain/confused/``:
+    """The ``pairs`` most-confused (true A, predicted B) pairs: up to ``per_pair`` images of A (of the
+    evaluated split) taken for B, each explained by every method for A and for B. Writes ``RUN/explain/confused/``:
     ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and ``confused.json``.
     Returns the JSON, or ``None`` when the model made no mistake."""
     from .explain.batch import _file_name, explain_confused_pairs
@@ -392,8 +392,8 @@ def explain_lime(
     seed: int = 0,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """LIME (superpixels) for ``per_class`` correctly classified images of each class (of the evaluated split), for the
-    predicted class. Writes ``RUN/explain/lime/``: ``lime.npy`` (``float32 [N, H, W]`` pixel maps),
+    """LIME (superpixels) for ``per_class`` correctly classified images of each class (of the evaluated
+    split), for the predicted class. Writes ``RUN/explain/lime/``: ``lime.npy`` (``float32 [N, H, W]`` pixel maps),
     ``segments.npy`` (``int32 [N, H, W]`` superpixel labels), ``lime.json`` (indices, per-image
     superpixel weights, intercept, weighted R^2 of the surrogate, settings)."""
     from .explain.batch import explain_images
@@ -451,9 +451,9 @@ def featureviz_run(
     run: Run, result: EvalResult, sizes: StageSizes, progress: Progress = None
 ) -> dict[str, Any] | None:
     """Filters of the first and last conv layers (activation maximization beside their top train
-    patches), every feature map of both layers for one correctly classified image of the evaluated split, and a Deep
-    Dream progression on that image at the last conv layer. Writes ``RUN/featureviz/`` and its index
-    ``featureviz.json``. Returns ``None`` (writing nothing) for a model without conv layers."""
+    patches), every feature map of both layers for one correctly classified image of the evaluated
+    split, and a Deep Dream progression on that image at the last conv layer. Writes
+    ``RUN/featureviz/`` and its index ``featureviz.json``. Returns ``None`` (writing nothing) for a model without conv layers."""
     from .featureviz.runs import dream_run, featuremaps_run, filters_run
 
     convs = conv_layers(run.model)

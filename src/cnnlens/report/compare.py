@@ -80,8 +80,8 @@ def _findings(rows: list[dict[str, Any]]) -> list[str]:
     for b in rows[1:]:
         out.append(f"{b['name']} has {b['params']:,} parameters, {b['params_ratio']:.3f}x {a['name']}'s "
                    f"{a['params']:,}; its {b['test_split']} accuracy is {100 * b['test_acc']:.2f}% against "
-                   f"{100 * a['test_acc']:.2f}% on {a['test_split']} ({100 * (b['test_acc'] - a['test_acc']):+.2f} "
-                   "points).")
+                   f"{100 * a['test_acc']:.2f}% on {a['test_split']} "
+                   f"({100 * (b['test_acc'] - a['test_acc']):+.2f} points).")
     return out
 
 
