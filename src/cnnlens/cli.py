@@ -352,7 +352,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                     "cnnlens evaluate runs/demo")
     p.add_argument("run", metavar="RUN")
     _add_trust_code(p)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None, help="labeled split to evaluate (default: test if it is labeled, "
+                   "else the labeled hold-out val)")
     p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
                    help="test-time augmentation: average the softmax over flipped / ten-crop views")
 
@@ -389,13 +390,14 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="saliency,gradcam",
                    help=f"comma-separated, from: {', '.join(METHODS.names())}")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--per-class", type=int, default=1, help="correctly classified test images per class")
+    g.add_argument("--per-class", type=int, default=1, help="correctly classified images per class of --split")
     g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
     g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
                    "(bounded memory; run the same command again to resume)")
     p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d, or the residual block around it)")
-    p.add_argument("--split", default="test", help="split for --all (default test)")
+    p.add_argument("--split", default=None, help="split of --per-class (default: test if it is labeled, else "
+                   "the labeled hold-out val) and of --all (default test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
     p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")
     p.add_argument("--restart", action="store_true", help="with --all: discard what --out-dir holds and start again")
@@ -413,6 +415,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         from .explain.stream import explain_stream
 
         ds = run.dataset
+        args.split = args.split or "test"
         out = Path(args.out_dir) if args.out_dir else run.path / "explain" / f"all-{args.split}"
         target: object = int(args.target) if args.target.lstrip("-").isdigit() else args.target
         with Progress(f"explaining {args.split}") as cb:
@@ -430,8 +433,12 @@ def _run_explain(args: argparse.Namespace) -> int:
         except ValueError:
             raise CnnlensError(f"--images must be comma-separated integers; got {args.images!r}") from None
     with Progress("explaining") as cb:
-        explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target, progress=cb,
-                    layer=args.layer, method_options=_forced(methods, args.force_guided))
+        index = explain_run(run, methods, indices=indices, per_class=args.per_class, target=args.target,
+                            progress=cb, layer=args.layer, split=args.split,
+                            method_options=_forced(methods, args.force_guided))
+    from .data.splits import describe_splits
+
+    console.print(f"explained {len(index['indices'])} {describe_splits(index['splits'])} image(s)", markup=False)
     console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
     return 0
 
@@ -454,12 +461,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    "Chromium (Debian: apt-get install chromium)")
     p.add_argument("--chromium", default=None, metavar="PATH",
                    help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
+    p.add_argument("--split", default=None, help="split of the 'Where it fails' section; evaluated now if the run "
+                   "holds no evaluation of it (default: the run's own evaluation)")
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from .report.html import build_report
 
-    page = build_report(args.run, trust_code=args.trust_code)
+    page = build_report(args.run, split=args.split, trust_code=args.trust_code)
     console.print(f"report: {page}")
     if args.pdf:
         from .report.browser import print_pdf
@@ -481,20 +490,26 @@ def _pipeline(args: argparse.Namespace, sizes) -> Path:
     reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
     record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
     with Progress("evaluating") as cb:
-        res = evaluate_run(run, progress=cb)
+        res = evaluate_run(run, getattr(args, "split", None), progress=cb)
     _print_eval(res)
     if getattr(args, "baseline", None):
         with timed(run.path, f"baseline ({args.baseline}: train, evaluate, compare)"):
-            _baseline(args, run)
+            _baseline(args, run, res.split)
     skip = tuple(s.strip() for s in (getattr(args, "skip", None) or "").split(",") if s.strip())
     analyze(run, res, sizes, progress_for=Progress, skip=skip)
+    from .pipeline import submission_run
+
+    with Progress("predicting the unlabeled test split") as cb:
+        sub = submission_run(run, progress=cb)
+    if sub is not None:
+        console.print(f"submission file (unlabeled test split): {sub}", markup=False)
     with timed(run.path, "report"):
         page = build_report(run.path)
     console.print(f"report: [b]{page}[/b]")
     return page
 
 
-def _baseline(args: argparse.Namespace, run) -> None:
+def _baseline(args: argparse.Namespace, run, split: str | None = None) -> None:
     """Train the DNN matched to the run's parameter count into RUN/baseline, evaluate, compare."""
     from .models import count_params
     from .pipeline import evaluate_run
@@ -506,7 +521,7 @@ def _baseline(args: argparse.Namespace, run) -> None:
     base = train(run.config.data.spec, args.baseline, out=run.path / "baseline", config=run.config.replace(
         model={"name": args.baseline, "options": {}}), force=True, progress=True,
         model_options={"match_params": target})
-    evaluate_run(base)
+    evaluate_run(base, split)
     _print_compare(compare_runs([run.path, base.path], run.path / "compare",
                                 names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"]))
 
@@ -540,8 +555,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.add_argument("--methods", default=None, help="gradient/CAM methods shown side by side per class "
                    f"(comma-separated; default {','.join(SIZES['run'].methods)})")
-    p.add_argument("--per-class", type=int, default=None, help="correctly classified test images per class "
+    p.add_argument("--per-class", type=int, default=None, help="correctly classified images per class "
                    "to explain (default 1)")
+    p.add_argument("--split", default=None, help="labeled split that evaluation, explanations, trust and the "
+                   "report use (default: test if it is labeled, else the labeled hold-out val); an unlabeled "
+                   "test split also gets RUN/submission.csv")
     p.add_argument("--size", choices=list(SIZES), default="run",
                    help="how much work the analysis stages do (fast: a quick look; run: the default)")
     p.add_argument("--skip", default=None, metavar="STAGES",
@@ -592,7 +610,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _print_compare(res: dict) -> None:
-    t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
+    split = res["runs"][0].get("test_split", "test") if res["runs"] else "test"
+    t = Table("run", "parameters", "ratio", "best val acc", f"{split} acc", title="comparison")
     for r in res["runs"]:
         t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
                   f"{100 * r['test_acc']:.2f}%")
@@ -813,8 +832,9 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
                         "methods of cost <= 64 "
                         "(gradient and CAM; flags override)")
     p.add_argument("--n-images", type=int, default=None,
-                   help="test images scored (default 32; 16 with --fast)")
-    p.add_argument("--split", default="test", help="split the images are drawn from (default test)")
+                   help="images scored (default 32; 16 with --fast)")
+    p.add_argument("--split", default=None, help="labeled split the images are drawn from (default: "
+                   "test if it is labeled, else the labeled hold-out val)")
     p.add_argument("--steps", type=int, default=None,
                    help="deletion/insertion steps (default 50; 20 with --fast)")
     from .fill import Fill
@@ -838,18 +858,20 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 def _run_trust(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
+    from .data.splits import label_split
     from .metrics import FAST, TrustConfig, run_trust
     from .report.fig_trust import plot_trust
     from .train import load_run
 
+    run = load_run(args.run, trust_code=args.trust_code)
+    ds = run.dataset  # normalized as the model expects (model.json)
+    args.split = label_split(ds, args.split)
     cfg = FAST if args.fast else TrustConfig()
     cfg = cfg.replace(split=args.split, seed=args.seed, substrate=args.substrate,
                       independent=args.independent,
                       **{k: getattr(args, k) for k in ("n_images", "steps", "max_cost")
                          if getattr(args, k) is not None})
 
-    run = load_run(args.run, trust_code=args.trust_code)
-    ds = run.dataset  # normalized as the model expects (model.json)
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
         from .metrics import trust_dataset

@@ -58,7 +58,7 @@ class StageSizes:
 
     Attributes:
         methods: gradient/CAM methods shown side by side per class.
-        per_class: correctly classified test images per class for ``methods`` and LIME.
+        per_class: correctly classified images per class (of the evaluated split) for ``methods`` and LIME.
         confused_pairs, per_pair, confused_methods: most-confused pairs explained, images per pair,
             methods used (each image explained for its true and for its predicted class).
         lime_samples: perturbed images per LIME explanation.
@@ -170,14 +170,19 @@ def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:  # kept f
 
 
 def evaluate_run(
-    run: Run, split: str = "test", progress: Progress = None, tta: str | None = None
+    run: Run, split: str | None = None, progress: Progress = None, tta: str | None = None
 ) -> EvalResult:
-    """Evaluate a run's model on ``split`` and write ``RUN/eval/`` (``RUN/eval/tta-<mode>/`` with TTA)."""
+    """Evaluate a run's model on ``split`` and write ``RUN/eval/`` (``RUN/eval/tta-<mode>/`` with TTA).
+    ``split=None``: ``test`` when it is labeled, else the labeled hold-out ``val``
+    (:func:`cnnlens.data.splits.label_split`, which logs why)."""
+    from .data.splits import label_split
+
+    split = label_split(run.dataset, split)
     with timed(run.path, "evaluate"):
         res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std, progress=progress, tta=tta)
         sub = run.path / "eval" if tta in (None, "none") else run.path / "eval" / f"tta-{tta}"
         write_eval(res, sub, run.dataset.ids)
-    log.info("test accuracy %.4f on %d images", res.accuracy, len(res.labels))
+    log.info("%s accuracy %.4f on %d %s images", split, res.accuracy, len(res.labels), split)
     return res
 
 
@@ -249,7 +254,7 @@ def explain_run(
     indices: list[int] | None = None,
     per_class: int = 1,
     target: str | int = "pred",
-    split: str = "test",
+    split: str | None = None,
     progress: Progress = None,
     result: EvalResult | None = None,
     layer: str | None = None,
@@ -259,19 +264,25 @@ def explain_run(
     ``method_options``: per-method options, e.g. ``{"guided_backprop": {"force": True}}``);
     writes ``RUN/explain/`` (one ``<method>.npy`` per method, ``explanations.json`` and ``grid.png``).
     Images default to ``per_class`` correctly classified images per class of ``split`` (from ``result``
-    when given, else evaluated here). Returns the JSON index."""
+    when given, else evaluated here; ``None``: test if labeled, else val). The JSON index also records
+    how the images were chosen (``selection``: ``"correct"`` or ``"given"``), the split of each image
+    (``splits``) and the ``target``. Returns the JSON index."""
+    from .data.splits import split_of
     from .explain.batch import explain_images
 
     with timed(run.path, "explain"):
         for m in methods:
             METHODS.get(m)  # unknown names fail before any work, listing the valid ones
         ds = run.dataset
+        selection = "given" if indices is not None else "correct"
         if indices is None:
-            indices = select_per_class(
-                result if result is not None else _load_or_evaluate(run, split), per_class
-            )
+            res = result if result is not None else _load_or_evaluate(run, split)
+            indices = select_per_class(res, per_class)
+            if not indices:
+                raise CnnlensError(f"no correctly classified image in the {res.split} split to explain; "
+                                   "choose images with --images, or train the model further")
         if not indices:
-            raise CnnlensError("no images to explain (no correctly classified image in the split?)")
+            raise CnnlensError("no images to explain: the list of image indices is empty")
         n = len(ds)
         bad = [i for i in indices if not 0 <= i < n]
         if bad:
@@ -296,7 +307,11 @@ def explain_run(
             layer=layer,
             method_options=method_options,
         )
-    return read_json(run.path / "explain" / "explanations.json")
+        ipath = run.path / "explain" / "explanations.json"
+        index = read_json(ipath)
+        index.update(selection=selection, splits=split_of(ds, indices), target=str(target))
+        write_json(ipath, index)
+    return index
 
 
 def explain_confused(
@@ -307,8 +322,8 @@ def explain_confused(
     per_pair: int = 2,
     progress: Progress = None,
 ) -> dict[str, Any] | None:
-    """The ``pairs`` most-confused (true A, predicted B) pairs: up to ``per_pair`` test images of A taken
-    for B, each explained by every method for A and for B. Writes ``RUN/explain/confused/``:
+    """The ``pairs`` most-confused (true A, predicted B) pairs: up to ``per_pair`` images of A (of the
+    evaluated split) taken for B, each explained by every method for A and for B. Writes ``RUN/explain/confused/``:
     ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and ``confused.json``.
     Returns the JSON, or ``None`` when the model made no mistake."""
     from .explain.batch import _file_name, explain_confused_pairs
@@ -316,7 +331,7 @@ def explain_confused(
     with timed(run.path, "explain confused pairs"):
         top = result.confused_pairs(pairs)
         if not top:
-            log.info("no misclassified test image: no confused pairs to explain")
+            log.info("no misclassified %s image: no confused pairs to explain", result.split)
             return None
         chosen: list[int] = []  # positions in the split
         for p in top:
@@ -329,6 +344,7 @@ def explain_confused(
         lab, pred = result.labels[pos], result.preds[pos]
         out = run.path / "explain" / "confused"
         meta: dict[str, Any] = {
+            "split": result.split,
             "pairs": top,
             "per_pair": per_pair,
             "indices": indices.tolist(),
@@ -380,8 +396,8 @@ def explain_lime(
     seed: int = 0,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """LIME (superpixels) for ``per_class`` correctly classified test images of each class, for the
-    predicted class. Writes ``RUN/explain/lime/``: ``lime.npy`` (``float32 [N, H, W]`` pixel maps),
+    """LIME (superpixels) for ``per_class`` correctly classified images of each class (of the evaluated
+    split), for the predicted class. Writes ``RUN/explain/lime/``: ``lime.npy`` (``float32 [N, H, W]`` pixel maps),
     ``segments.npy`` (``int32 [N, H, W]`` superpixel labels), ``lime.json`` (indices, per-image
     superpixel weights, intercept, weighted R^2 of the surrogate, settings)."""
     from .explain.batch import explain_images
@@ -389,7 +405,7 @@ def explain_lime(
     with timed(run.path, "lime"):
         indices = select_per_class(result, per_class)
         if not indices:
-            raise CnnlensError("no correctly classified test image to explain with LIME")
+            raise CnnlensError(f"no correctly classified {result.split} image to explain with LIME")
         ds = run.dataset
         idx = torch.as_tensor(indices)
         exp = explain_images(
@@ -407,6 +423,7 @@ def explain_lime(
         _save_npy(out / "segments.npy", exp.extras["segments"].to(torch.int32))
         ex = exp.extras
         meta = {
+            "split": result.split,
             "indices": indices,
             "labels": ds.labels[idx].tolist(),
             "targets": exp.targets.tolist(),
@@ -438,9 +455,9 @@ def featureviz_run(
     run: Run, result: EvalResult, sizes: StageSizes, progress: Progress = None
 ) -> dict[str, Any] | None:
     """Filters of the first and last conv layers (activation maximization beside their top train
-    patches), every feature map of both layers for one correctly classified test image, and a Deep
-    Dream progression on that image at the last conv layer. Writes ``RUN/featureviz/`` and its index
-    ``featureviz.json``. Returns ``None`` (writing nothing) for a model without conv layers."""
+    patches), every feature map of both layers for one correctly classified image of the evaluated
+    split, and a Deep Dream progression on that image at the last conv layer. Writes
+    ``RUN/featureviz/`` and its index ``featureviz.json``. Returns ``None`` (writing nothing) for a model without conv layers."""
     from .featureviz.runs import dream_run, featuremaps_run, filters_run
 
     convs = conv_layers(run.model)
@@ -498,26 +515,56 @@ def trust_run(
     n_images: int = 32,
     steps: int = 50,
     progress: Progress = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """The trust protocol (:func:`cnnlens.metrics.run_trust`) on ``n_images`` test images: writes
-    ``RUN/trust/scores.json``, ``table.csv`` and ``randomization.png``. Returns the scores JSON."""
+    """The trust protocol (:func:`cnnlens.metrics.run_trust`) on ``n_images`` images of ``split``
+    (``None``: test if labeled, else val): writes ``RUN/trust/scores.json``, ``table.csv`` and
+    ``randomization.png``. Returns the scores JSON."""
+    from .data.splits import label_split
     from .metrics import run_trust
     from .report.fig_trust import plot_trust
 
     with timed(run.path, "trust"):
         ds = run.dataset  # normalized as the model expects (model.json)
-        n = min(n_images, len(ds.indices("test")))
+        split = label_split(ds, split)
+        n = min(n_images, len(ds.indices(split)))
         rep = run_trust(
             run.model,
             ds,
             list(methods),
             n_images=n,
+            split=split,
             out_dir=run.path / "trust",
             steps=steps,
             progress=progress,
         )
         plot_trust(rep, run.path / "trust")
     return read_json(run.path / "trust" / "scores.json")
+
+
+# ---- submission -----------------------------------------------------------------------------------
+
+SUBMISSION = "submission.csv"
+"""Where :func:`submission_run` writes the predictions for an unlabeled test split, inside the run."""
+
+
+def submission_run(run: Run, progress: Progress = None) -> Path | None:
+    """When the run's dataset has an unlabeled ``test`` split (the course's ``test.csv``, Food-11's
+    ``testing/``), write its submission file through :func:`cnnlens.predict.predict` to
+    ``RUN/submission.csv`` (``id,label`` or ``file,label``, one row per test input in the input's
+    order; docs/predict.md). Returns the path, or ``None`` when there is nothing to submit."""
+    ds = run.dataset
+    idx = ds.splits.get("test")
+    if idx is None or len(idx) == 0 or bool((ds.labels[idx] >= 0).any()):
+        return None
+    from .predict import predict
+
+    out = run.path / SUBMISSION
+    with timed(run.path, "submission"):
+        pred = predict(run, ds, "test", progress=progress, out=out)
+    log.info("wrote the submission file %s: %d rows (%s,label) for the unlabeled test split", out, len(pred),
+             pred.key)
+    return out
 
 
 # ---- all of them ----------------------------------------------------------------------------------
@@ -535,6 +582,8 @@ OUTPUTS = (
     "report",
     "timings.json",
     "stages.json",
+    "submission.csv",
+    "submission.skipped.csv",
 )
 """What the stages after training write into a run directory (and :func:`reset_outputs` removes)."""
 
@@ -585,7 +634,7 @@ def analyze(
         done.append("featureviz")
     if "trust" not in skip:
         with bar("trust scores") as cb:
-            trust_run(run, sizes.trust_methods, sizes.trust_images, sizes.trust_steps, cb)
+            trust_run(run, sizes.trust_methods, sizes.trust_images, sizes.trust_steps, cb, split=result.split)
         done.append("trust")
     write_json(run.path / "stages.json", {"sizes": sizes.to_dict(), "stages": done})
     return done
@@ -613,7 +662,10 @@ def reset_outputs(run_dir: str | Path) -> list[str]:
 # ---- helpers --------------------------------------------------------------------------------------
 
 
-def _load_or_evaluate(run: Run, split: str) -> EvalResult:
+def _load_or_evaluate(run: Run, split: str | None) -> EvalResult:
+    from .data.splits import label_split
+
+    split = label_split(run.dataset, split)
     return evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)
 
 

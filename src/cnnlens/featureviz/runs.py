@@ -136,9 +136,12 @@ def featuremaps_run(run: Run, layer: str | int, image: int) -> dict[str, Any]:
         title=f"{fm.layer} on image {image} ({cls}), {fm.maps.shape[1]} filters",
     )
     _save_npy(out / f"{stem}.npy", fm.maps[0].numpy().astype(np.float32))
+    from ..data.splits import split_of
+
     info = {
         "layer": fm.layer,
         "image": image,
+        "split": split_of(ds, [image])[0],
         "class": cls,
         "shape": list(fm.maps.shape[1:]),
         "mean_activation": fm.maps[0].mean((1, 2)).tolist(),

@@ -80,8 +80,9 @@ def _findings(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for b in rows[1:]:
         out.append(f"{b['name']} has {b['params']:,} parameters, {b['params_ratio']:.3f}x {a['name']}'s "
-                   f"{a['params']:,}; its test accuracy is {100 * b['test_acc']:.2f}% against "
-                   f"{100 * a['test_acc']:.2f}% ({100 * (b['test_acc'] - a['test_acc']):+.2f} points).")
+                   f"{a['params']:,}; its {b['test_split']} accuracy is {100 * b['test_acc']:.2f}% against "
+                   f"{100 * a['test_acc']:.2f}% on {a['test_split']} "
+                   f"({100 * (b['test_acc'] - a['test_acc']):+.2f} points).")
     return out
 
 
@@ -108,7 +109,7 @@ def _per_class(rows: list[dict[str, Any]], classes: list[str], path: Path) -> No
     for i, r in enumerate(rows):
         ax.bar(np.arange(k) + i * width - 0.4 + width / 2, r["per_class_acc"], width, label=r["name"])
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy of the class (recall)")
+    ax.set_ylabel(f"{rows[0]['test_split']} accuracy of the class (recall)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -253,14 +253,44 @@ def training_findings(history: list[dict[str, float]]) -> list[Finding]:
     return out
 
 
-def eval_findings(m: dict[str, Any]) -> list[Finding]:
-    src = "eval/metrics.json"
+_ACCURACY_OF = {"test": "Test accuracy", "val": "Validation accuracy", "train": "Training accuracy"}
+
+
+def accuracy_name(split: str) -> str:
+    """``"test"`` -> ``"Test accuracy"``, ``"val"`` -> ``"Validation accuracy"``; others ``"Accuracy on <split>"``."""
+    return _ACCURACY_OF.get(split, f"Accuracy on {split}")
+
+
+def split_note(split: str, info: dict[str, Any]) -> str | None:
+    """Why the labeled split shown is ``split`` and not ``test`` (from ``data/counts.json``), or ``None``
+    when it is ``test``."""
+    if split == "test":
+        return None
+    if "test" not in info["splits"]:
+        why = "the dataset has no test split"
+    elif info["unlabeled"].get("test", 0) == info["size"]["test"]:
+        why = f"the test split is unlabeled ({info['size']['test']:,} images)"
+    elif info["unlabeled"].get("test", 0):
+        why = f"{info['unlabeled']['test']:,} of the {info['size']['test']:,} test images are unlabeled"
+    else:
+        why = f"the {split} split was chosen (--split {split})"
+    text = (f"Accuracy is measured on the labeled {split} split: {why}. Each section names the split its "
+            "images come from.")
+    if split == "val":
+        text += (" The val split is the hold-out cut from the training data that also chose the saved epoch, "
+                 "so its accuracy is optimistic.")
+    return text
+
+
+def eval_findings(m: dict[str, Any], source: str = "eval/metrics.json") -> list[Finding]:
+    src = source
+    split = m["split"]
     pc = sorted(m["per_class"], key=lambda r: (-r["recall"], r["class"]))
     out = [
         _f(
-            f"Test accuracy is {_pct(m['accuracy'])} on {m['n']:,} {m['split']} images "
+            f"{accuracy_name(split)} is {_pct(m['accuracy'])} on {m['n']:,} {split} images "
             f"(macro F1 {m['macro_f1']:.3f}).",
-            src + ": accuracy, macro_f1",
+            src + ": split, accuracy, macro_f1",
         )
     ]
     if len(pc) >= 2:
@@ -282,7 +312,7 @@ def eval_findings(m: dict[str, Any]) -> list[Finding]:
         ]
         out.append(_f("Most confused: " + "; ".join(parts) + ".", src + ": most_confused"))
     else:
-        out.append(_f("No test image was misclassified.", src + ": confusion"))
+        out.append(_f(f"No {split} image was misclassified.", src + ": confusion"))
     cal = m.get("calibration")
     if cal:
         bins = [b for b in cal["bins"] if b["count"]]
@@ -316,7 +346,8 @@ def confused_findings(meta: dict[str, Any], mass: dict[str, list[float]]) -> lis
     src = "explain/confused/confused.json"
     out = [
         _f(
-            f"{len(meta['indices'])} misclassified test images from the {len(meta['pairs'])} most-confused "
+            f"{len(meta['indices'])} misclassified {meta.get('split', 'test')} images from the "
+            f"{len(meta['pairs'])} most-confused "
             f"pairs, each explained for its true and for its predicted class.",
             src + ": pairs, indices",
         )
@@ -374,7 +405,8 @@ def trust_findings(scores: dict[str, Any]) -> list[Finding]:
     methods = {m: v for m, v in scores["methods"].items() if not v["control"]}
     out = [
         _f(
-            f"{len(methods)} methods scored on {scores['n_images']} test images against a random and an edge "
+            f"{len(methods)} methods scored on {scores['n_images']} {scores.get('options', {}).get('split', 'test')} "
+            "images against a random and an edge "
             f"control, with {len(tests)} tests ({', '.join(tests)}).",
             src + ": n_images, tests",
         )
@@ -401,6 +433,51 @@ def trust_findings(scores: dict[str, Any]) -> list[Finding]:
     return out
 
 
+def image_of(fm: dict[str, Any]) -> str:
+    """``"val image #12"`` for a feature-map record that names its split, else ``"image #12"``."""
+    split = fm.get("split")
+    return f"{split} image #{fm['image']}" if split and split != "?" else f"image #{fm['image']}"
+
+
+def explained_images(index: dict[str, Any]) -> str:
+    """What the explained images of ``explain/explanations.json`` are, as true as the file allows:
+    how they were chosen, their split(s), how many were correctly classified, which class was explained.
+
+    >>> explained_images({"indices": [0, 1], "labels": [1, 2], "predicted": [1, 0], "targets": [1, 0],
+    ...                   "selection": "given", "splits": ["train", "train"]})
+    '2 train images chosen by index (1 correctly classified, 1 misclassified), each explained for its predicted class'
+    """
+    n = len(index["indices"])
+    splits = index.get("splits")
+    where = ""
+    if splits:
+        seen = list(dict.fromkeys(s for s in splits if s != "?"))
+        where = (" and ".join(seen) + " ") if seen else ""  # a file older than the record names no split
+    labels, pred, targets = index.get("labels"), index.get("predicted"), index["targets"]
+    if labels is not None and pred is not None and all(lb is not None and lb >= 0 for lb in labels):
+        right = sum(int(a == b) for a, b in zip(labels, pred))
+        if right == n:
+            state = "correctly classified "
+            tally = ""
+        elif right == 0:
+            state = "misclassified "
+            tally = ""
+        else:
+            state, tally = "", f" ({right} correctly classified, {n - right} misclassified)"
+    else:
+        state, tally = "", " (unlabeled: correctness unknown)" if labels is not None else ""
+    how = {"correct": " (per class in order, the first of each class in the split)",
+           "given": " chosen by index"}.get(index.get("selection") or "correct", "")
+    if pred is not None and list(targets) == list(pred):
+        cls = "its predicted class"
+    elif labels is not None and list(targets) == list(labels):
+        cls = "its true class"
+    else:
+        names = index.get("classes")
+        cls = "class " + ", ".join(dict.fromkeys(names[t] if names else str(t) for t in targets))
+    return f"{n} {state}{where}image{'s' if n != 1 else ''}{how}{tally}, each explained for {cls}"
+
+
 def filters_findings(index: dict[str, Any]) -> list[Finding]:
     out = []
     for f in index.get("filters", []):
@@ -419,15 +496,14 @@ def filters_findings(index: dict[str, Any]) -> list[Finding]:
         if act.size:
             out.append(
                 _f(
-                    f"{fm['layer']} on image #{fm['image']} ({fm['class']}): {fm['shape'][0]} maps of "
+                    f"{fm['layer']} on {image_of(fm)} ({fm['class']}): {fm['shape'][0]} maps of "
                     f"{fm['shape'][1]}×{fm['shape'][2]} pixels; the most active filter is "
                     f"{int(np.argmax(act))} "
                     f"(mean {act.max():.3f}), {int((act <= 0).sum())} have a mean at or below 0.",
                     f"featureviz/{_json_of(fm['figure'])}: mean_activation",
                 )
             )
-    d = index.get("dream")
-    if d:
+    for d in index.get("dreams") or ([index["dream"]] if index.get("dream") else []):
         final = d["octave_objective"][-1]
         out.append(
             _f(

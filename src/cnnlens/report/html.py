@@ -28,6 +28,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from .. import __version__
 from ..io import read_json, write_csv, write_json, write_text
 from . import findings as F
+from . import sources
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,14 @@ def describe_normalization(meta: dict[str, Any]) -> str:
     return f"the dataset's train-split statistics, {nums}"
 
 
-def build_report(run_dir: str | os.PathLike[str], *, trust_code: bool = False) -> Path:
+def build_report(run_dir: str | os.PathLike[str], split: str | None = None, *, trust_code: bool = False) -> Path:
     """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json`` and the region
     table ``attribution_regions.csv``). Returns the page's path. ``trust_code``: allow loading a
-    model that is user code (see :func:`cnnlens.load_run`)."""
+    model that is user code (see :func:`cnnlens.load_run`).
+
+    ``split``: the labeled split of the "Where it fails" section. ``None`` shows the run's evaluation
+    (``RUN/eval/metrics.json``, if any). A split the run holds no evaluation of is evaluated now
+    (cheap) into ``RUN/eval/`` (or ``RUN/eval/split-<name>/`` beside an evaluation of another split)."""
     run = Path(run_dir)
     if not (run / "model.json").exists():
         raise FileNotFoundError(
@@ -114,7 +119,9 @@ def build_report(run_dir: str | os.PathLike[str], *, trust_code: bool = False) -
     ctx["model"] = _model(r)
     ctx["training"] = _training(r, out)
     ctx["compare"] = _compare(r, out)
-    ctx["failures"] = _failures(r, out)
+    ctx["failures"] = _failures(r, out, sources.metrics_path(r, split))
+    ctx["split_note"] = sources.split_note(ctx["failures"], ctx["data"])
+    ctx["submission"] = sources.submission(r)
     ctx["looks"] = _looks(r, out)
     ctx["trust"] = _trust(r, out)
     ctx["filters"] = _filters(r, out)
@@ -253,11 +260,10 @@ def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
     }
 
 
-def _failures(r: _Run, out: Path) -> dict[str, Any] | None:
+def _failures(r: _Run, out: Path, mpath: Path | None = None) -> dict[str, Any] | None:
     from . import plots
 
-    mpath = r.path / "eval" / "metrics.json"
-    if not mpath.exists():
+    if mpath is None or not mpath.exists():
         return None
     m = read_json(mpath)
     classes = m["classes"]
@@ -279,10 +285,11 @@ def _failures(r: _Run, out: Path) -> dict[str, Any] | None:
         ),
     ]
     d: dict[str, Any] = {
-        "findings": F.eval_findings(m),
+        "findings": F.eval_findings(m, source=mpath.relative_to(r.path).as_posix()),
         "m": m,
         "figures": figs,
-        "raw": ["eval/metrics.json", "eval/predictions.csv", "eval/confusion.csv"],
+        "raw": [(mpath.parent.relative_to(r.path) / f).as_posix()
+                for f in ("metrics.json", "predictions.csv", "confusion.csv")],
     }
     tl = m.get("top_losses") or []
     if tl:
@@ -343,7 +350,8 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
         _fig(
             "confused_examples.png",
             "examples of the most-confused pairs",
-            f"Up to {meta['per_pair']} test images of each of the {len(meta['pairs'])} most-confused pairs "
+            f"Up to {meta['per_pair']} {meta.get('split', 'test')} images of each of the {len(meta['pairs'])} "
+            "most-confused pairs "
             "(true → predicted), with the predicted class's softmax probability.",
         )
     ]
@@ -425,10 +433,9 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 "explanations.png",
                 "explanations per class, every method side by side",
-                f"{len(index['indices'])} correctly classified test images (rows; per class in order, the "
-                f"first of each class in the split), each explained for its predicted class by {len(exps)} "
-                f"methods (columns: {', '.join(exps)}). Titles give the explained class and its softmax "
-                "probability. "
+                F.explained_images(index)
+                + f" by {len(exps)} methods (columns: {', '.join(exps)}). Titles give the explained class and "
+                "its softmax probability. "
                 + (f"Layers: {layers}. " if layers else "")
                 + "Unsigned maps: jet colormap, divided per image by the 99.5th percentile of the map and "
                 "clipped; signed maps: red = evidence for the class, blue = against, divided by the 99.5th "
@@ -506,7 +513,8 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
         d["lime_figure"] = _fig(
             "lime.png",
             "LIME with superpixel boundaries",
-            f"LIME per class ({len(lime['indices'])} correctly classified test images, explained for the "
+            f"LIME per class ({len(lime['indices'])} correctly classified {lime.get('split', 'test')} images, "
+            "explained for the "
             "predicted "
             "class). Columns: the image with its superpixel boundaries (yellow; "
             f"{int(np.median(lime['n_segments']))} "
@@ -566,7 +574,8 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 "trust_randomization.png",
                 "cascading randomization",
-                f"Cascading model-parameter randomization (Adebayo et al. 2018) on {s['n_images']} test "
+                f"Cascading model-parameter randomization (Adebayo et al. 2018) on {s['n_images']} "
+                f"{s.get('options', {}).get('split', 'test')} "
                 "images: layers are re-initialized from the logits down (x axis) and each method's maps are "
                 "compared with its original maps by the Spearman rank correlation of |map| (y axis). A map "
                 "that "
@@ -589,11 +598,10 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
 
 
 def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
-    p = r.path / "featureviz" / "featureviz.json"
-    if not p.exists():
-        return None
-    idx = read_json(p)
     fv = r.path / "featureviz"
+    idx = sources.featureviz_index(fv)
+    if idx is None:
+        return None
     figs = []
     for f in idx["filters"]:
         name = f"fv_{f['figure']}"
@@ -625,14 +633,13 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
                 f"feature maps of {fm['layer']}",
                 f"{shown}{fm['shape'][1]}×{fm['shape'][2]} pixels: the output of module {fm['layer']}, "
                 "before "
-                f"any ReLU that follows it) for test image #{fm['image']} (class {fm['class']}), shown "
+                f"any ReLU that follows it) for {F.image_of(fm)} (class {fm['class']}), shown "
                 "beside the image; each map "
                 "on its own colour scale (viridis, dark = low). All maps: "
                 f"featureviz/{fm['figure'].rsplit('.', 1)[0]}.npy.",
             )
         )
-    d = idx.get("dream")
-    if d:
+    for d in idx["dreams"]:
         name = f"fv_{d['files'][0]}"
         _copy(fv / d["files"][0], out / name)
         for extra in d["files"][1:]:

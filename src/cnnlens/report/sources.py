@@ -1,0 +1,86 @@
+"""Which files of a run directory the report shows: the evaluation of the split asked for (evaluated
+when missing), why that split is not ``test``, the submission file, and every feature visualization
+in ``featureviz/`` (also what ``cnnlens filters | featuremaps | dream`` wrote on their own)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..io import read_json
+from . import findings as F
+
+log = logging.getLogger(__name__)
+
+
+def metrics_path(r: Any, split: str | None) -> Path | None:
+    """The ``metrics.json`` the report shows for ``split`` (see :func:`cnnlens.report.html.build_report`),
+    evaluated first if the run holds none of it. ``r``: the report's lazily loaded run (``.path``,
+    ``.dataset``, ``.loaded``)."""
+    from ..data.splits import label_split
+
+    main = r.path / "eval" / "metrics.json"
+    held = read_json(main)["split"] if main.exists() else None
+    if split is None:
+        return main if held is not None else None  # the report evaluates only when asked to
+    split = label_split(r.dataset, split)
+    if split == held:
+        return main
+    sub = main if held is None else r.path / "eval" / f"split-{split}" / "metrics.json"
+    if not sub.exists() or read_json(sub).get("split") != split:
+        from ..evaluate import evaluate, write_eval
+
+        run = r.loaded
+        res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)
+        write_eval(res, sub.parent, run.dataset.ids)
+        log.info("evaluated the %s split for the report: %s", split, sub)
+    return sub
+
+
+def split_note(failures: dict[str, Any] | None, data: dict[str, Any] | None) -> str | None:
+    """One sentence on the page's top when the labeled split shown is not ``test``, saying why."""
+    if not failures or not data:
+        return None
+    return F.split_note(failures["m"]["split"], data["info"])
+
+
+def submission(r: Any) -> dict[str, Any] | None:
+    """``RUN/submission.csv`` (written by ``cnnlens run`` for an unlabeled test split): its name, path,
+    header and row count, or ``None``."""
+    from ..pipeline import SUBMISSION
+
+    p = r.path / SUBMISSION
+    if not p.exists():
+        return None
+    with open(p, encoding="utf-8") as fh:
+        header = fh.readline().strip()
+        rows = sum(1 for line in fh if line.strip())
+    return {"file": SUBMISSION, "path": str(p.resolve()), "rows": rows, "header": header}
+
+
+def featureviz_index(fv: Path) -> dict[str, list[dict[str, Any]]] | None:
+    """Every feature visualization in ``RUN/featureviz/``: what ``cnnlens run`` made (in the order of
+    its ``featureviz.json``) and what ``cnnlens filters | featuremaps | dream`` made on their own
+    (then by file name), each read from its own JSON (the latest numbers for its figure).
+    ``None`` when there is none."""
+    p = fv / "featureviz.json"
+    idx = read_json(p) if p.exists() else {}
+    first = [f["figure"] for f in idx.get("filters", [])] + [f["figure"] for f in idx.get("featuremaps", [])]
+    if idx.get("dream"):
+        first.append(idx["dream"]["files"][0])
+    found: dict[str, list[dict[str, Any]]] = {}
+    for key, pattern in (("filters", "filters_*.json"), ("featuremaps", "featuremaps_*.json"),
+                         ("dreams", "dream_*.json")):
+        items = []
+        for j in sorted(fv.glob(pattern)):
+            d = read_json(j)
+            fig = d["files"][0] if key == "dreams" else d["figure"]
+            if (fv / fig).exists():
+                items.append(d)
+            else:
+                log.warning("%s names the figure %s, which is missing; left out of the report", j, fig)
+        rank = {f: i for i, f in enumerate(first)}
+        items.sort(key=lambda d: rank.get(d["files"][0] if key == "dreams" else d["figure"], len(rank)))
+        found[key] = items
+    return found if any(found.values()) else None
