@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -62,11 +63,15 @@ def tree_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+# `error: ...` from cnnlens, `cnnlens train: error: ...` from argparse
+ERROR_LINE = re.compile(r"(cnnlens( [a-z]+)*: )?error: ")
+
+
 def assert_clean_cli_error(p: subprocess.CompletedProcess[str], *fragments: str) -> str:
     """Exit code 2, one `error:` line holding every fragment, no traceback. Returns the line."""
     assert p.returncode == 2, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
-    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    errors = [line for line in p.stderr.splitlines() if ERROR_LINE.match(line)]
     assert len(errors) == 1, p.stderr  # the message is one line: never wrapped, whatever COLUMNS says
     msg = errors[0]
     for f in fragments:

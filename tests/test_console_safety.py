@@ -369,6 +369,28 @@ def test_print_table_never_cuts_a_cell():
     assert "│ gradient_x_input │ 0.25" in re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())  # fits: a table
 
 
+def test_damaged_files_are_user_errors_on_one_line(tmp_path, capsys):
+    """A third-party parse error (YAML, UTF-8) becomes a CnnlensError naming the file and where."""
+    from cnnlens.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochs: [1, 2\n")
+    assert main(["train", "--data", "digits", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cfg} is not valid YAML (line 3, column 1): ") and err.count("\n") == 1, err
+    cfg.write_bytes(b"train:\n  epochs: \xff\xfe\n")
+    assert main(["train", "--data", "digits", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"error: {cfg} is not UTF-8 text (byte 17); a config is a YAML text file\n"
+
+    from robust_runs import make_run
+
+    run = make_run(tmp_path / "run")
+    (run / "model.json").write_bytes(b'{"format_version": \xff}')
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'model.json'} is not UTF-8 text (byte 19)"), err
+
+
 # ---- data inspect: class names and the source -----------------------------------------------------
 
 # `<b>y</b>` cannot be a folder name (it holds a `/`): `<b>y<\\b>` keeps the HTML look
