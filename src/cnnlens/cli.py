@@ -99,7 +99,8 @@ def _run_models(args: argparse.Namespace) -> int:
         for e in MODELS.entries():
             t.add_row(safe(e.name), safe(e.description))
         for pfx in MODELS.prefixes():
-            t.add_row(safe(f"{pfx}:<name>"), f"any {safe(pfx)} classification architecture, adapted to channels and classes")
+            t.add_row(safe(f"{pfx}:<name>"),
+                      f"any {safe(pfx)} classification architecture, adapted to channels and classes")
         for form in MODELS.resolver_forms():
             t.add_row(safe(form), "your own model")
         print_table(t)
@@ -137,7 +138,8 @@ def _run_models(args: argparse.Namespace) -> int:
         except ImportError as e:
             print_error(e)
             return 2
-        console.print(f"graph written to {safe(path)}; view it with: tensorboard --logdir {safe(args.tensorboard)}")
+        console.print(f"graph written to {safe(path)}; view it with: "
+                      f"tensorboard --logdir {safe(args.tensorboard)}")
     return 0
 
 
@@ -240,7 +242,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 tensorboard=getattr(args, "tensorboard", False))
     if run is not None:
         best = run.meta["best_val_acc"]
-        console.print(f"trained [b]{safe(model_name)}[/b] ({run.meta['params']:,} parameters): best val accuracy "
+        console.print(f"trained [b]{safe(model_name)}[/b] ({run.meta['params']:,} parameters): "
+                      "best val accuracy "
                       f"{100 * best:.2f}% at epoch {run.meta['best_epoch']:d} -> {safe(run.path)}")
     return run
 
@@ -284,13 +287,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_eval(res) -> None:
-    t = Table("class", "precision", "recall", "F1", "support", title=f"{safe(res.split)}: accuracy {100 * res.accuracy:.2f}%")
+    t = Table("class", "precision", "recall", "F1", "support",
+              title=f"{safe(res.split)}: accuracy {100 * res.accuracy:.2f}%")
     for r in res.per_class():
-        t.add_row(safe(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{r['support']:d}")
+        t.add_row(safe(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                  f"{r['support']:d}")
     print_table(t)
     pairs = res.confused_pairs(5)
     if pairs:
-        console.print("most confused: " + "; ".join(f"{safe(p['true'])}→{safe(p['pred'])} ({p['count']:d})" for p in pairs))
+        console.print("most confused: " + "; ".join(f"{safe(p['true'])}→{safe(p['pred'])} ({p['count']:d})"
+                                                    for p in pairs))
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
@@ -330,8 +336,9 @@ def _run_explain(args: argparse.Namespace) -> int:
             res = explain_stream(run.model, ds.images, run.mean, run.std, methods, out, target=target,
                                  labels=ds.labels, indices=ds.indices(args.split), chunk_size=args.chunk_size,
                                  overwrite=args.restart, progress=cb, layer=args.layer)
-        console.print(f"explained {res.manifest['settings']['n']:,} {safe(args.split)} images with {safe(', '.join(methods))}"
-                      f" in {res.manifest['chunks']:d} chunks -> {safe(out)} (read it with cnnlens.explain.read_stream)")
+        console.print(f"explained {res.manifest['settings']['n']:,} {safe(args.split)} images with "
+                      f"{safe(', '.join(methods))} in {res.manifest['chunks']:d} chunks -> {safe(out)} "
+                      "(read it with cnnlens.explain.read_stream)")
         return 0
     indices = None
     if args.images:
@@ -493,7 +500,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _print_compare(res: dict) -> None:
     t = Table("run", "parameters", "ratio", "best val acc", "test acc", title="comparison")
     for r in res["runs"]:
-        t.add_row(safe(r["name"]), f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
+        t.add_row(safe(r["name"]), f"{r['params']:,}", f"{r['params_ratio']:.3f}",
+                  f"{100 * r['best_val_acc']:.2f}%",
                   f"{100 * r['test_acc']:.2f}%")
     print_table(t)
     for line in res.get("findings", []):
@@ -533,14 +541,16 @@ def _run_data(args: argparse.Namespace) -> int:
     counts = ds.counts()
     for k, name in enumerate(ds.classes):
         row = [counts[s][k] for s in splits]
-        t.add_row(safe(name) if name == str(k) else f"{k:d} {safe(name)}", *(f"{v:,}" for v in row), f"{sum(row):,}")
+        t.add_row(safe(name) if name == str(k) else f"{k:d} {safe(name)}", *(f"{v:,}" for v in row),
+                  f"{sum(row):,}")
     unl = [int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits]
     if any(unl):
         t.add_row("unlabeled", *(f"{v:,}" for v in unl), f"{sum(unl):,}")
     sizes = [len(ds.splits[s]) for s in splits]
     t.add_row("all", *(f"{v:,}" for v in sizes), f"{sum(sizes):,}", style="bold")
     print_table(t)
-    console.print(f"mean {safe(tuple(round(m, 4) for m in ds.mean))}  std {safe(tuple(round(v, 4) for v in ds.std))} "
+    console.print(f"mean {safe(tuple(round(m, 4) for m in ds.mean))}  "
+                  f"std {safe(tuple(round(v, 4) for v in ds.std))} "
                   "(train split)")
     if ds.skipped:
         console.print(f"[yellow]skipped {len(ds.skipped):,}:[/yellow]")
@@ -603,7 +613,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     elif args.skip_bad_rows:
         console.print(f"skipped 0 inputs ({safe(skipped_path(args.out))} is empty)")
     if pred.accuracy is not None:
-        t = Table("run", "accuracy", title=f"{safe(pred.split)} split, {len(pred):,} images, tta {safe(pred.tta)}")
+        t = Table("run", "accuracy",
+                  title=f"{safe(pred.split)} split, {len(pred):,} images, tta {safe(pred.tta)}")
         for r, a in zip(pred.runs, pred.member_accuracy or []):
             t.add_row(safe(r), f"{100 * a:.2f}%")
         if len(runs) > 1:

@@ -89,7 +89,8 @@ def print_bug(exc: BaseException, show_traceback: bool) -> None:
     err_console.print(Text.assemble(
         ("error:", "red"), " this is a bug in cnnlens, not a problem with your input: "
         f"{shown(type(exc).__name__)}: {shown(exc)}",
-        "" if show_traceback else "; run again with -vv (or CNNLENS_DEBUG=1) to see the traceback, and report it"))
+        "" if show_traceback else
+        "; run again with -vv (or CNNLENS_DEBUG=1) to see the traceback, and report it"))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -102,7 +103,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # ---- log lines and warnings ---------------------------------------------------------------------
 
-_LEVEL_STYLE = {logging.DEBUG: "dim", logging.WARNING: "yellow", logging.ERROR: "red", logging.CRITICAL: "red"}
+_LEVEL_STYLE = {logging.DEBUG: "dim", logging.WARNING: "yellow", logging.ERROR: "red",
+                logging.CRITICAL: "red"}
 
 
 class LogHandler(logging.Handler):
