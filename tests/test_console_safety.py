@@ -400,6 +400,14 @@ def test_damaged_files_are_user_errors_on_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {run / 'model.json'} is not UTF-8 text (byte 19)"), err
 
+    from cnnlens.errors import CnnlensError
+    from cnnlens.train.run import read_history
+
+    hist = tmp_path / "history.csv"
+    hist.write_text("epoch,seconds,train_loss\n1,0.5,0.3\n2,x,0.2\n")
+    with pytest.raises(CnnlensError, match=r"history\.csv line 3 is damaged \(could not convert string"):
+        read_history(hist)
+
 
 # ---- data inspect: class names and the source -----------------------------------------------------
 
