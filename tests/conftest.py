@@ -16,7 +16,7 @@ def cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 
         ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m cnnlens ARGS`` in a subprocess on this checkout's sources."""
     env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "COLUMNS": "200"}
+           "COLUMNS": "40"}  # a narrow console: nothing the CLI prints may depend on the width
     p = subprocess.run([sys.executable, "-m", "cnnlens", *args], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=timeout)
     if check and p.returncode != 0:

@@ -35,7 +35,7 @@ USAGES = ["Training"] * 6 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
 
 def test_inspect_prints_counts_skips_and_writes_grid(tmp_path):
     csv = _csv(tmp_path / "fer.csv", LABELS, USAGES, bad_line=5)  # line 5 = data row 4 (label 6, Training)
-    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "40"}
     r = subprocess.run([sys.executable, "-m", "cnnlens", "data", "inspect", str(csv), "--skip-bad-rows",
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -54,10 +54,16 @@ def test_inspect_prints_counts_skips_and_writes_grid(tmp_path):
 
 
 def test_inspect_error_names_line_and_fix(tmp_path, capsys):
-    csv = _csv(tmp_path / "fer.csv", LABELS, USAGES, bad_line=5)
-    assert main(["data", "inspect", f"fer2013:{csv}", "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "line 5" in err and "skip-bad-rows" in err
+    """The whole message on one line whatever the path's length (#23: it was hard-wrapped at 80
+    columns, so `line 5` could come out as `line\\n5`)."""
+    deep = tmp_path / ("long folder " * 8) / ("x" * 90)
+    deep.mkdir(parents=True)
+    for folder in (tmp_path, deep):
+        csv = _csv(folder / "fer.csv", LABELS, USAGES, bad_line=5)
+        assert main(["data", "inspect", f"fer2013:{csv}", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: {csv} line 5: pixels has 2305 values") and "--skip-bad-rows" in err, err
     assert not (tmp_path / "o").exists()
 
 

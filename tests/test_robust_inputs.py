@@ -23,7 +23,7 @@ from cnnlens.data.base import ImageDataset
 from cnnlens.explain import explain_many, explain_stream
 from cnnlens.models.weights import read_state_dict
 
-from robust_runs import make_run
+from robust_runs import ERROR_LINE, make_run
 
 
 class Tiny(nn.Module):
@@ -253,7 +253,7 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
 def test_cli_rejects_bad_input_with_exit_2_and_one_error_line(argv, fragments, tmp_path, capsys, monkeypatch):
     from cnnlens.cli import main
 
-    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("COLUMNS", "40")
     monkeypatch.setenv("CNNLENS_CACHE", str(tmp_path / "cache"))
     args = argv(tmp_path)
     capsys.readouterr()
@@ -261,8 +261,8 @@ def test_cli_rejects_bad_input_with_exit_2_and_one_error_line(argv, fragments, t
     out, err = capsys.readouterr()
     assert rc == 2, (out, err)
     assert "Traceback" not in out + err
-    flat = " ".join(err.split())
-    assert flat.count("error:") == 1, err
-    msg = flat[flat.index("error:"):]
+    errors = [line for line in err.splitlines() if ERROR_LINE.match(line)]
+    assert len(errors) == 1 and err.count("error:") == 1, err  # one line, never wrapped
+    msg = errors[0]
     for f in fragments:
         assert f in msg, f"{f!r} not in {msg!r}"

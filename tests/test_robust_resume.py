@@ -26,7 +26,7 @@ ARGS = ["train", "--data", "digits", "--model", "compact", "--epochs", "3", "--i
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "COLUMNS": "200"}
+            "COLUMNS": "40"}
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen[str]:

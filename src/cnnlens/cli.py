@@ -16,13 +16,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
+
+from .console import (ArgumentParser, Progress, console, debug_requested, err_console, print_bug,
+                      print_error, print_table, safe, setup_logging)
 from .errors import CnnlensError
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
 log = logging.getLogger("cnnlens")
 
 
@@ -42,10 +41,7 @@ def _quiet_third_party() -> None:
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO
-    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
-    logging.getLogger("cnnlens").setLevel(level)
+    setup_logging(logging.DEBUG if verbose > 1 else logging.INFO)
     _quiet_third_party()
 
 
@@ -57,31 +53,6 @@ def _parser_for(sub: argparse._SubParsersAction, name: str, help_: str, example:
                 ) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_, description=help_, epilog=_example(example),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-class Progress:
-    """A rich progress bar the library can report into through a ``(done, total)`` callback."""
-
-    def __init__(self, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TimeElapsedColumn
-
-        self._p = RP("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                     TimeElapsedColumn(), console=err_console, transient=True)
-        self._label = label
-        self._task = None
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        self._p.__enter__()
-
-        def update(done: int, total: int) -> None:
-            if self._task is None:
-                self._task = self._p.add_task(self._label, total=total)
-            self._p.update(self._task, completed=done, total=total)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        self._p.__exit__(*exc)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,10 +69,10 @@ def _run_methods(args: argparse.Namespace) -> int:
 
     t = Table("method", "what it computes", title="explanation methods")
     for e in METHODS.entries():
-        t.add_row(e.name, e.description)
+        t.add_row(safe(e.name), safe(e.description))
     for pfx in METHODS.prefixes():
-        t.add_row(f"{pfx}:<Name>", f"any {pfx} attribution class, through the same contract")
-    console.print(t)
+        t.add_row(safe(f"{pfx}:<Name>"), f"any {safe(pfx)} attribution class, through the same contract")
+    print_table(t)
     return 0
 
 
@@ -129,12 +100,13 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         t = Table("model", "architecture", title="models")
         for e in MODELS.entries():
-            t.add_row(e.name, e.description)
+            t.add_row(safe(e.name), safe(e.description))
         for pfx in MODELS.prefixes():
-            t.add_row(f"{pfx}:<name>", f"any {pfx} classification architecture, adapted to channels and classes")
+            t.add_row(safe(f"{pfx}:<name>"),
+                      f"any {safe(pfx)} classification architecture, adapted to channels and classes")
         for form in MODELS.resolver_forms():
-            t.add_row(form, "your own model")
-        console.print(t)
+            t.add_row(safe(form), "your own model")
+        print_table(t)
         return 0
     if not args.name:
         raise CnnlensError("models summary needs a model NAME, e.g. `cnnlens models summary compact`")
@@ -149,12 +121,12 @@ def _run_models(args: argparse.Namespace) -> int:
                      trust_code=args.trust_code, **kw)
     s = summarize(m, (c, h, w))
     t = Table("Layer (type)", "Output Shape", "Param #", "Trainable",
-              title=f"{args.name} ({s.model}), input {c}x{h}x{w}, {args.classes} classes")
+              title=f"{safe(args.name)} ({safe(s.model)}), input {c:d}x{h:d}x{w:d}, {args.classes:d} classes")
     for r in s.rows:
         shape = "-" if r.output_shape is None else "(None, " + ", ".join(map(str, r.output_shape)) + ")"
-        t.add_row(f"{r.name} ({r.type})", shape, f"{r.params:,}",
+        t.add_row(f"{safe(r.name)} ({safe(r.type)})", safe(shape), f"{r.params:,}",
                   "" if r.params == 0 else "yes" if r.trainable else f"{r.trainable_params:,}")
-    console.print(t)
+    print_table(t)
     console.print(f"Total params: {s.total:,}\nTrainable params: {s.trainable:,}\n"
                   f"Non-trainable params: {s.non_trainable:,}\n"
                   f"Buffers (BatchNorm running statistics, not parameters): {s.buffers:,}\n"
@@ -163,16 +135,17 @@ def _run_models(args: argparse.Namespace) -> int:
         out = Path(args.out)
         s.to_json(out / "summary.json")
         s.to_csv(out / "summary.csv")
-        console.print(f"wrote {out / 'summary.json'} and {out / 'summary.csv'}")
+        console.print(f"wrote {safe(out / 'summary.json')} and {safe(out / 'summary.csv')}")
     if args.tensorboard:
         from .models.tensorboard import export_graph
 
         try:
             path = export_graph(m, (c, h, w), args.tensorboard)
         except ImportError as e:
-            err_console.print(f"[red]error:[/red] {e}")
+            print_error(e)
             return 2
-        console.print(f"graph written to {path}; view it with: tensorboard --logdir {args.tensorboard}")
+        console.print(f"graph written to {safe(path)}; view it with: "
+                      f"tensorboard --logdir {safe(args.tensorboard)}")
     return 0
 
 
@@ -281,8 +254,9 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
                 tensorboard=getattr(args, "tensorboard", False), trust_code=args.trust_code)
     if run is not None:
         best = run.meta["best_val_acc"]
-        console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
-                      f"{100 * best:.2f}% at epoch {run.meta['best_epoch']} -> {run.path}")
+        console.print(f"trained [b]{safe(model_name)}[/b] ({run.meta['params']:,} parameters): "
+                      "best val accuracy "
+                      f"{100 * best:.2f}% at epoch {run.meta['best_epoch']:d} -> {safe(run.path)}")
     return run
 
 
@@ -342,8 +316,8 @@ def _run_import(args: argparse.Namespace) -> int:
     run = import_model(args.model, args.data, out=args.out, weights=args.weights,
                        model_options=_model_options(args.model_option), normalize=args.normalize,
                        classes=classes, trust_code=args.trust_code, force=args.force, **data_opts)
-    console.print(f"imported {run.meta['model']['name']} ({run.meta['params']:,} parameters, "
-                  f"{len(run.classes)} classes, normalization {run.normalization}) -> {run.path}", markup=False)
+    console.print(f"imported {safe(run.meta['model']['name'])} ({run.meta['params']:,} parameters, "
+                  f"{len(run.classes):d} classes, normalization {safe(run.normalization)}) -> {safe(run.path)}")
     return 0
 
 
@@ -366,18 +340,21 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     with Progress("evaluating") as cb:
         res = evaluate_run(run, args.split, progress=cb, tta=args.tta)
     _print_eval(res)
-    console.print(f"wrote {run.path / 'eval' / 'metrics.json'}")
+    console.print(f"wrote {safe(run.path / 'eval' / 'metrics.json')}")
     return 0
 
 
 def _print_eval(res) -> None:
-    t = Table("class", "precision", "recall", "F1", "support", title=f"{res.split}: accuracy {100 * res.accuracy:.2f}%")
+    t = Table("class", "precision", "recall", "F1", "support",
+              title=f"{safe(res.split)}: accuracy {100 * res.accuracy:.2f}%")
     for r in res.per_class():
-        t.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
-    console.print(t)
+        t.add_row(safe(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                  f"{r['support']:d}")
+    print_table(t)
     pairs = res.confused_pairs(5)
     if pairs:
-        console.print("most confused: " + "; ".join(f"{p['true']}→{p['pred']} ({p['count']})" for p in pairs))
+        console.print("most confused: " + "; ".join(f"{safe(p['true'])}→{safe(p['pred'])} ({p['count']:d})"
+                                                    for p in pairs))
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
@@ -423,8 +400,9 @@ def _run_explain(args: argparse.Namespace) -> int:
                                  labels=ds.labels, indices=ds.indices(args.split), chunk_size=args.chunk_size,
                                  overwrite=args.restart, progress=cb, layer=args.layer,
                                  method_options=_forced(methods, args.force_guided))
-        console.print(f"explained {res.manifest['settings']['n']:,} {args.split} images with {', '.join(methods)}"
-                      f" in {res.manifest['chunks']} chunks -> {out} (read it with cnnlens.explain.read_stream)")
+        console.print(f"explained {res.manifest['settings']['n']:,} {safe(args.split)} images with "
+                      f"{safe(', '.join(methods))} in {res.manifest['chunks']:d} chunks -> {safe(out)} "
+                      "(read it with cnnlens.explain.read_stream)")
         return 0
     indices = None
     if args.images:
@@ -438,8 +416,8 @@ def _run_explain(args: argparse.Namespace) -> int:
                             method_options=_forced(methods, args.force_guided))
     from .data.splits import describe_splits
 
-    console.print(f"explained {len(index['indices'])} {describe_splits(index['splits'])} image(s)", markup=False)
-    console.print(f"wrote maps and {run.path / 'explain' / 'grid.png'}")
+    console.print(f"explained {len(index['indices']):d} {safe(describe_splits(index['splits']))} image(s)")
+    console.print(f"wrote maps and {safe(run.path / 'explain' / 'grid.png')}")
     return 0
 
 
@@ -469,12 +447,12 @@ def _run_report(args: argparse.Namespace) -> int:
     from .report.html import build_report
 
     page = build_report(args.run, split=args.split, trust_code=args.trust_code)
-    console.print(f"report: {page}")
+    console.print(f"report: {safe(page)}")
     if args.pdf:
         from .report.browser import print_pdf
 
         pdf = print_pdf(page, page.with_name("report.pdf"), executable=args.chromium)
-        console.print(f"pdf: {pdf}")
+        console.print(f"pdf: {safe(pdf)}")
     return 0
 
 
@@ -502,10 +480,10 @@ def _pipeline(args: argparse.Namespace, sizes) -> Path:
     with Progress("predicting the unlabeled test split") as cb:
         sub = submission_run(run, progress=cb)
     if sub is not None:
-        console.print(f"submission file (unlabeled test split): {sub}", markup=False)
+        console.print(f"submission file (unlabeled test split): {safe(sub)}")
     with timed(run.path, "report"):
         page = build_report(run.path)
-    console.print(f"report: [b]{page}[/b]")
+    console.print(f"report: [b]{safe(page)}[/b]")
     return page
 
 
@@ -605,7 +583,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path(args.runs[0]) / "compare")
     _print_compare(compare_runs(args.runs, out, trust_code=args.trust_code))
-    console.print(f"wrote {Path(out) / 'index.html'}")
+    console.print(f"wrote {safe(Path(out) / 'index.html')}")
     return 0
 
 
@@ -613,11 +591,12 @@ def _print_compare(res: dict) -> None:
     split = res["runs"][0].get("test_split", "test") if res["runs"] else "test"
     t = Table("run", "parameters", "ratio", "best val acc", f"{split} acc", title="comparison")
     for r in res["runs"]:
-        t.add_row(r["name"], f"{r['params']:,}", f"{r['params_ratio']:.3f}", f"{100 * r['best_val_acc']:.2f}%",
+        t.add_row(safe(r["name"]), f"{r['params']:,}", f"{r['params_ratio']:.3f}",
+                  f"{100 * r['best_val_acc']:.2f}%",
                   f"{100 * r['test_acc']:.2f}%")
-    console.print(t)
+    print_table(t)
     for line in res.get("findings", []):
-        console.print(line)
+        console.print(safe(line))
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -647,31 +626,33 @@ def _run_data(args: argparse.Namespace) -> int:
     with Progress("decoding") as progress:
         ds = load_dataset(args.spec, progress=progress, **opts)
     splits = list(ds.splits)
-    console.print(f"{ds.name}: {len(ds):,} images {ds.channels}x{ds.size[0]}x{ds.size[1]} from {ds.source}",
-                  markup=False)
-    t = Table("class", *splits, "total", title="images per class and split")
+    console.print(f"{safe(ds.name)}: {len(ds):,} images {ds.channels:d}x{ds.size[0]:d}x{ds.size[1]:d} from "
+                  f"{safe(ds.source)}")
+    t = Table("class", *[safe(s) for s in splits], "total", title="images per class and split")
     counts = ds.counts()
     for k, name in enumerate(ds.classes):
         row = [counts[s][k] for s in splits]
-        t.add_row(name if name == str(k) else f"{k} {name}", *(f"{v:,}" for v in row), f"{sum(row):,}")
+        t.add_row(safe(name) if name == str(k) else f"{k:d} {safe(name)}", *(f"{v:,}" for v in row),
+                  f"{sum(row):,}")
     unl = [int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits]
     if any(unl):
         t.add_row("unlabeled", *(f"{v:,}" for v in unl), f"{sum(unl):,}")
     sizes = [len(ds.splits[s]) for s in splits]
     t.add_row("all", *(f"{v:,}" for v in sizes), f"{sum(sizes):,}", style="bold")
-    console.print(t)
-    console.print(f"mean {tuple(round(m, 4) for m in ds.mean)}  std {tuple(round(v, 4) for v in ds.std)} "
+    print_table(t)
+    console.print(f"mean {safe(tuple(round(m, 4) for m in ds.mean))}  "
+                  f"std {safe(tuple(round(v, 4) for v in ds.std))} "
                   "(train split)")
     if ds.skipped:
         console.print(f"[yellow]skipped {len(ds.skipped):,}:[/yellow]")
         for line in ds.skipped[:20]:
-            console.print(f"  {line}", markup=False)
+            console.print(f"  {safe(line)}")
         if len(ds.skipped) > 20:
             console.print(f"  ... and {len(ds.skipped) - 20:,} more")
     else:
         console.print("skipped: 0")
     path = sample_grid(ds, Path(args.out) / "samples.png", per_class=args.per_class, seed=args.seed)
-    console.print(f"sample grid: {path}")
+    console.print(f"sample grid: {safe(path)}")
     return 0
 
 
@@ -717,19 +698,20 @@ def _run_predict(args: argparse.Namespace) -> int:
                        out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows,
                        columns=args.columns.split(",") if args.columns else None)
     what = f"{len(runs)}-run ensemble" if len(runs) > 1 else "1 run"
-    console.print(f"wrote {len(pred):,} rows ({what}, tta {pred.tta}) to {args.out}", markup=False)
+    console.print(f"wrote {len(pred):,} rows ({safe(what)}, tta {safe(pred.tta)}) to {safe(args.out)}")
     if pred.skipped:
         console.print(f"[yellow]skipped {len(pred.skipped):,} input(s)[/yellow], listed in "
-                      f"{skipped_path(args.out)}")
+                      f"{safe(skipped_path(args.out))}")
     elif args.skip_bad_rows:
-        console.print(f"skipped 0 inputs ({skipped_path(args.out)} is empty)")
+        console.print(f"skipped 0 inputs ({safe(skipped_path(args.out))} is empty)")
     if pred.accuracy is not None:
-        t = Table("run", "accuracy", title=f"{pred.split} split, {len(pred):,} images, tta {pred.tta}")
+        t = Table("run", "accuracy",
+                  title=f"{safe(pred.split)} split, {len(pred):,} images, tta {safe(pred.tta)}")
         for r, a in zip(pred.runs, pred.member_accuracy or []):
-            t.add_row(r, f"{100 * a:.2f}%")
+            t.add_row(safe(r), f"{100 * a:.2f}%")
         if len(runs) > 1:
             t.add_row("ensemble (mean of probabilities)", f"{100 * pred.accuracy:.2f}%", style="bold")
-        console.print(t)
+        print_table(t)
         console.print("the numbers are written to RUN/eval/ of each run")
     return 0
 
@@ -756,9 +738,9 @@ def _run_filters(args: argparse.Namespace) -> int:
     with Progress("rendering filters") as cb:
         info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
                            seed=args.seed, examples=args.examples, progress=cb)
-    console.print(f"{len(info['channels'])} filters of {info['layer']}: "
+    console.print(f"{len(info['channels']):d} filters of {safe(info['layer'])}: "
                   f"{info['reached_dataset_max']:.0%} reach their dataset maximum")
-    console.print(f"wrote {run.path / 'featureviz' / info['figure']}")
+    console.print(f"wrote {safe(run.path / 'featureviz' / info['figure'])}")
     return 0
 
 
@@ -778,7 +760,7 @@ def _run_featuremaps(args: argparse.Namespace) -> int:
     run = load_run(args.run, trust_code=args.trust_code)
     info = featuremaps_run(run, args.layer, args.image)
     fig = run.path / "featureviz" / info["figure"]
-    console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
+    console.print(f"wrote {safe(fig)} ({info['shape'][0]:d} maps of {safe(info['layer'])})")
     return 0
 
 
@@ -811,8 +793,8 @@ def _run_dream(args: argparse.Namespace) -> int:
                          octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, progress=cb)
     obj = ", ".join(f"{v:.3g}" for v in info["octave_objective"])
-    console.print(f"objective {info['initial_objective']:.3g} -> {obj} (per octave)")
-    console.print(f"wrote {', '.join(str(run.path / 'featureviz' / f) for f in info['files'])}")
+    console.print(f"objective {info['initial_objective']:.3g} -> {safe(obj)} (per octave)")
+    console.print(f"wrote {safe(', '.join(str(run.path / 'featureviz' / f) for f in info['files']))}")
     return 0
 
 
@@ -856,8 +838,6 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_trust(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from .data.splits import label_split
     from .metrics import FAST, TrustConfig, run_trust
     from .report.fig_trust import plot_trust
@@ -886,18 +866,18 @@ def _run_trust(args: argparse.Namespace) -> int:
             rep = run_trust(run.model, ds, methods, cfg, out_dir=run.path / "trust", progress=cb)
     plot_trust(rep, run.path / "trust")
     header, rows = rep.table()
-    t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
-                                   f"(model accuracy on them {100 * rep.accuracy:.0f}%)")
+    t = Table(*[safe(h) for h in header[:-1]], title=f"trust: {rep.n_images:d} {safe(args.split)} images, "
+              f"true class explained (model accuracy on them {100 * rep.accuracy:.0f}%)")
     for r in rows:
-        t.add_row(*[f"[red]{v}[/red]" if v == "FAIL" else escape(v) for v in r[:-1]])
-    console.print(t)
-    for note in rep.notes:  # one line each, wrapped by the terminal (copyable whole)
-        console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
+        t.add_row(*[f"[red]{safe(v)}[/red]" if v == "FAIL" else safe(v) for v in r[:-1]])
+    print_table(t)
+    for note in rep.notes:  # one line each, never wrapped (copyable whole)
+        console.print(f"[yellow]{safe(note)}[/yellow]")
     for r in rows:
-        console.print(escape(r[-1]), soft_wrap=True)
+        console.print(safe(r[-1]))
     for m, why in rep.skipped:
-        console.print(f"[yellow]skipped {escape(m)}[/yellow]: {escape(why)}")
-    console.print(f"wrote {escape(str(run.path / 'trust' / 'scores.json'))} ({rep.seconds:.1f} s)")
+        console.print(f"[yellow]skipped {safe(m)}[/yellow]: {safe(why)}")
+    console.print(f"wrote {safe(run.path / 'trust' / 'scores.json')} ({rep.seconds:.1f} s)")
     return 0
 
 
@@ -923,7 +903,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="cnnlens", description="Train an image classifier and explain it, end to end.",
         epilog=_example("cnnlens demo --out runs/demo"), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnnlens {__version__}")
@@ -957,9 +937,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OSError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
+    except (CnnlensError, OSError) as e:  # the user's input, or the environment (disk, permissions)
+        print_error(e)
         return 2
+    except Exception as e:  # anything else is a bug in cnnlens: say so, never blame the input
+        print_bug(e, show_traceback=debug_requested(args.verbose))
+        return 1
     log.debug("%s took %.1f s", args.command, time.perf_counter() - t0)
     return rc
 

@@ -161,8 +161,12 @@ def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
         d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {p} does not exist") from None
-    except yaml.YAMLError as e:
-        raise CnnlensError(f"{p} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # its text spans lines: keep the problem and where it is
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise CnnlensError(f"{p} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:
+        raise CnnlensError(f"{p} is not UTF-8 text (byte {e.start}); a config is a YAML text file") from None
     RunConfig.from_dict(d, str(p))  # validates every section and key
     return (base or RunConfig()).replace(**{k: v for k, v in d.items() if v})
 

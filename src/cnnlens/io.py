@@ -101,6 +101,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     except json.JSONDecodeError as e:
         raise CnnlensError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); the file is "
                          "damaged: re-create it with the command that wrote it") from None
+    except UnicodeDecodeError as e:
+        raise CnnlensError(f"{p} is not UTF-8 text (byte {e.start}); the file is damaged: re-create "
+                           "it with the command that wrote it") from None
 
 
 def _json_default(o: Any) -> Any:

@@ -64,8 +64,8 @@ class PixelTable:
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _fail(path: Path, msg: str) -> ValueError:
-    return ValueError(f"{path}: {msg}")
+def _fail(path: Path, msg: str) -> CnnlensError:
+    return CnnlensError(f"{path}: {msg}")
 
 
 def _read_header(path: Path, data: bytes) -> tuple[list[str], int]:

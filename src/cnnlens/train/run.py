@@ -141,9 +141,13 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         rows = []
-        for r in csv.DictReader(fh):
-            rows.append({k: (int(v) if k == "epoch" else float(v) if v != "" else float("nan"))
-                         for k, v in r.items()})
+        try:
+            for r in csv.DictReader(fh):
+                rows.append({k: (int(v) if k == "epoch" else float(v) if v != "" else float("nan"))
+                             for k, v in r.items()})
+        except (ValueError, TypeError) as e:  # a damaged file (UnicodeDecodeError is a ValueError too)
+            raise CnnlensError(f"{path} line {len(rows) + 2} is damaged ({e}); re-create the run "
+                               "(train again)") from None
         return rows
 
 
