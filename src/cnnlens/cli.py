@@ -8,6 +8,7 @@ both and listing it in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -57,6 +58,39 @@ def _parser_for(sub: argparse._SubParsersAction, name: str, help_: str, example:
                 ) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_, description=help_, epilog=_example(example),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_lock_arg(p: argparse.ArgumentParser) -> None:
+    """``--break-lock`` for a command that writes into a run directory (docs/robustness.md)."""
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the run's write lock when it was left by a process on another host "
+                        "(a lock of a process gone on this host is taken over anyway)")
+
+
+def _written_runs(args: argparse.Namespace) -> list[tuple[Path, bool]]:
+    """The run directories a command writes into, to be locked around it: ``(folder, create)``.
+
+    train/run/demo lock inside :func:`_train_from_args` (their folder is resolved there); predict
+    locks when it writes its numbers into the runs.
+    """
+    cmd = args.command
+    if cmd in ("evaluate", "filters", "featuremaps", "dream", "trust", "report"):
+        return [(Path(args.run), False)]
+    if cmd == "explain":
+        return [(Path(args.out_dir), True)] if args.all and args.out_dir else [(Path(args.run), False)]
+    if cmd == "compare" and not args.out:
+        return [(Path(args.runs[0]), False)]
+    return []
+
+
+@contextlib.contextmanager
+def _locked(args: argparse.Namespace):
+    from .runlock import run_lock
+
+    with contextlib.ExitStack() as stack:
+        for folder, create in _written_runs(args):
+            stack.enter_context(run_lock(folder, break_lock=getattr(args, "break_lock", False), create=create))
+        yield
 
 
 class Progress:
@@ -231,6 +265,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
     p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
+    _add_lock_arg(p)
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
@@ -245,7 +280,8 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
     return opts
 
 
-def _train_from_args(args: argparse.Namespace, progress: bool = True):
+def _train_from_args(args: argparse.Namespace, progress: bool = True, hold: contextlib.ExitStack | None = None):
+    """Train as the flags say, holding the run's write lock; ``hold``: keep holding it in this stack."""
     from .config import RunConfig, load_config, recipe
     from .train import train
 
@@ -260,13 +296,19 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
     devices = args.devices
     out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
     log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
-    run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
-                progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
-                lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
-                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                tensorboard=getattr(args, "tensorboard", False))
+    from .runlock import run_lock
+
+    own = contextlib.ExitStack()
+    lock = run_lock(out, break_lock=getattr(args, "break_lock", False))
+    (hold if hold is not None else own).enter_context(lock)
+    with own:
+        run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
+                    progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
+                    weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                    early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
+                    devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                    tensorboard=getattr(args, "tensorboard", False))
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
@@ -298,6 +340,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
                    help="test-time augmentation: average the softmax over flipped / ten-crop views")
+    _add_lock_arg(p)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -341,6 +384,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")
     p.add_argument("--chunk-size", type=int, default=256, help="images per chunk for --all (default 256)")
     p.add_argument("--restart", action="store_true", help="with --all: discard what --out-dir holds and start again")
+    _add_lock_arg(p)
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -383,6 +427,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    "Chromium (Debian: apt-get install chromium)")
     p.add_argument("--chromium", default=None, metavar="PATH",
                    help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
+    _add_lock_arg(p)
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -398,13 +443,15 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(args: argparse.Namespace, sizes) -> Path:
-    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json."""
+def _pipeline(args: argparse.Namespace, sizes, hold: contextlib.ExitStack | None = None) -> Path:
+    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json.
+
+    ``hold``: the run's write lock, taken when training starts, stays in this stack."""
     from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
     from .report.html import build_report
 
     t0, c0 = time.perf_counter(), time.process_time()
-    run = _train_from_args(args)
+    run = _train_from_args(args, hold=hold)
     if run is None:  # a data-parallel worker process: rank 0 carries on alone
         raise SystemExit(0)
     reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
@@ -446,6 +493,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
                    "artifact: 2 epochs and every analysis stage at reduced size")
+    _add_lock_arg(p)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -457,7 +505,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
     targs.epochs = 2 if args.fast else 12
     targs.seed = 0
-    _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]))
+    targs.break_lock = args.break_lock
+    with contextlib.ExitStack() as hold:  # the run's lock, from training to the report
+        _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]), hold)
     return 0
 
 
@@ -499,7 +549,8 @@ def _run_run(args: argparse.Namespace) -> int:
     for st in (args.skip or "").split(","):
         if st.strip() and st.strip() not in STAGES:
             raise CnnlensError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
-    _pipeline(args, sizes)
+    with contextlib.ExitStack() as hold:  # the run's lock, from training to the report
+        _pipeline(args, sizes, hold)
     return 0
 
 
@@ -508,6 +559,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                     "cnnlens compare runs/cnn runs/dnn --out runs/compare")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", default=None, metavar="DIR", help="default: FIRST_RUN/compare")
+    _add_lock_arg(p)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -608,6 +660,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="skip unreadable rows/files and list them in OUT_STEM.skipped.csv")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    _add_lock_arg(p)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -623,7 +676,13 @@ def _run_predict(args: argparse.Namespace) -> int:
     with Progress("predicting") as cb:
         pred = predict(runs, ds, args.split, tta=args.tta, batch_size=args.batch_size, progress=cb,
                        out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows,
-                       columns=args.columns.split(",") if args.columns else None)
+                       columns=args.columns.split(",") if args.columns else None, write_eval=False)
+    if pred.labeled:  # its numbers go into each run's eval/, under the run's write lock
+        from .predict import write_eval_json
+        from .runlock import run_locks
+
+        with run_locks([r.path for r in runs], break_lock=args.break_lock, create=False):
+            write_eval_json(pred, runs)
     what = f"{len(runs)}-run ensemble" if len(runs) > 1 else "1 run"
     console.print(f"wrote {len(pred):,} rows ({what}, tta {pred.tta}) to {args.out}", markup=False)
     if pred.skipped:
@@ -653,6 +712,7 @@ def _add_filters(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
     p.add_argument("--examples", type=int, default=4, help="dataset patches per filter (default 4)")
     p.add_argument("--seed", type=int, default=0)
+    _add_lock_arg(p)
 
 
 def _run_filters(args: argparse.Namespace) -> int:
@@ -675,6 +735,7 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--layer", required=True, help="layer name (e.g. cnn.0) or index into the leaf layers")
     p.add_argument("--image", type=int, required=True, help="dataset index of the image")
+    _add_lock_arg(p)
 
 
 def _run_featuremaps(args: argparse.Namespace) -> int:
@@ -704,6 +765,7 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0,
                    help="pull towards the dataset mean (default 0)")
     p.add_argument("--seed", type=int, default=0)
+    _add_lock_arg(p)
 
 
 def _run_dream(args: argparse.Namespace) -> int:
@@ -751,6 +813,7 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="e.g. ddp (with --devices > 1)")
     p.add_argument("--accelerator", help="where the processes run: auto, cpu, gpu, ... (with --devices)")
     p.add_argument("--num-nodes", type=int, help="machines (with --devices; e.g. under SLURM)")
+    _add_lock_arg(p)
     p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
 
 
@@ -848,7 +911,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("cnnlens").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     try:
-        rc = runners[args.command](args)
+        with _locked(args):  # the write lock of the run directories the command writes into
+            rc = runners[args.command](args)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
         return 130

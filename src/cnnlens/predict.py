@@ -392,10 +392,13 @@ def eval_name(pred: Predictions) -> str:
 
 def write_eval_json(pred: Predictions, runs: Sequence[Run]) -> list[Path]:
     """Write :meth:`Predictions.metrics` into each run's ``eval/`` folder."""
+    from .runlock import run_locks
+
     paths = []
     m = pred.metrics()
-    for r in runs:
-        paths.append(write_json(Path(r.path) / "eval" / eval_name(pred), m))
+    with run_locks([Path(r.path) for r in runs], create=False):  # one writer per run
+        for r in runs:
+            paths.append(write_json(Path(r.path) / "eval" / eval_name(pred), m))
     return paths
 
 

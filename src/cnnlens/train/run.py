@@ -24,6 +24,7 @@ from ..models import count_params, create_model
 from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
                      sigint_to)
 from ..errors import CnnlensError
+from ..runlock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,19 @@ def _lightning_quiet() -> Iterator[None]:
                 logging.getLogger(n).setLevel(lvl)
 
 
+def _holding_run_lock(fn: Any) -> Any:
+    """``fn(..., out=DIR)`` runs holding the write lock of ``DIR`` (:mod:`cnnlens.runlock`)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, out: str | Path, **kwargs: Any) -> Any:
+        with run_lock(out):
+            return fn(*args, out=out, **kwargs)
+
+    return wrapper
+
+
+@_holding_run_lock
 def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact", *, out: str | Path,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
@@ -165,7 +179,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     Args:
         data: a dataset SPEC (``"digits"``, ``"fer2013:PATH"``, ...) or an :class:`ImageDataset`.
         model: a registered model name or any ``nn.Module`` classifier.
-        out: run directory (created). It must not hold a run unless ``resume`` or ``force``.
+        out: run directory (created). It must not hold a run unless ``resume`` or ``force``. Training
+            holds its write lock (``out/.cnnlens.lock``, :mod:`cnnlens.runlock`): a second writer fails.
         epochs, batch_size, lr, seed: override the config's training values.
         config: a :class:`RunConfig` or a YAML file with data/model/train sections.
         resume: continue from ``out/checkpoints/last.ckpt``.
