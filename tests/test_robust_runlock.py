@@ -86,6 +86,7 @@ def test_two_train_commands_race_for_one_out_one_fails_naming_the_holder(tmp_pat
     assert not lock.exists()  # released at exit
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
     run = make_run(tmp_path / "run")
     dead = _dead_pid()
@@ -98,6 +99,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
     assert not (run / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_a_live_writer_blocks_writers_not_readers(tmp_path):
     import cnnlens
     from cnnlens.predict import predict
@@ -129,6 +131,7 @@ def test_a_live_writer_blocks_writers_not_readers(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_lock_from_another_host_needs_break_lock_or_age(tmp_path, caplog):
     run = make_run(tmp_path / "run")
     _write_lock(run, pid=os.getpid(), host="far-away-host")
@@ -179,7 +182,10 @@ def test_released_on_error_and_ctrl_c_reentrant_within_a_process(tmp_path):
             pass
         assert lock.is_file()  # still held by the outer block
     assert not lock.exists()
-    # a CLI command failing on bad input leaves no lock behind
+
+
+@pytest.mark.slow
+def test_a_failing_command_leaves_no_lock(tmp_path):
     run = make_run(tmp_path / "run")
     p = run_cli("evaluate", str(run), "--split", "nosuch")
     assert p.returncode == 2

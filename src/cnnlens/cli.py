@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -232,6 +233,17 @@ def _devices_arg(v: str) -> int | str:
     return n
 
 
+def _finite_float(v: str) -> float:
+    """A float option: a finite number (``inf`` and ``nan`` are refused, naming the flag)."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number; got {v!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"takes a finite number; got {v!r}")
+    return x
+
+
 def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     from .config import OPTIMIZERS, SCHEDULERS
 
@@ -246,17 +258,19 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
                    help="a published training recipe (docs/training.md); --config and flags override it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=_finite_float)
     p.add_argument("--seed", type=int)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--scheduler", choices=SCHEDULERS)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--weight-decay", type=_finite_float)
+    p.add_argument("--label-smoothing", type=_finite_float)
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--val-fraction", type=float, help="validation share where the data has no val split")
+    p.add_argument("--grad-clip", type=_finite_float)
+    p.add_argument("--val-fraction", type=_finite_float, help="validation share where the data has no val split")
     p.add_argument("--image-size", type=int, help="resize images on load (Food-11, folders)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows/files and list them")
+    p.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip batches whose loss is NaN/inf (counted in history.csv) instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
@@ -308,7 +322,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True, hold: cont
                     weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                     early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
                     devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                    tensorboard=getattr(args, "tensorboard", False))
+                    tensorboard=getattr(args, "tensorboard", False),
+                    skip_nonfinite=args.skip_nonfinite or None)
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
@@ -592,7 +607,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="data-inspect", help="folder for samples.png (default ./data-inspect)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows/files instead of failing")
     p.add_argument("--image-size", type=int, default=None, help="resize images to this side (folder data)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction when cut (default 0.1)")
+    p.add_argument("--val-fraction", type=_finite_float, default=0.1, help="validation fraction when cut (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the sample choice")
     p.add_argument("--per-class", type=int, default=8, help="sample images per class in the grid (default 8)")
 
@@ -709,7 +724,7 @@ def _add_filters(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", required=True, help="layer name (e.g. cnn.4) or index into the leaf layers")
     p.add_argument("--channels", help="filters to show, e.g. 0,3,7 or 0-15 (default: all)")
     p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--lr", type=_finite_float, default=0.05, help="Adam learning rate (default 0.05)")
     p.add_argument("--examples", type=int, default=4, help="dataset patches per filter (default 4)")
     p.add_argument("--seed", type=int, default=0)
     _add_lock_arg(p)
@@ -758,11 +773,11 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
     p.add_argument("--channel", type=int, help="filter to amplify (default: the whole layer)")
     p.add_argument("--octaves", type=int, default=3, help="number of scales (default 3)")
-    p.add_argument("--octave-scale", type=float, default=1.4, help="ratio between scales (default 1.4)")
+    p.add_argument("--octave-scale", type=_finite_float, default=1.4, help="ratio between scales (default 1.4)")
     p.add_argument("--steps", type=int, default=20, help="steps per octave (default 20)")
     p.add_argument("--every", type=int, default=10, help="snapshot every N steps (default 10)")
-    p.add_argument("--lr", type=float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
-    p.add_argument("--weight-decay", type=float, default=0.0,
+    p.add_argument("--lr", type=_finite_float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
+    p.add_argument("--weight-decay", type=_finite_float, default=0.0,
                    help="pull towards the dataset mean (default 0)")
     p.add_argument("--seed", type=int, default=0)
     _add_lock_arg(p)
