@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .registry import check_choice
-from .errors import CnnlensError
+from .errors import CnnlensError, CnnlensTypeError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
@@ -100,8 +100,8 @@ def _coerce(tp: Any, v: Any) -> Any:
 
 def check_types(obj: Any, section: str) -> None:
     """Check every field of the config dataclass ``obj`` against its declared type (in place:
-    ints given for float fields become floats). Raises a ``CnnlensError`` naming
-    ``section.key``, the value and the type expected."""
+    ints and numeric text given for float fields become floats). Raises a ``CnnlensTypeError``
+    naming ``section.key``, the value and the type expected."""
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
         v = getattr(obj, f.name)
@@ -109,7 +109,7 @@ def check_types(obj: Any, section: str) -> None:
         if out is _NO:
             exp = _expected(hints[f.name])
             hint = "; booleans are not numbers" if isinstance(v, bool) and ("number" in exp or "integer" in exp) else ""
-            raise CnnlensError(f"{section}.{f.name}: expected {exp}, got {_describe(v)}{hint}")
+            raise CnnlensTypeError(f"{section}.{f.name}: expected {exp}, got {_describe(v)}{hint}")
         if out is not v:
             object.__setattr__(obj, f.name, out)
 
@@ -192,7 +192,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
         if not isinstance(d, dict):
-            raise CnnlensError(f"{source}: expected a mapping with sections data/model/train; got {type(d).__name__}")
+            raise CnnlensTypeError(f"{source}: expected a mapping with sections data/model/train; got {type(d).__name__}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise CnnlensError(f"{source}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
@@ -219,7 +219,7 @@ def _build(cls: type, values: dict[str, Any], section: str, source: str | None =
     """``cls(**values)``; an error names ``source`` (the file, if any) and ``section.key``."""
     pre = f"{source}: " if source else ""
     if not isinstance(values, dict):
-        raise CnnlensError(f"{pre}{section}: expected a mapping of keys to values; got {_describe(values)}")
+        raise CnnlensTypeError(f"{pre}{section}: expected a mapping of keys to values; got {_describe(values)}")
     valid = {f.name for f in fields(cls)}
     unknown = set(values) - valid
     if unknown:
@@ -230,7 +230,7 @@ def _build(cls: type, values: dict[str, Any], section: str, source: str | None =
     except CnnlensError as e:
         if not pre:
             raise
-        raise CnnlensError(f"{pre}{e}") from None
+        raise type(e)(f"{pre}{e}") from None
     except TypeError as e:
         raise CnnlensError(f"{pre}{section}: {e}") from None
 
