@@ -233,6 +233,13 @@ def _devices_arg(v: str) -> int | str:
     return n
 
 
+def _target_arg(v: str) -> str:
+    """``--target``: ``pred``, ``label`` or a whole class index (``2.5`` or ``true`` is refused)."""
+    if v in ("pred", "label") or v.lstrip("-").isdigit():
+        return v
+    raise argparse.ArgumentTypeError(f"takes pred, label or a class index (a whole number); got {v!r}")
+
+
 def _finite_float(v: str) -> float:
     """A float option: a finite number (``inf`` and ``nan`` are refused, naming the flag)."""
     try:
@@ -393,7 +400,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
     g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
                    "(bounded memory; run the same command again to resume)")
-    p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
+    p.add_argument("--target", default="pred", type=_target_arg, help="pred (default), label, or a class index K")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d, or the residual block around it)")
     p.add_argument("--split", default="test", help="split for --all (default test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")

@@ -222,12 +222,85 @@ def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = Fals
     return out
 
 
+_TARGET_FORMS = ("None or 'pred' (the predicted class), 'label' (with labels=...), a class index (an int), "
+                 "or one class index per image (a sequence of ints or an integer tensor/array)")
+
+
+def check_target(target: Any, n: int) -> TargetSpec:
+    """``target`` checked to be a target spec for ``n`` images; classes must be integers.
+
+    Returns ``None``, ``"pred"``, ``"label"``, an ``int`` (also for a one-element sequence or
+    tensor: that class for every image), or an ``int64`` tensor ``[n]`` (from a sequence, a NumPy
+    array or a tensor; a tensor keeps its device). A bool or float (``True``, ``2.5``, a float
+    tensor) is refused rather than read as a class.
+    """
+    import numbers
+
+    import numpy as np
+
+    if target is None or isinstance(target, str):
+        if target not in (None, "pred", "label"):
+            raise CnnlensError(f"target must be {_TARGET_FORMS}; got {target!r}")
+        return target
+    kind = type(target).__name__
+    if isinstance(target, bool | np.bool_) or (isinstance(target, numbers.Number)
+                                               and not isinstance(target, numbers.Integral)):
+        raise CnnlensTypeError(f"target must be {_TARGET_FORMS}; got {target!r} ({kind}): a class index is "
+                               "an integer, and a bool or float is not read as one. Pass the class as an int")
+    if isinstance(target, numbers.Integral):
+        return int(target)
+    if isinstance(target, torch.Tensor):
+        if target.device.type == "meta":
+            raise CnnlensError("target is a tensor on the meta device, which holds no values; give the "
+                               "class indices on the CPU or the model's device")
+        t = target
+    elif isinstance(target, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(target)) if target.dtype != object else None
+    elif isinstance(target, Sequence):
+        bad = [v for v in target if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Integral)]
+        if bad:
+            raise CnnlensTypeError(f"target must be {_TARGET_FORMS}; got a sequence holding {bad[0]!r} "
+                                   f"({type(bad[0]).__name__}): class indices are integers")
+        t = torch.as_tensor([int(v) for v in target], dtype=torch.long)
+    else:
+        t = None
+    if t is None:
+        raise CnnlensTypeError(f"target must be {_TARGET_FORMS}; got a {kind}")
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        what = f"NumPy array of dtype {target.dtype}" if isinstance(target, np.ndarray) else f"tensor of dtype {t.dtype}"
+        raise CnnlensTypeError(f"target must be {_TARGET_FORMS}; got a {what}: class indices are integers, "
+                               "and a bool or float is not read as one")
+    t = t.long().view(-1)
+    if t.numel() not in (1, n):
+        raise CnnlensError(f"target must give one class per image ({n}); got {t.numel()}")
+    return int(t[0]) if t.numel() == 1 else t  # one class: the same for every image
+
+
+def check_model_device(model: nn.Module) -> torch.device:
+    """The one device holding ``model``'s parameters and buffers (CPU for a model without any).
+
+    Raises a ``CnnlensError`` for a model on the meta device (no weights: nothing to explain) or
+    spread over several devices.
+    """
+    devs = {t.device for t in (*model.parameters(), *model.buffers())}
+    if any(d.type == "meta" for d in devs):
+        raise CnnlensError("the model has parameters on the meta device, which hold no values (a model "
+                           "built without weights); load its weights first, e.g. model.to_empty(device='cpu') "
+                           "then load_state_dict(...), or load_state_dict(..., assign=True)")
+    if len(devs) > 1:
+        raise CnnlensError(f"the model's parameters and buffers are on several devices "
+                           f"({', '.join(sorted(map(str, devs)))}); explaining needs the whole model on one "
+                           "device: model.to(device)")
+    return next(iter(devs)) if devs else torch.device("cpu")
+
+
 def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tensor | None = None
                     ) -> torch.Tensor:
     """``None`` -> predicted class; int -> that class for all; sequence/tensor -> per image;
     ``"label"`` -> ``labels``; ``"pred"`` -> predicted."""
     b, k = logits.shape
     dev = logits.device
+    target = check_target(target, b)
     if target is None or (isinstance(target, str) and target == "pred"):
         return logits.argmax(1)
     if isinstance(target, str):
@@ -395,6 +468,9 @@ def model_device(model: nn.Module) -> torch.device:
 def check_input(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise CnnlensTypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise CnnlensError("x is on the meta device, which holds no values; give the images on the CPU or "
+                           "the model's device")
     if x.ndim == 3:
         raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
     if x.ndim != 4:
@@ -460,17 +536,12 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     check_input(x)
     impl = METHODS.get(method)
     explainer: Explainer = impl() if isinstance(impl, type) else impl
-    dev = model_device(model)
+    dev = check_model_device(model)
     out_dev = x.device
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
         raise CnnlensError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
-    tgt = target
-    if isinstance(target, torch.Tensor) or (isinstance(target, Sequence) and not isinstance(target, str)):
-        tgt_t = torch.as_tensor(target).long().view(-1)
-        if tgt_t.numel() not in (1, x.shape[0]):
-            raise CnnlensError(f"target must give one class per image ({x.shape[0]}); got {tgt_t.numel()}")
-        tgt = tgt_t
+    tgt = check_target(target, x.shape[0])
     n = x.shape[0]
     step = chunk_size or auto_chunk(x, explainer.cost, dev)
     if step < 1:
