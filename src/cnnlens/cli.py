@@ -75,10 +75,8 @@ def _written_runs(args: argparse.Namespace) -> list[tuple[Path, bool]]:
     locks when it writes its numbers into the runs.
     """
     cmd = args.command
-    if cmd in ("evaluate", "filters", "featuremaps", "dream", "trust", "report"):
-        return [(Path(args.run), False)]
-    if cmd == "explain":
-        return [(Path(args.out_dir), True)] if args.all and args.out_dir else [(Path(args.run), False)]
+    if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
+        return [(Path(args.run), False)]  # (explain --all --out-dir DIR: RUN is locked, DIR is not)
     if cmd == "compare" and not args.out:
         return [(Path(args.runs[0]), False)]
     return []

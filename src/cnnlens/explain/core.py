@@ -222,8 +222,8 @@ def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = Fals
     return out
 
 
-_TARGET_FORMS = ("None or 'pred' (the predicted class), 'label' (with labels=...), a class index (an int), "
-                 "or one class index per image (a sequence of ints or an integer tensor/array)")
+_TARGET_FORMS = ("None, 'pred', 'label' (with labels=...), a class index (an int) or one class index per "
+                 "image (a sequence of ints, an integer tensor or array)")
 
 
 def check_target(target: Any, n: int) -> TargetSpec:
