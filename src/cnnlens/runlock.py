@@ -284,14 +284,14 @@ def _release(p: Path) -> None:
 
 def _held_message(p: Path, info: LockInfo) -> str:
     run = p.parent
-    msg = f"{run} is being written by another cnnlens process: {info.describe()}. Only one command may " \
-          "write into a run directory at a time; wait for it to finish, or write elsewhere " \
-          "(another --out)."
+    msg = (f"{run} is being written by another cnnlens process: {info.describe()}. One command at a "
+           "time may write into a run directory: wait for that one to finish, or write a new run "
+           "elsewhere (another --out).")
     if info.host != socket.gethostname():
         msg += (f" The lock was written on another host, so it cannot be checked from here; if no "
                 f"process there is still writing, pass --break-lock (or remove {p}).")
     else:
-        msg += f" If that process is gone, this lock is removed automatically (lock file: {p})."
+        msg += f" If that process is gone, the next writer takes its lock ({p}) over by itself."
     return msg
 
 
