@@ -200,3 +200,19 @@ def test_a_missing_folder_is_created_for_the_lock_and_removed_if_left_empty(tmp_
     with run_lock(tmp_path / "absent", create=False) as held:
         assert held is None
     assert not (tmp_path / "absent").exists()
+
+
+def test_python_train_takes_the_lock_too(tmp_path):
+    import cnnlens
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _write_lock(out, pid=holder.pid, command="cnnlens evaluate run")
+        with pytest.raises(RunLocked, match=rf"pid {holder.pid} on host .*running `cnnlens evaluate run`"):
+            cnnlens.train("digits", "compact", out=out, epochs=1)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()

@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
+import inspect
 import json
 import logging
 import os
@@ -39,10 +41,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import CnnlensError
 
@@ -52,6 +54,8 @@ LOCK_NAME = ".cnnlens.lock"
 #: a lock written on another host is taken over only once it is this old (or with break_lock)
 OTHER_HOST_STALE_AFTER_S = 7 * 24 * 3600
 _GUARD_STALE_S = 60.0  # the takeover guard is held for milliseconds; older means its holder died
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _held: dict[Path, int] = {}  # lock path -> depth, for the locks this process holds
 _held_mutex = threading.Lock()
@@ -120,8 +124,9 @@ def run_lock(run_dir: str | os.PathLike[str], *, command: str | None = None, bre
         command: recorded as the holder's command; default: this process's command line.
         break_lock: take over a lock written on another host, which cannot be checked from here
             (a live holder on this host is never broken).
-        create: create ``run_dir`` when missing; with ``False`` a missing folder is not locked
-            (a command reading a run that does not exist fails on its own).
+        create: create ``run_dir`` when missing (and remove it again if it is still empty when the
+            lock is released: the command failed before writing); with ``False`` a missing folder
+            is not locked (a command on a run that does not exist fails on its own).
 
     Raises:
         RunLocked: another live process holds the lock; the message names its pid, host,
@@ -168,6 +173,28 @@ def run_locks(run_dirs: Iterable[str | os.PathLike[str]], **kw: Any) -> Iterator
         for d in dict.fromkeys(Path(r) for r in run_dirs):
             stack.enter_context(run_lock(d, **kw))
         yield
+
+
+def writes_run(param: str = "out") -> Callable[[F], F]:
+    """Decorator: the function runs holding the write lock of its ``param`` argument (a folder)::
+
+        @writes_run("out")
+        def import_model(..., out: str | Path, ...) -> ...: ...
+    """
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+        if param not in sig.parameters:
+            raise TypeError(f"{fn.__qualname__} has no parameter {param!r} to lock")
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            folder = sig.bind(*args, **kwargs).arguments[param]
+            with run_lock(folder):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 def holds_lock(run_dir: str | os.PathLike[str]) -> bool:

@@ -25,7 +25,7 @@ from ..models.weights import warn_nonfinite
 from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
                      sigint_to)
 from ..errors import CnnlensError
-from ..runlock import run_lock
+from ..runlock import writes_run
 
 log = logging.getLogger(__name__)
 
@@ -164,19 +164,7 @@ def _lightning_quiet() -> Iterator[None]:
                 logging.getLogger(n).setLevel(lvl)
 
 
-def _holding_run_lock(fn: Any) -> Any:
-    """``fn(..., out=DIR)`` runs holding the write lock of ``DIR`` (:mod:`cnnlens.runlock`)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, out: str | Path, **kwargs: Any) -> Any:
-        with run_lock(out):
-            return fn(*args, out=out, **kwargs)
-
-    return wrapper
-
-
-@_holding_run_lock
+@writes_run("out")
 def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact", *, out: str | Path,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
