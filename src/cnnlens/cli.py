@@ -68,27 +68,25 @@ def _add_lock_arg(p: argparse.ArgumentParser) -> None:
                         "(a lock of a process gone on this host is taken over anyway)")
 
 
-def _written_runs(args: argparse.Namespace) -> list[tuple[Path, bool]]:
-    """The run directories a command writes into, to be locked around it: ``(folder, create)``.
+def _written_runs(args: argparse.Namespace) -> list[Path]:
+    """The run directories a command writes into, locked around it (``RUN/.cnnlens.lock``).
 
     train/run/demo lock inside :func:`_train_from_args` (their folder is resolved there); predict
-    locks when it writes its numbers into the runs.
+    locks when it writes its numbers into the runs. ``explain --all --out-dir DIR`` locks RUN.
     """
     cmd = args.command
     if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
-        return [(Path(args.run), False)]  # (explain --all --out-dir DIR: RUN is locked, DIR is not)
+        return [Path(args.run)]
     if cmd == "compare" and not args.out:
-        return [(Path(args.runs[0]), False)]
+        return [Path(args.runs[0])]
     return []
 
 
 @contextlib.contextmanager
 def _locked(args: argparse.Namespace):
-    from .runlock import run_lock
+    from .runlock import run_locks
 
-    with contextlib.ExitStack() as stack:
-        for folder, create in _written_runs(args):
-            stack.enter_context(run_lock(folder, break_lock=getattr(args, "break_lock", False), create=create))
+    with run_locks(_written_runs(args), break_lock=getattr(args, "break_lock", False), create=False):
         yield
 
 
@@ -299,7 +297,8 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
     return opts
 
 
-def _train_from_args(args: argparse.Namespace, progress: bool = True, hold: contextlib.ExitStack | None = None):
+def _train_from_args(args: argparse.Namespace, progress: bool = True,
+                     hold: contextlib.ExitStack | None = None):
     """Train as the flags say, holding the run's write lock; ``hold``: keep holding it in this stack."""
     from .config import RunConfig, load_config, recipe
     from .train import train
@@ -398,7 +397,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
     g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
                    "(bounded memory; run the same command again to resume)")
-    p.add_argument("--target", default="pred", type=_target_arg, help="pred (default), label, or a class index K")
+    p.add_argument("--target", default="pred", type=_target_arg,
+                   help="pred (default), label, or a class index K")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d, or the residual block around it)")
     p.add_argument("--split", default="test", help="split for --all (default test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="folder for --all (default RUN/explain/all-SPLIT)")

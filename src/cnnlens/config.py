@@ -108,7 +108,8 @@ def check_types(obj: Any, section: str) -> None:
         out = _coerce(hints[f.name], v)
         if out is _NO:
             exp = _expected(hints[f.name])
-            hint = "; booleans are not numbers" if isinstance(v, bool) and ("number" in exp or "integer" in exp) else ""
+            numeric = "number" in exp or "integer" in exp
+            hint = "; booleans are not numbers" if isinstance(v, bool) and numeric else ""
             raise CnnlensTypeError(f"{section}.{f.name}: expected {exp}, got {_describe(v)}{hint}")
         if out is not v:
             object.__setattr__(obj, f.name, out)
@@ -164,7 +165,7 @@ class TrainConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    skip_nonfinite: bool = False  # skip batches with a non-finite loss (counted in history.csv) instead of stopping
+    skip_nonfinite: bool = False  # skip batches whose loss is not finite (counted in history.csv); else stop
 
     def __post_init__(self) -> None:
         check_types(self, "train")
@@ -192,7 +193,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
         if not isinstance(d, dict):
-            raise CnnlensTypeError(f"{source}: expected a mapping with sections data/model/train; got {type(d).__name__}")
+            raise CnnlensTypeError(f"{source}: expected a mapping with sections data/model/train; got "
+                                   f"{_describe(d)}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise CnnlensError(f"{source}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
@@ -219,7 +221,8 @@ def _build(cls: type, values: dict[str, Any], section: str, source: str | None =
     """``cls(**values)``; an error names ``source`` (the file, if any) and ``section.key``."""
     pre = f"{source}: " if source else ""
     if not isinstance(values, dict):
-        raise CnnlensTypeError(f"{pre}{section}: expected a mapping of keys to values; got {_describe(values)}")
+        raise CnnlensTypeError(f"{pre}{section}: expected a mapping of keys to values; got "
+                               f"{_describe(values)}")
     valid = {f.name for f in fields(cls)}
     unknown = set(values) - valid
     if unknown:

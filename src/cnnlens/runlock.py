@@ -272,7 +272,8 @@ def _stale_reason(info: LockInfo, p: Path, break_lock: bool) -> str | None:
         return None
     age = info.age_s()
     if age is not None and age > OTHER_HOST_STALE_AFTER_S:
-        return f"it was written on host {info.host} {_human(age)} ago (over {_human(OTHER_HOST_STALE_AFTER_S)})"
+        bound = _human(OTHER_HOST_STALE_AFTER_S)
+        return f"it was written on host {info.host} {_human(age)} ago (over {bound})"
     if break_lock:
         return f"it was written on host {info.host} and --break-lock (break_lock=True) was given"
     return None
@@ -367,7 +368,7 @@ def _command_line() -> str:
     if not argv or not argv[0]:
         return "python"
     first = Path(argv[0])
-    if first.name in ("cnnlens", "__main__.py") and (first.name == "cnnlens" or first.parent.name == "cnnlens"):
+    if first.name == "cnnlens" or (first.name == "__main__.py" and first.parent.name == "cnnlens"):
         return shlex.join(["cnnlens", *argv[1:]])
     return shlex.join(["python", *argv])
 

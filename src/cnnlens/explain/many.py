@@ -26,11 +26,10 @@ from .core import (
     check_input,
     chunk_options,
     merge_extras,
-    check_model_device,
-    check_target,
     model_guard,
     pass_setup,
 )
+from .checks import check_model_device, check_target
 from .gradient import run_pass
 from ..errors import CnnlensError, CnnlensTypeError
 

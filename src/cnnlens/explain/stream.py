@@ -36,7 +36,8 @@ from torch import nn
 
 from ..io import read_json, write_json, write_npy
 from .batch import _file_name, _scalars, normalize_images
-from .core import METHODS, TargetSpec, check_target
+from .checks import check_target
+from .core import METHODS, TargetSpec
 from .many import explain_many
 from ..errors import CnnlensError, CnnlensTypeError
 

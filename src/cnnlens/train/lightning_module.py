@@ -75,7 +75,8 @@ class Classifier(L.LightningModule):
             return normalize(x, self.mean, self.std)
         return normalize(images, self.mean, self.std)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor | None:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str
+              ) -> torch.Tensor | None:
         images, labels = batch
         x = self._prepare(images, batch_idx, stage == "train")
         logits = self.model(x)
@@ -106,8 +107,8 @@ class Classifier(L.LightningModule):
         value = str(float(mine)) if not bool(torch.isfinite(mine)) else "not finite (on another process)"
         if stage == "train" and self.cfg.skip_nonfinite:
             if self.nonfinite_skipped == 0:
-                log.warning("epoch %d, step %d: the loss is %s; skipping the batch (skip_nonfinite); "
-                            "every skipped batch is counted in history.csv (skipped_nonfinite)", epoch, step, value)
+                log.warning("epoch %d, step %d: the loss is %s; skipping the batch (skip_nonfinite); every "
+                            "skipped batch is counted in history.csv (skipped_nonfinite)", epoch, step, value)
             self.nonfinite_skipped += 1
             return None  # Lightning skips the backward pass and the optimizer step
         if stage == "train":

@@ -30,7 +30,8 @@ from ..runlock import writes_run
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-HISTORY_COLUMNS = ("epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "skipped_nonfinite")
+HISTORY_COLUMNS = ("epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                   "skipped_nonfinite")
 
 
 @dataclass
@@ -299,7 +300,7 @@ def _multi_device(tc: TrainConfig) -> bool:
 
 
 def _nonfinite_message(what: str, out: Path, tc: TrainConfig) -> str:
-    """The error of a training run stopped by a non-finite loss or weights: where, what was kept, what to do."""
+    """The error of a training stopped by a non-finite loss or weights: where, what was kept, what to do."""
     last = out / "checkpoints" / "last.ckpt"
     if last.exists():
         try:
