@@ -11,7 +11,8 @@ where links are not supported), so it either does not exist or holds the whole r
 fails at once with a :class:`RunLocked` (a :class:`~cnnlens.errors.CnnlensError`) naming the holder.
 Readers never look at the lock and never block.
 
-The lock is removed when the block ends, also on an error or Ctrl-C. A process killed outright
+A folder that cannot be written (read-only, full) is a :class:`~cnnlens.io.WriteError` naming it, before
+the command does any work. The lock is removed when the block ends, also on an error or Ctrl-C. A process killed outright
 (SIGKILL, power loss) leaves it behind; the next writer checks it:
 
 * written on this host by a process that no longer runs (its pid is gone, or now belongs to a
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import CnnlensError
+from .io import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +227,20 @@ def _acquire(p: Path, command: str, break_lock: bool) -> None:
 
 
 def _create(p: Path, data: bytes) -> bool:
-    """Create ``p`` holding ``data``, atomically; ``False`` if it exists."""
+    """Create ``p`` holding ``data``, atomically; ``False`` if it exists.
+
+    Raises:
+        WriteError: the folder cannot be written (read-only, full, no permission); nothing is left.
+    """
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{p.name}.", suffix=".tmp", dir=p.parent)
+        return _create_or_fail(p, data)
     except OSError as e:
-        raise CnnlensError(f"cannot lock {p.parent}: {e.strerror or e}. Check that the folder is "
-                           "writable") from None
+        raise WriteError(f"cannot write {p.parent} (its lock file {p.name}): {e.strerror or e}. Nothing "
+                         "was written; check that the folder is writable and has free space.") from e
+
+
+def _create_or_fail(p: Path, data: bytes) -> bool:
+    fd, tmp = tempfile.mkstemp(prefix=f"{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -248,10 +258,15 @@ def _create(p: Path, data: bytes) -> bool:
             fd2 = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd2, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with os.fdopen(fd2, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+            raise
         return True
     finally:
         with contextlib.suppress(OSError):
