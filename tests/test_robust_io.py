@@ -170,7 +170,7 @@ def test_read_only_folder_is_a_clear_error(tmp_path):
         mnt = tmp_path / "mnt"
         p = _in_tmpfs(f'cp -r "{run}" "{mnt}/run"\nmount -o remount,ro "{mnt}"\n'
                       f'set +e\n{py} evaluate "{mnt}/run"\necho "rc=$?" >&2\n', mnt, "16m")
-        where, why = mnt / "run" / "eval", "Read-only file system"
+        where, why = mnt / "run", "Read-only file system"  # its lock file is the first write
         err = p.stderr
         assert "rc=2" in err, err
         p = subprocess.CompletedProcess(p.args, 2, p.stdout, err.replace("rc=2", ""))
@@ -180,7 +180,7 @@ def test_read_only_folder_is_a_clear_error(tmp_path):
             p = run_cli("evaluate", str(run))
         finally:
             os.chmod(run, 0o755)
-        where, why = run / "eval", "Permission denied"
+        where, why = run, "Permission denied"
     assert_clean_cli_error(p, f"cannot write {where}", why)
 
 
@@ -191,7 +191,9 @@ def test_really_full_disk_is_a_clear_error_and_keeps_every_saved_byte(tmp_path):
     mnt = tmp_path / "mnt"
     py = f'{sys.executable} -m cnnlens'
     script = (f'cp -r "{run}" "{mnt}/run"\ncd "{mnt}/run"\nfind . -type f | sort | xargs sha256sum > /tmp/.b_$$\n'
+              f'dd if=/dev/zero of="{mnt}/spare" bs=4k count=1 2>/dev/null\n'
               f'dd if=/dev/zero of="{mnt}/filler" bs=4k 2>/dev/null || true\n'
+              f'rm "{mnt}/spare"\n'  # one free page: the run's lock file fits, the evaluation does not
               f'set +e\n{py} evaluate "{mnt}/run"\necho "rc=$?" >&2\n'
               f'find . -type f | sort | xargs sha256sum > /tmp/.a_$$\n'
               f'cmp /tmp/.b_$$ /tmp/.a_$$ && echo SAME >&2; rm -f /tmp/.b_$$ /tmp/.a_$$\n')

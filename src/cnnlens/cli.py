@@ -8,7 +8,9 @@ both and listing it in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -53,6 +55,35 @@ def _parser_for(sub: argparse._SubParsersAction, name: str, help_: str, example:
                 ) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_, description=help_, epilog=_example(example),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_lock_arg(p: argparse.ArgumentParser) -> None:
+    """``--break-lock`` for a command that writes into a run directory (docs/robustness.md)."""
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the run's write lock when it was left by a process on another host "
+                        "(a lock of a process gone on this host is taken over anyway)")
+
+
+def _written_runs(args: argparse.Namespace) -> list[Path]:
+    """The run directories a command writes into, locked around it (``RUN/.cnnlens.lock``).
+
+    train/run/demo lock inside :func:`_train_from_args` (their folder is resolved there); predict
+    locks when it writes its numbers into the runs. ``explain --all --out-dir DIR`` locks RUN.
+    """
+    cmd = args.command
+    if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
+        return [Path(args.run)]
+    if cmd == "compare" and not args.out:
+        return [Path(args.runs[0])]
+    return []
+
+
+@contextlib.contextmanager
+def _locked(args: argparse.Namespace):
+    from .runlock import run_locks
+
+    with run_locks(_written_runs(args), break_lock=getattr(args, "break_lock", False), create=False):
+        yield
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,6 +214,24 @@ def _devices_arg(v: str) -> int | str:
     return n
 
 
+def _target_arg(v: str) -> str:
+    """``--target``: ``pred``, ``label`` or a whole class index (``2.5`` or ``true`` is refused)."""
+    if v in ("pred", "label") or v.lstrip("-").isdigit():
+        return v
+    raise argparse.ArgumentTypeError(f"takes pred, label or a class index (a whole number); got {v!r}")
+
+
+def _finite_float(v: str) -> float:
+    """A float option: a finite number (``inf`` and ``nan`` are refused, naming the flag)."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number; got {v!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"takes a finite number; got {v!r}")
+    return x
+
+
 def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     from .config import OPTIMIZERS, SCHEDULERS
 
@@ -201,17 +250,19 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
                    help="a published training recipe (docs/training.md); --config and flags override it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=_finite_float)
     p.add_argument("--seed", type=int)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--scheduler", choices=SCHEDULERS)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--weight-decay", type=_finite_float)
+    p.add_argument("--label-smoothing", type=_finite_float)
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--val-fraction", type=float, help="validation share where the data has no val split")
+    p.add_argument("--grad-clip", type=_finite_float)
+    p.add_argument("--val-fraction", type=_finite_float, help="validation share where the data has no val split")
     p.add_argument("--image-size", type=int, help="resize images on load (Food-11, folders)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows/files and list them")
+    p.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip batches whose loss is NaN/inf (counted in history.csv) instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--accelerator", help="auto (default), cpu, gpu, ...")
@@ -220,6 +271,7 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
     p.add_argument("--tensorboard", action="store_true", help="also export the model graph to RUN/tensorboard")
+    _add_lock_arg(p)
 
 
 def _model_options(pairs: list[str]) -> dict[str, object]:
@@ -228,7 +280,9 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
     return parse_model_options(pairs)
 
 
-def _train_from_args(args: argparse.Namespace, progress: bool = True):
+def _train_from_args(args: argparse.Namespace, progress: bool = True,
+                     hold: contextlib.ExitStack | None = None):
+    """Train as the flags say, holding the run's write lock; ``hold``: keep holding it in this stack."""
     from .config import RunConfig, load_config, recipe
     from .train import train
 
@@ -245,13 +299,20 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True):
     devices = args.devices
     out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
     log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
-    run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
-                progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
-                lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
-                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                tensorboard=getattr(args, "tensorboard", False), trust_code=args.trust_code)
+    from .runlock import run_lock
+
+    own = contextlib.ExitStack()
+    lock = run_lock(out, break_lock=getattr(args, "break_lock", False))
+    (hold if hold is not None else own).enter_context(lock)
+    with own:
+        run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
+                    progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
+                    weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                    early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
+                    devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+                    tensorboard=getattr(args, "tensorboard", False), trust_code=args.trust_code,
+                    skip_nonfinite=args.skip_nonfinite or None)
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{safe(model_name)}[/b] ({run.meta['params']:,} parameters): "
@@ -330,6 +391,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "else the labeled hold-out val)")
     p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="none",
                    help="test-time augmentation: average the softmax over flipped / ten-crop views")
+    _add_lock_arg(p)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -371,7 +433,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--images", help="comma-separated dataset indices, e.g. 3,17,42")
     g.add_argument("--all", action="store_true", help="every image of --split, streamed to --out-dir in chunks "
                    "(bounded memory; run the same command again to resume)")
-    p.add_argument("--target", default="pred", help="pred (default), label, or a class index K")
+    p.add_argument("--target", default="pred", type=_target_arg,
+                   help="pred (default), label, or a class index K")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last Conv2d, or the residual block around it)")
     p.add_argument("--split", default=None, help="split of --per-class (default: test if it is labeled, else "
                    "the labeled hold-out val) and of --all (default test)")
@@ -380,6 +443,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="with --all: discard what --out-dir holds and start again")
     p.add_argument("--force-guided", action="store_true", help="run guided_backprop, deconvnet and guided_gradcam "
                    "on a model that applies activations functionally (F.relu): a mixed result, with a warning")
+    _add_lock_arg(p)
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -441,6 +505,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="Chromium executable for --pdf (default: $CNNLENS_CHROMIUM, else chromium on PATH)")
     p.add_argument("--split", default=None, help="split of the 'Where it fails' section; evaluated now if the run "
                    "holds no evaluation of it (default: the run's own evaluation)")
+    _add_lock_arg(p)
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -456,13 +521,15 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(args: argparse.Namespace, sizes) -> Path:
-    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json."""
+def _pipeline(args: argparse.Namespace, sizes, hold: contextlib.ExitStack | None = None) -> Path:
+    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json.
+
+    ``hold``: the run's write lock, taken when training starts, stays in this stack."""
     from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
     from .report.html import build_report
 
     t0, c0 = time.perf_counter(), time.process_time()
-    run = _train_from_args(args)
+    run = _train_from_args(args, hold=hold)
     if run is None:  # a data-parallel worker process: rank 0 carries on alone
         raise SystemExit(0)
     reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
@@ -510,6 +577,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
                    "artifact: 2 epochs and every analysis stage at reduced size")
+    _add_lock_arg(p)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -521,7 +589,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
     targs.epochs = 2 if args.fast else 12
     targs.seed = 0
-    _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]))
+    targs.break_lock = args.break_lock
+    with contextlib.ExitStack() as hold:  # the run's lock, from training to the report
+        _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]), hold)
     return 0
 
 
@@ -566,7 +636,8 @@ def _run_run(args: argparse.Namespace) -> int:
     for st in (args.skip or "").split(","):
         if st.strip() and st.strip() not in STAGES:
             raise CnnlensError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
-    _pipeline(args, sizes)
+    with contextlib.ExitStack() as hold:  # the run's lock, from training to the report
+        _pipeline(args, sizes, hold)
     return 0
 
 
@@ -576,6 +647,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", default=None, metavar="DIR", help="default: FIRST_RUN/compare")
     _add_trust_code(p)
+    _add_lock_arg(p)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -589,7 +661,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _print_compare(res: dict) -> None:
     split = res["runs"][0].get("test_split", "test") if res["runs"] else "test"
-    t = Table("run", "parameters", "ratio", "best val acc", f"{split} acc", title="comparison")
+    t = Table("run", "parameters", "ratio", "best val acc", f"{safe(split)} acc", title="comparison")
     for r in res["runs"]:
         t.add_row(safe(r["name"]), f"{r['params']:,}", f"{r['params_ratio']:.3f}",
                   f"{100 * r['best_val_acc']:.2f}%",
@@ -610,7 +682,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="data-inspect", help="folder for samples.png (default ./data-inspect)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows/files instead of failing")
     p.add_argument("--image-size", type=int, default=None, help="resize images to this side (folder data)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction when cut (default 0.1)")
+    p.add_argument("--val-fraction", type=_finite_float, default=0.1, help="validation fraction when cut (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the sample choice")
     p.add_argument("--per-class", type=int, default=8, help="sample images per class in the grid (default 8)")
 
@@ -681,6 +753,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="skip unreadable rows/files and list them in OUT_STEM.skipped.csv")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    _add_lock_arg(p)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -696,7 +769,13 @@ def _run_predict(args: argparse.Namespace) -> int:
     with Progress("predicting") as cb:
         pred = predict(runs, ds, args.split, tta=args.tta, batch_size=args.batch_size, progress=cb,
                        out=args.out, probs=args.probs, labels=args.label, skip_bad_rows=args.skip_bad_rows,
-                       columns=args.columns.split(",") if args.columns else None)
+                       columns=args.columns.split(",") if args.columns else None, write_eval=False)
+    if pred.labeled:  # its numbers go into each run's eval/, under the run's write lock
+        from .predict import write_eval_json
+        from .runlock import run_locks
+
+        with run_locks([r.path for r in runs], break_lock=args.break_lock, create=False):
+            write_eval_json(pred, runs)
     what = f"{len(runs)}-run ensemble" if len(runs) > 1 else "1 run"
     console.print(f"wrote {len(pred):,} rows ({safe(what)}, tta {safe(pred.tta)}) to {safe(args.out)}")
     if pred.skipped:
@@ -725,9 +804,10 @@ def _add_filters(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", required=True, help="layer name (e.g. cnn.4) or index into the leaf layers")
     p.add_argument("--channels", help="filters to show, e.g. 0,3,7 or 0-15 (default: all)")
     p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--lr", type=_finite_float, default=0.05, help="Adam learning rate (default 0.05)")
     p.add_argument("--examples", type=int, default=4, help="dataset patches per filter (default 4)")
     p.add_argument("--seed", type=int, default=0)
+    _add_lock_arg(p)
 
 
 def _run_filters(args: argparse.Namespace) -> int:
@@ -751,6 +831,7 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
     _add_trust_code(p)
     p.add_argument("--layer", required=True, help="layer name (e.g. cnn.0) or index into the leaf layers")
     p.add_argument("--image", type=int, required=True, help="dataset index of the image")
+    _add_lock_arg(p)
 
 
 def _run_featuremaps(args: argparse.Namespace) -> int:
@@ -774,13 +855,14 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", required=True, help="layer name or index into the leaf layers (e.g. 34)")
     p.add_argument("--channel", type=int, help="filter to amplify (default: the whole layer)")
     p.add_argument("--octaves", type=int, default=3, help="number of scales (default 3)")
-    p.add_argument("--octave-scale", type=float, default=1.4, help="ratio between scales (default 1.4)")
+    p.add_argument("--octave-scale", type=_finite_float, default=1.4, help="ratio between scales (default 1.4)")
     p.add_argument("--steps", type=int, default=20, help="steps per octave (default 20)")
     p.add_argument("--every", type=int, default=10, help="snapshot every N steps (default 10)")
-    p.add_argument("--lr", type=float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
-    p.add_argument("--weight-decay", type=float, default=0.0,
+    p.add_argument("--lr", type=_finite_float, default=4.0, help="mean step in grey levels 0-255 (default 4)")
+    p.add_argument("--weight-decay", type=_finite_float, default=0.0,
                    help="pull towards the dataset mean (default 0)")
     p.add_argument("--seed", type=int, default=0)
+    _add_lock_arg(p)
 
 
 def _run_dream(args: argparse.Namespace) -> int:
@@ -834,6 +916,7 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="e.g. ddp (with --devices > 1)")
     p.add_argument("--accelerator", help="where the processes run: auto, cpu, gpu, ... (with --devices)")
     p.add_argument("--num-nodes", type=int, help="machines (with --devices; e.g. under SLURM)")
+    _add_lock_arg(p)
     p.epilog += "\ntests: " + "; ".join(f"{e.name}: {e.description}" for e in TRUST_METRICS.entries())
 
 
@@ -933,7 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("cnnlens").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     try:
-        rc = runners[args.command](args)
+        with _locked(args):  # the write lock of the run directories the command writes into
+            rc = runners[args.command](args)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
         return 130

@@ -2,12 +2,20 @@
 
 A YAML file sets defaults, command-line flags override, and the fully resolved config is saved as
 ``RUN/config.yaml`` beside the results.
+
+Every field is checked against its declared type when a config is made (from a file, flags, or
+Python): the error names the file, the key, the value and the type expected. Booleans are not
+numbers; a float field takes an integer (``lr: 1``) or a number YAML 1.1 reads as text (``1e-3``),
+and refuses NaN and infinities.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,10 +23,97 @@ from typing import Any
 import yaml
 
 from .registry import check_choice
-from .errors import CnnlensError
+from .errors import CnnlensError, CnnlensTypeError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
+
+
+def _describe(v: Any) -> str:
+    """A value as the user wrote it in YAML, and what kind of value that is."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"{str(v).lower()} (a boolean)"
+    if isinstance(v, str):
+        return f"{v!r} (text)"
+    if isinstance(v, int):
+        return f"{v} (an integer)"
+    if isinstance(v, float):
+        return f"{v!r} (a number with a fraction)" if math.isfinite(v) else f"{v!r} (not a finite number)"
+    if isinstance(v, list | tuple):
+        return f"{list(v)!r} (a list)"
+    if isinstance(v, dict):
+        return f"{v!r} (a mapping)"
+    return f"{v!r} ({type(v).__name__})"
+
+
+def _expected(tp: Any) -> str:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        names = [_expected(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in typing.get_args(tp) else "")
+    origin = typing.get_origin(tp) or tp
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "text",
+            dict: "a mapping", list: "a list of integers"}.get(origin, getattr(tp, "__name__", str(tp)))
+
+
+_NO = object()  # "does not fit this type"
+
+
+def _coerce(tp: Any, v: Any) -> Any:
+    """``v`` as a value of the declared type ``tp`` (ints widened for floats), or ``_NO``."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        for a in typing.get_args(tp):
+            out = _coerce(a, v)
+            if out is not _NO:
+                return out
+        return _NO
+    origin = typing.get_origin(tp) or tp
+    if tp is type(None):
+        return None if v is None else _NO
+    if tp is Any:
+        return v
+    if origin is bool:
+        return v if isinstance(v, bool) else _NO
+    if isinstance(v, bool):  # booleans are not numbers (nor text)
+        return _NO
+    if origin is int:
+        return v if isinstance(v, int) else _NO
+    if origin is float:
+        if isinstance(v, str):  # YAML 1.1 reads 1e-3 (no dot) as text
+            try:
+                v = float(v)
+            except ValueError:
+                return _NO
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) else _NO
+    if origin is str:
+        return v if isinstance(v, str) else _NO
+    if origin is dict:
+        return v if isinstance(v, dict) and all(isinstance(k, str) for k in v) else _NO
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(v, list | tuple):
+            return _NO
+        items = [_coerce(item, x) for x in v]
+        return _NO if any(x is _NO for x in items) else items
+    return v if isinstance(v, origin) else _NO
+
+
+def check_types(obj: Any, section: str) -> None:
+    """Check every field of the config dataclass ``obj`` against its declared type (in place:
+    ints and numeric text given for float fields become floats). Raises a ``CnnlensTypeError``
+    naming ``section.key``, the value and the type expected."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        out = _coerce(hints[f.name], v)
+        if out is _NO:
+            exp = _expected(hints[f.name])
+            numeric = "number" in exp or "integer" in exp
+            hint = "; booleans are not numbers" if isinstance(v, bool) and numeric else ""
+            raise CnnlensTypeError(f"{section}.{f.name}: expected {exp}, got {_describe(v)}{hint}")
+        if out is not v:
+            object.__setattr__(obj, f.name, out)
 
 
 @dataclass(frozen=True)
@@ -28,6 +123,9 @@ class DataConfig:
     val_fraction: float = 0.1
     image_size: int | None = None  # resize on load where the loader supports it (Food-11, folders)
     skip_bad_rows: bool = False
+
+    def __post_init__(self) -> None:
+        check_types(self, "data")
 
     def loader_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"seed": self.seed, "val_fraction": self.val_fraction,
@@ -41,6 +139,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "compact"
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_types(self, "model")
 
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -87,22 +188,24 @@ class TrainConfig:
     seed: int = 0
     augment: dict[str, Any] | None = None  # options of cnnlens.data.augment.AugmentConfig
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str | list[int] = 1
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
+    skip_nonfinite: bool = False  # skip batches whose loss is not finite (counted in history.csv); else stop
 
     def __post_init__(self) -> None:
+        check_types(self, "train")
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         if self.epochs < 1:
-            raise CnnlensError(f"epochs must be >= 1; got {self.epochs}")
+            raise CnnlensError(f"train.epochs must be >= 1; got {self.epochs}")
         if self.batch_size < 1:
-            raise CnnlensError(f"batch_size must be >= 1; got {self.batch_size}")
+            raise CnnlensError(f"train.batch_size must be >= 1; got {self.batch_size}")
         if not self.lr > 0:
-            raise CnnlensError(f"lr must be > 0; got {self.lr}")
+            raise CnnlensError(f"train.lr must be > 0; got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
-            raise CnnlensError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+            raise CnnlensError(f"train.label_smoothing must be in [0, 1); got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -117,15 +220,15 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
         if not isinstance(d, dict):
-            raise CnnlensError(f"{source}: expected a mapping with sections data/model/train; got {type(d).__name__}")
-        parts: dict[str, Any] = {}
-        for f in fields(cls):
-            sub = d.get(f.name, {}) or {}
-            parts[f.name] = _build(f.type if isinstance(f.type, type) else _SECTIONS[f.name], sub,
-                                   f"{source}: {f.name}")
+            raise CnnlensTypeError(f"{source}: expected a mapping with sections data/model/train; got "
+                                   f"{_describe(d)}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise CnnlensError(f"{source}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
+        parts: dict[str, Any] = {}
+        for f in fields(cls):
+            sub = d.get(f.name, {})
+            parts[f.name] = _build(_SECTIONS[f.name], {} if sub is None else sub, f.name, source)
         return cls(**parts)
 
     def replace(self, **sections: dict[str, Any]) -> RunConfig:
@@ -141,17 +244,25 @@ class RunConfig:
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _build(cls: type, values: dict[str, Any], section: str, source: str | None = None) -> Any:
+    """``cls(**values)``; an error names ``source`` (the file, if any) and ``section.key``."""
+    pre = f"{source}: " if source else ""
     if not isinstance(values, dict):
-        raise CnnlensError(f"{where}: expected a mapping; got {values!r}")
+        raise CnnlensTypeError(f"{pre}{section}: expected a mapping of keys to values; got "
+                               f"{_describe(values)}")
     valid = {f.name for f in fields(cls)}
     unknown = set(values) - valid
     if unknown:
-        raise CnnlensError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {', '.join(sorted(valid))}")
+        raise CnnlensError(f"{pre}{section}: unknown key(s) {sorted(unknown)}; valid keys: "
+                           f"{', '.join(sorted(valid))}")
     try:
         return cls(**values)
+    except CnnlensError as e:
+        if not pre:
+            raise
+        raise type(e)(f"{pre}{e}") from None
     except TypeError as e:
-        raise CnnlensError(f"{where}: {e}") from None
+        raise CnnlensError(f"{pre}{section}: {e}") from None
 
 
 def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:

@@ -2,6 +2,10 @@
 
 A file is written to a temporary name in the same folder, flushed, fsynced and renamed over the
 target, so a kill mid-write leaves the previous version intact. Errors name the path.
+
+Every CSV cell goes through :func:`csv_cell`: a text cell that a spreadsheet would run as a formula
+(it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'``
+(OWASP's advice on CSV injection); numbers, and text that is exactly a number, are left alone.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -72,9 +77,47 @@ def write_yaml(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
+#: a text cell starting with one of these is a formula to a spreadsheet (OWASP: CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
+def csv_cell(v: Any) -> Any:
+    """``v`` made safe for a spreadsheet: text starting with ``= + - @``, a tab or a carriage
+    return gets a leading ``'``, unless the text is exactly a number (``-0.5``, ``+3``, ``-1e-3``)."""
+    if isinstance(v, str) and v[:1] in FORMULA_STARTS and not _NUMBER.fullmatch(v):
+        return "'" + v
+    return v
+
+
+class CsvWriter:
+    """``csv.writer`` whose cells go through :func:`csv_cell` (the one CSV writer of cnnlens)."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self._w = csv.writer(fh, lineterminator="\n")
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        cells = [csv_cell(v) for v in row]
+        if any(isinstance(v, str) and "\r" in v for v in cells):
+            # csv quotes a field holding a character of its line terminator ("\n"), not a bare "\r",
+            # which readers take for a line end: write this row with "\r\n" so that such fields are
+            # quoted, and end it with "\n" like the others
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\r\n").writerow(cells)
+            self._fh.write(buf.getvalue()[:-2] + "\n")
+            return
+        self._w.writerow(cells)
+
+    def writerows(self, rows: Any) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """A CSV file, atomically; text cells are made safe for spreadsheets (:func:`csv_cell`)."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)
     w.writerow(header)
     w.writerows(rows)
     return write_text(path, buf.getvalue())

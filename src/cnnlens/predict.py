@@ -35,7 +35,7 @@ import torch
 from .data.base import ImageDataset, load_dataset
 from .evaluate.core import predict_probs
 from .evaluate.tta import TTA_MODES
-from .io import atomic_path, write_csv, write_json
+from .io import CsvWriter, atomic_path, write_csv, write_json
 from .registry import check_choice
 from .train.run import Run, load_run, run_view
 from .errors import CnnlensError, CnnlensTypeError
@@ -271,7 +271,7 @@ def predict(runs: Sequence[Run | str | Path] | Run | str | Path, data: str | Ima
         out = Path(out)
         header = _header(key, classes, probs, columns)
         with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, lineterminator="\n")
+            w = CsvWriter(fh)
             w.writerow(header)
             start = 0
             for b in _batches(rs, ds, idx, tta, batch_size, progress):
@@ -363,7 +363,7 @@ def write_predictions(pred: Predictions, out: str | Path, *, probs: bool = False
     check_choice("labels", labels, LABEL_FORMS)
     out = Path(out)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)
     w.writerow(_header(pred.key, pred.classes, probs, columns))
     w.writerows(_rows(pred.ids, pred.probs, pred.classes, probs, labels))
     with atomic_path(out) as tmp:
@@ -395,10 +395,13 @@ def eval_name(pred: Predictions) -> str:
 
 def write_eval_json(pred: Predictions, runs: Sequence[Run]) -> list[Path]:
     """Write :meth:`Predictions.metrics` into each run's ``eval/`` folder."""
+    from .runlock import run_locks
+
     paths = []
     m = pred.metrics()
-    for r in runs:
-        paths.append(write_json(Path(r.path) / "eval" / eval_name(pred), m))
+    with run_locks([Path(r.path) for r in runs], create=False):  # one writer per run
+        for r in runs:
+            paths.append(write_json(Path(r.path) / "eval" / eval_name(pred), m))
     return paths
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..registry import Registry, did_you_mean
 from ..errors import CnnlensError, CnnlensTypeError
+from .checks import check_model_device, check_target
 
 TargetSpec = None | int | str | Sequence[int] | torch.Tensor
 
@@ -228,6 +229,7 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
     ``"label"`` -> ``labels``; ``"pred"`` -> predicted."""
     b, k = logits.shape
     dev = logits.device
+    target = check_target(target, b)
     if target is None or (isinstance(target, str) and target == "pred"):
         return logits.argmax(1)
     if isinstance(target, str):
@@ -395,6 +397,9 @@ def model_device(model: nn.Module) -> torch.device:
 def check_input(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise CnnlensTypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise CnnlensError("x is on the meta device, which holds no values; give the images on the CPU or "
+                           "the model's device")
     if x.ndim == 3:
         raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
     if x.ndim != 4:
@@ -460,17 +465,12 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     check_input(x)
     impl = METHODS.get(method)
     explainer: Explainer = impl() if isinstance(impl, type) else impl
-    dev = model_device(model)
+    dev = check_model_device(model)
     out_dev = x.device
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
         raise CnnlensError(f"labels must have one entry per image ({x.shape[0]}); got {lab.numel()}")
-    tgt = target
-    if isinstance(target, torch.Tensor) or (isinstance(target, Sequence) and not isinstance(target, str)):
-        tgt_t = torch.as_tensor(target).long().view(-1)
-        if tgt_t.numel() not in (1, x.shape[0]):
-            raise CnnlensError(f"target must give one class per image ({x.shape[0]}); got {tgt_t.numel()}")
-        tgt = tgt_t
+    tgt = check_target(target, x.shape[0])
     n = x.shape[0]
     step = chunk_size or auto_chunk(x, explainer.cost, dev)
     if step < 1:

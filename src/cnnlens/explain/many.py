@@ -26,10 +26,10 @@ from .core import (
     check_input,
     chunk_options,
     merge_extras,
-    model_device,
     model_guard,
     pass_setup,
 )
+from .checks import check_model_device, check_target
 from .gradient import run_pass
 from ..errors import CnnlensError, CnnlensTypeError
 
@@ -111,13 +111,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     n = x.shape[0]
     if lab is not None and lab.numel() != n:
         raise CnnlensError(f"labels must have one entry per image ({n}); got {lab.numel()}")
-    tgt: TargetSpec = target
-    if isinstance(target, torch.Tensor) or (isinstance(target, Sequence) and not isinstance(target, str)):
-        tt = torch.as_tensor(target).long().view(-1)
-        if tt.numel() not in (1, n):
-            raise CnnlensError(f"target must give one class per image ({n}); got {tt.numel()}")
-        tgt = tt
-    dev = model_device(model)
+    tgt: TargetSpec = check_target(target, n)
+    dev = check_model_device(model)
     out_dev = x.device
     cost = max(getattr(e, "cost", 1) for e in explainers.values())
     step = chunk_size or auto_chunk(x, cost, dev)

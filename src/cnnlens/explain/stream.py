@@ -36,6 +36,7 @@ from torch import nn
 
 from ..io import read_json, write_json, write_npy
 from .batch import _file_name, _scalars, normalize_images
+from .checks import check_target
 from .core import METHODS, TargetSpec
 from .many import explain_many
 from ..errors import CnnlensError, CnnlensTypeError
@@ -197,12 +198,10 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
     if isinstance(target, str) and target == "label" and lab is None:
         raise CnnlensError("target='label' needs labels=...; pass the images' labels")
     n = int(idx.size)
-    tgt: TargetSpec = target
+    tgt: TargetSpec = check_target(target, n)
     per_image_target = False
-    if isinstance(target, torch.Tensor | np.ndarray) or (isinstance(target, Sequence) and not isinstance(target, str)):
-        tt = torch.as_tensor(np.asarray(target)).long().view(-1)
-        if tt.numel() not in (1, n):
-            raise CnnlensError(f"target must give one class per explained image ({n}); got {tt.numel()}")
+    if isinstance(tgt, torch.Tensor):
+        tt = tgt.cpu()
         tgt = int(tt[0]) if tt.numel() == 1 else tt
         per_image_target = tt.numel() == n and n > 1
 

@@ -91,6 +91,22 @@ def _tensors_of(obj: object, p: Path) -> dict[str, torch.Tensor]:
                      "model.state_dict() instead")
 
 
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or an infinity."""
+    return [k for k, v in tensors.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def warn_nonfinite(tensors: Mapping[str, torch.Tensor], where: str) -> list[str]:
+    """Log a warning naming the tensors of ``where`` that hold NaN/inf; returns their names."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        log.warning("%s holds NaN or infinite values in %d tensor(s): %s. The model's outputs will be "
+                    "NaN or meaningless; these weights come from a training run that diverged or a "
+                    "damaged file", where, len(bad), _listing(sorted(bad)))
+    return bad
+
+
 def _strip_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
     """Drop a wrapper prefix (``module.`` from DDP, ``model.`` from Lightning) when that makes keys fit."""
     if set(sd) & model_keys:
@@ -147,6 +163,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str] | Mapping[str, t
                          "ones the weights were trained with (or load with strict=False)")
     if problems:
         log.warning("%s: loaded %d tensors; %s", where, len(rep.loaded), "; ".join(problems))
+    warn_nonfinite({k: sd[k] for k in rep.loaded}, where)
     own = model.state_dict()
     with torch.no_grad():
         for k in rep.loaded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,22 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.base import normalize
+from ..errors import CnnlensError
+from ..models.weights import nonfinite_tensors
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteTraining(CnnlensError):
+    """Training met a non-finite loss or weights and stopped; nothing non-finite was saved.
+
+    ``epoch`` (1-based) and ``step`` (1-based batch of that epoch; ``None`` for validation or a
+    checkpoint) say where.
+    """
+
+    def __init__(self, message: str, epoch: int, step: int | None) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 def seed_for(*parts: int) -> int:
@@ -35,6 +52,7 @@ class Classifier(L.LightningModule):
         self.cfg = cfg
         self.mean, self.std = tuple(mean), tuple(std)
         self.num_classes = num_classes
+        self.nonfinite_skipped = 0  # batches skipped in this epoch (cfg.skip_nonfinite)
         from torchmetrics import MeanMetric
 
         # weighted means kept as (sum, count) and reduced across ranks by torchmetrics: exact under DDP
@@ -57,11 +75,14 @@ class Classifier(L.LightningModule):
             return normalize(x, self.mean, self.std)
         return normalize(images, self.mean, self.std)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str
+              ) -> torch.Tensor | None:
         images, labels = batch
         x = self._prepare(images, batch_idx, stage == "train")
         logits = self.model(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing if stage == "train" else 0.0)
+        if not self._all_finite(loss):
+            return self._nonfinite(loss, batch_idx, stage)
         n = labels.shape[0]
         lm, am = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
         lm.update(loss.detach(), weight=n)
@@ -70,11 +91,47 @@ class Classifier(L.LightningModule):
         self.log(f"{stage}_acc", am, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process (data-parallel processes decide together, so
+        that they skip or stop at the same batch instead of waiting for each other)."""
+        finite = bool(torch.isfinite(loss.detach()))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
+
+    def _nonfinite(self, loss: torch.Tensor, batch_idx: int, stage: str) -> None:
+        """A non-finite loss: skip the batch (``skip_nonfinite``, training only) or stop training."""
+        epoch, step = self.current_epoch + 1, batch_idx + 1
+        mine = loss.detach()
+        value = str(float(mine)) if not bool(torch.isfinite(mine)) else "not finite (on another process)"
+        if stage == "train" and self.cfg.skip_nonfinite:
+            if self.nonfinite_skipped == 0:
+                log.warning("epoch %d, step %d: the loss is %s; skipping the batch (skip_nonfinite); every "
+                            "skipped batch is counted in history.csv (skipped_nonfinite)", epoch, step, value)
+            self.nonfinite_skipped += 1
+            return None  # Lightning skips the backward pass and the optimizer step
+        if stage == "train":
+            where = f"the training loss became {value} at epoch {epoch}, step {step} (global step " \
+                    f"{self.global_step + 1})"
+        else:
+            where = f"the validation loss became {value} after epoch {epoch} (validation batch {step}): " \
+                    "the weights diverged during that epoch"
+        raise NonFiniteTraining(where, epoch, step if stage == "train" else None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [k.removeprefix("model.") for k in nonfinite_tensors(checkpoint.get("state_dict", {}))]
+        if bad:  # never replace a good checkpoint with non-finite weights
+            raise NonFiniteTraining(f"after epoch {self.current_epoch + 1} the weights hold NaN or infinite "
+                                    f"values ({', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''})",
+                                    self.current_epoch + 1, None)
+
     def on_train_epoch_start(self) -> None:
+        self.nonfinite_skipped = 0
         # dropout etc. draw from the global generator: reseed per epoch so resume is exact
         torch.manual_seed(seed_for(self.cfg.seed, self.current_epoch, 7919, self.global_rank))
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, batch_idx, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

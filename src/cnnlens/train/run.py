@@ -22,14 +22,17 @@ from ..data.base import ImageDataset, align_classes, load_dataset
 from ..io import read_json, write_csv, write_json, write_yaml
 from ..models import count_params, create_model
 from ..models.user import custom_model_hint, instance_name, refuse_user_code
+from ..models.weights import warn_nonfinite
 from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
                      sigint_to)
 from ..errors import CnnlensError
+from ..runlock import writes_run
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-HISTORY_COLUMNS = ("epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+HISTORY_COLUMNS = ("epoch", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                   "skipped_nonfinite")
 
 
 @dataclass
@@ -111,6 +114,10 @@ def _history_callback(path: Path):
             for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
                 row[k] = float(m[k]) if k in m else float("nan")
             row["lr"] = float(lr)
+            row["skipped_nonfinite"] = int(getattr(pl_module, "nonfinite_skipped", 0))
+            if row["skipped_nonfinite"]:
+                log.warning("epoch %d: skipped %d batch(es) whose loss was not finite", row["epoch"],
+                            row["skipped_nonfinite"])
             self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
             if trainer.is_global_zero:
                 write_history(path, self.rows)
@@ -125,10 +132,11 @@ def _history_callback(path: Path):
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    write_csv(path, HISTORY_COLUMNS, [[_fmt(r[c]) for c in HISTORY_COLUMNS] for r in rows])
+    # rows of a run written before a column existed leave it empty
+    write_csv(path, HISTORY_COLUMNS, [[_fmt(r.get(c)) for c in HISTORY_COLUMNS] for r in rows])
 
 
-def _fmt(v: float) -> str | int:
+def _fmt(v: float | None) -> str | int:
     if isinstance(v, int):
         return v
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
@@ -143,7 +151,8 @@ def read_history(path: Path) -> list[dict[str, float]]:
         rows = []
         try:
             for r in csv.DictReader(fh):
-                rows.append({k: (int(v) if k == "epoch" else float(v) if v != "" else float("nan"))
+                rows.append({k: (int(v) if k in ("epoch", "skipped_nonfinite") and v != ""
+                                 else float(v) if v != "" else float("nan"))
                              for k, v in r.items()})
         except (ValueError, TypeError) as e:  # a damaged file (UnicodeDecodeError is a ValueError too)
             raise CnnlensError(f"{path} line {len(rows) + 2} is damaged ({e}); re-create the run "
@@ -167,7 +176,8 @@ def _lightning_quiet() -> Iterator[None]:
                     r".*litlogger.*", r".*litmodels.*", r".*exists and is not empty.*",
                     r".*smaller than the logging interval.*", r".*deterministic.*",
                     r".*tensorboardX.*", r".*Precision .* is not supported by the model summary.*",
-                    r".*LeafSpec.*is deprecated.*"):
+                    r".*LeafSpec.*is deprecated.*",
+                    r".*`training_step` returned `None`.*"):  # skip_nonfinite skips a batch this way
             warnings.filterwarnings("ignore", message=pat)
         try:
             yield
@@ -176,6 +186,7 @@ def _lightning_quiet() -> Iterator[None]:
                 logging.getLogger(n).setLevel(lvl)
 
 
+@writes_run("out")
 def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact", *, out: str | Path,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, config: RunConfig | str | Path | None = None, resume: bool = False,
@@ -187,7 +198,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     Args:
         data: a dataset SPEC (``"digits"``, ``"fer2013:PATH"``, ...) or an :class:`ImageDataset`.
         model: a registered model name or any ``nn.Module`` classifier.
-        out: run directory (created). It must not hold a run unless ``resume`` or ``force``.
+        out: run directory (created). It must not hold a run unless ``resume`` or ``force``. Training
+            holds its write lock (``out/.cnnlens.lock``, :mod:`cnnlens.runlock`): a second writer fails.
         epochs, batch_size, lr, seed: override the config's training values.
         config: a :class:`RunConfig` or a YAML file with data/model/train sections.
         resume: continue from ``out/checkpoints/last.ckpt``.
@@ -207,7 +219,7 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         from lightning.pytorch.utilities import rank_zero_only
 
         from .data import datamodule
-        from .lightning_module import Classifier
+        from .lightning_module import Classifier, NonFiniteTraining
 
     out = Path(out)
     cfg = _resolve_config(config, data, model, model_options, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -290,6 +302,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
             if interrupt.requested:
                 _interrupted(out, interrupt.completed)
             raise
+        except NonFiniteTraining as e:
+            raise NonFiniteTraining(_nonfinite_message(str(e), out, tc), e.epoch, e.step) from None
     if interrupt.requested and trainer.current_epoch < tc.epochs:
         _interrupted(out, interrupt.completed)
     if not trainer.is_global_zero:
@@ -317,6 +331,26 @@ def _multi_device(tc: TrainConfig) -> bool:
     many = (isinstance(dev, int) and dev > 1) or (isinstance(dev, str) and dev not in ("1", "auto")) \
         or (isinstance(dev, list | tuple) and len(dev) > 1)
     return bool(many or tc.num_nodes > 1)
+
+
+def _nonfinite_message(what: str, out: Path, tc: TrainConfig) -> str:
+    """The error of a training stopped by a non-finite loss or weights: where, what was kept, what to do."""
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists():
+        try:
+            epoch = int(load_checkpoint(last).get("epoch", -1)) + 1
+            kept = f"The last good weights are kept: {last} (epoch {epoch}) and best.ckpt beside it"
+        except (ValueError, FileNotFoundError):
+            kept = f"{last} holds the last good epoch"
+    else:
+        kept = "No epoch had completed, so there is no checkpoint"
+    tips = [f"lower the learning rate (lr is {tc.lr:g})"]
+    if tc.grad_clip is None:
+        tips.append("clip gradients (--grad-clip 1.0)")
+    if not tc.skip_nonfinite:
+        tips.append("or skip such batches (--skip-nonfinite; train.skip_nonfinite in a config)")
+    return (f"training stopped: {what}. {kept}; model.safetensors was not written by this training. "
+            f"To train again, {', '.join(tips)}")
 
 
 def _interrupted(out: Path, completed: int) -> None:
@@ -457,6 +491,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", *, trust_code
     except (SafetensorError, OSError, ValueError) as e:
         raise CnnlensError(f"{wf} is not a valid safetensors file ({e}); it is damaged: re-run training or "
                          "restore it from checkpoints/") from None
+    warn_nonfinite(state, str(wf))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CnnlensError(f"{wf} does not match the {name} architecture in {mj.name}: missing keys "
