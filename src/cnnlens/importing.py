@@ -32,6 +32,7 @@ from .io import write_yaml
 from .models import count_params, create_model
 from .models.user import check_output, instance_name, user_code_file
 from .models.weights import load_weights
+from .runlock import writes_run
 from .train.run import FORMAT_VERSION, Run, save_model
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def parse_normalize(value: str | Sequence[Any], ds: ImageDataset) -> tuple[str, 
     return "custom", mean, std
 
 
+@writes_run("out")
 def import_model(model: str | nn.Module, data: str | ImageDataset, *, out: str | Path,
                  weights: str | Path | None = None, model_options: dict[str, Any] | None = None,
                  normalize: str | Sequence[Any] = "dataset", classes: Sequence[str] | None = None,
