@@ -330,3 +330,57 @@ def test_attention_rollout_gets_trust_scores():
     sc = report.scores["attention_rollout"]
     assert len(sc["deletion_auc"].values) == 6 and np.isfinite(sc["deletion_auc"].mean)
     assert set(report.passed["attention_rollout"]) == set(report.tests)
+
+
+# ---- Score-CAM on wide layers, records -----------------------------------------------------------------
+
+def test_scorecam_max_channels_scores_the_most_varying_channels():
+    model = vit()
+    x = inputs("vit", n=2)
+    t = torch.tensor([1, 2])
+    full = cnnlens.explain(model, x, "scorecam", target=t)
+    assert full.extras["channels_scored"] == full.extras["channels"] == 48
+    same = cnnlens.explain(model, x, "scorecam", target=t, max_channels=48)
+    torch.testing.assert_close(same.maps, full.maps)
+    e = cnnlens.explain(model, x, "scorecam", target=t, max_channels=5, batch_size=3)
+    assert e.extras["channels_scored"] == 5 and e.extras["channels"] == 48
+    # reference, one image and one channel at a time: the layer's tokens as a 4x4 map
+    acts = []
+    h = model.blocks[1].norm1.register_forward_hook(lambda _m, _i, o: acts.append(o.detach()))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    a = acts[0][:, 1:, :].transpose(1, 2).reshape(2, 48, 4, 4)
+    for i in range(2):
+        keep = sorted(a[i].flatten(1).var(1).topk(5).indices.tolist())
+        assert e.extras["scored_channels"][i].tolist() == keep
+        scores = []
+        for c in keep:
+            up = F.interpolate(a[i, c][None, None], size=(32, 32), mode="bilinear", align_corners=True)[0, 0]
+            mask = (up - up.min()) / (up.max() - up.min() + 1e-8)
+            with torch.no_grad():
+                scores.append(model(x[i:i + 1] * mask)[0, t[i]])
+        w = torch.stack(scores).softmax(0)
+        cam = (w[:, None, None] * a[i, keep]).sum(0).clamp_min(0)
+        torch.testing.assert_close(e.extras["cam"][i], cam, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="max_channels must be a positive int"):
+        cnnlens.explain(model, x, "scorecam", max_channels=0)
+
+
+def test_explanations_json_and_the_report_caption_name_the_layer_transform(tmp_path):
+    import json
+
+    from cnnlens.explain import explain_images
+    from cnnlens.report.html import _transform
+
+    imgs = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    explain_images(vit(), imgs, (0.5,) * 3, (0.25,) * 3, ["gradcam", "scorecam", "attention_rollout"],
+                   out_dir=tmp_path, method_options={"scorecam": {"max_channels": 8}})
+    meta = json.loads((tmp_path / "explanations.json").read_text())["methods"]
+    want = "tokens [B, 1+4x4, D] reshaped to [B, D, 4, 4] (1 prefix (class) token dropped)"
+    assert meta["gradcam"]["layer"] == "blocks.1.norm1" and meta["gradcam"]["layer_transform"] == want
+    assert _transform(meta["gradcam"]) == f" ({want})"
+    assert _transform(meta["scorecam"]) == f" ({want}; Score-CAM scored the 8 most varying of 48 channels)"
+    assert meta["attention_rollout"]["layer"] is None
+    assert meta["attention_rollout"]["extras"]["head_fusion"] == "mean"
+    assert meta["attention_rollout"]["extras"]["blocks"] == 2
