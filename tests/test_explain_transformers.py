@@ -21,8 +21,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 # ---- every method on every family ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", METHODS.names())
-@pytest.mark.parametrize("family", list(FAMILIES))
+SLOW = {("convnext", "occlusion"), ("efficientnet", "occlusion"), ("efficientnet", "scorecam")}  # 3-4 s each
+CASES = [pytest.param(f, m, marks=[pytest.mark.slow] if (f, m) in SLOW else [], id=f"{f}-{m}")
+         for f in FAMILIES for m in METHODS.names()]
+
+
+@pytest.mark.parametrize("family, method", CASES)
 def test_every_method_runs_on_every_family(family, method):
     model = FAMILIES[family]()
     model.train()  # the caller's mode: it must come back
