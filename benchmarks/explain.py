@@ -77,8 +77,8 @@ def models(names: list[str]) -> list[tuple[str, nn.Module, tuple[int, int, int]]
             import timm
 
             name, kw = TIMM[n]
-            out.append((f"timm {name} 3x64x64", timm.create_model(name, pretrained=False, num_classes=10, **kw),
-                        (3, 64, 64)))
+            model = timm.create_model(name, pretrained=False, num_classes=10, **kw)
+            out.append((f"timm {name} 3x64x64", model, (3, 64, 64)))
         else:
             raise SystemExit(f"unknown model {n!r}; use compact,resnet,{','.join(TIMM)}")
     return out
@@ -196,7 +196,8 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     xs, ts = x[:score_batch], t[:score_batch]
     # each tool at its defaults: cnnlens sizes its passes itself, pytorch-grad-cam runs 16 masks a pass
     score = [("scorecam", "cnnlens", lambda: cnnlens.explain(model, xs, "scorecam", target=ts)),
-             ("scorecam", "pytorch-grad-cam", lambda: pgc_runner("ScoreCAM", model, layer, reshape=reshape)(xs, ts))]
+             ("scorecam", "pytorch-grad-cam",
+              lambda: pgc_runner("ScoreCAM", model, layer, reshape=reshape)(xs, ts))]
     jobs: list[tuple[str, str, Callable[[], object], int]] = [("forward+backward", "raw", lambda: fwd_bwd(model, x, t), batch)]
     jobs += [(m, impl, (lambda f=f: f(x, t)), batch) for m, impl, f in cs]
     jobs += [(m, impl, f, score_batch) for m, impl, f in score]
@@ -224,7 +225,8 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     floor = med[("forward+backward", "raw")]
     print(f"\n### {label}, batch {batch} (scorecam: {score_batch}), {device}, median of {repeats} interleaved repeats")
-    print(f"layer: {default_layer(model, x)[0]}" + (" (pytorch-grad-cam: with reshape_transform)" if reshape else ""))
+    print(f"layer: {default_layer(model, x)[0]}"
+          + (" (pytorch-grad-cam: with reshape_transform)" if reshape else ""))
     print(f"raw forward+backward: {floor:.3f} ms/image\n")
     print("| method | cnnlens ms/img | x fwd+bwd | peer | peer ms/img | cnnlens / peer |")
     print("|---|---:|---:|---|---:|---:|")

@@ -16,8 +16,8 @@ import torchvision  # noqa: E402
 def vit(**kw) -> nn.Module:
     """timm ViT: 2 blocks, width 48, 3 heads, patch 8 on 32x32 (a class token + a 4x4 grid)."""
     torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32, patch_size=8,
-                             depth=2, embed_dim=48, num_heads=3, **kw).eval()
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32,
+                             patch_size=8, depth=2, embed_dim=48, num_heads=3, **kw).eval()
 
 
 def deit() -> nn.Module:
@@ -60,7 +60,8 @@ def tv_swin() -> nn.Module:
     """torchvision Swin (channels-last stages), 2 stages of 1 block, window 4."""
     torch.manual_seed(0)
     return torchvision.models.swin_transformer.SwinTransformer(
-        patch_size=[4, 4], embed_dim=24, depths=[1, 1], num_heads=[2, 4], window_size=[4, 4], num_classes=4).eval()
+        patch_size=[4, 4], embed_dim=24, depths=[1, 1], num_heads=[2, 4], window_size=[4, 4],
+        num_classes=4).eval()
 
 
 FAMILIES = {"vit": vit, "deit": deit, "swin": swin, "convnext": convnext, "efficientnet": efficientnet,

@@ -188,7 +188,8 @@ class ScoreCAM(CAMMethod):
                   max_channels: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(max_channels, int)
                                          or max_channels < 1):
-            raise CnnlensError(f"max_channels must be a positive int (channels scored per image); got {max_channels!r}")
+            raise CnnlensError("max_channels must be a positive int (channels scored per image); got "
+                               f"{max_channels!r}")
         p = run_pass(ctx, need_input=False, need_layer=True, need_grad=False)
         full = check_feature_map(p.act, ctx)
         t = ctx.targets

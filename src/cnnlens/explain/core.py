@@ -426,7 +426,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
                 tc = tgt[i:i + step]
             ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
-                          labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl, view=view)
+                          labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl,
+                          view=view)
             m, extra = explainer.attribute(ctx, **chunk_options(options, n, i, step))
             for h in handles:
                 h.remove()

@@ -103,8 +103,8 @@ class LayerView:
             b, t, d = out.shape
             h, w = self.grid  # type: ignore[misc]
             if t != self.prefix + h * w:
-                raise CnnlensError(f"the layer's output has {t} tokens; expected {self.prefix}+{h}x{w} "
-                                   "(the grid the layer was set up with). Explain images of one size per call")
+                raise CnnlensError(f"the layer's output has {t} tokens; expected {self.prefix}+{h}x{w} (the "
+                                   "grid the layer was set up with). Explain images of one size per call")
             act = out[:, self.prefix:, :].transpose(1, 2).reshape(b, d, h, w)
             tokens = act.flatten(2).transpose(1, 2)
             rebuilt = torch.cat([out[:, :self.prefix], tokens], 1) if self.prefix else tokens.clone()
@@ -159,7 +159,8 @@ def channels_last_model(model: nn.Module) -> bool:
     return type(model).__name__ == "SwinTransformer" and type(model).__module__.startswith("torchvision")
 
 
-def view_of(model: nn.Module, shape: tuple[int, ...], size: tuple[int, int], batch: int = 1) -> LayerView | None:
+def view_of(model: nn.Module, shape: tuple[int, ...], size: tuple[int, int], batch: int = 1
+            ) -> LayerView | None:
     """The :class:`LayerView` for an output of ``shape`` (input ``size``), or ``None`` when the output
     has no spatial grid (a vector, a batch of windows, ...)."""
     if len(shape) < 3 or shape[0] != batch:

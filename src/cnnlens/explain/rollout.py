@@ -31,7 +31,8 @@ HEAD_FUSIONS = ("mean", "max", "min")
 
 
 def _timm_attention(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "fused_attn", None), bool) and isinstance(getattr(m, "attn_drop", None), nn.Module)
+    return (isinstance(getattr(m, "fused_attn", None), bool)
+            and isinstance(getattr(m, "attn_drop", None), nn.Module))
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -55,7 +56,8 @@ def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_r
             k = int(t * t * discard_ratio)
             if k:
                 idx = flat.topk(k, dim=1, largest=False).indices
-                keep0 = torch.where(idx == 0, idx.new_ones(()) * -1, idx)  # never the class token's self-attention
+                # never the class token's attention to itself (entry 0)
+                keep0 = torch.where(idx == 0, idx.new_ones(()) * -1, idx)
                 rows = torch.arange(b, device=flat.device).view(-1, 1).expand_as(idx)
                 ok = keep0 >= 0
                 flat[rows[ok], keep0[ok]] = 0
@@ -75,7 +77,8 @@ class AttentionRollout(Explainer):
     """
 
     name = "attention_rollout"
-    description = "attention rollout: attention propagated through the blocks, class-token row (Abnar & Zuidema 2020)"
+    description = ("attention rollout: attention propagated through the blocks, class-token row "
+                   "(Abnar & Zuidema 2020)")
     signed = False
     cost = 1
 
@@ -96,8 +99,11 @@ class AttentionRollout(Explainer):
     def attribute(self, ctx: Context, head_fusion: str = "mean",  # type: ignore[override]
                   discard_ratio: float = 0.0) -> tuple[torch.Tensor, dict[str, Any]]:
         check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
-        if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float) or not 0 <= discard_ratio < 1:
+        if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float):
             raise CnnlensTypeError(f"discard_ratio must be a number in [0, 1); got {discard_ratio!r}")
+        if not 0 <= discard_ratio < 1:
+            raise CnnlensError(f"discard_ratio must be in [0, 1) (the fraction of each block's smallest "
+                               f"attention entries set to 0); got {discard_ratio!r}")
         x = ctx.x
         attns = capture_attention(ctx, x)  # also resolves (and checks) the targets
         why = self.unsupported(ctx.model)
@@ -107,9 +113,10 @@ class AttentionRollout(Explainer):
         b = x.shape[0]
         if not attns:
             raise CnnlensError("attention_rollout found attention modules, but none ran in the forward pass")
-        if not attns or len(shapes) != 1 or next(iter(shapes))[0] != b or next(iter(shapes))[2] != next(iter(shapes))[3]:
-            raise CnnlensError(f"attention_rollout needs every block's attention as [B={b}, heads, T, T]; got "
-                               f"{sorted(shapes)}")
+        one = next(iter(shapes))
+        if len(shapes) != 1 or one[0] != b or one[2] != one[3]:
+            raise CnnlensError(f"attention_rollout needs every block's attention as [B={b}, heads, T, T]; "
+                               f"got {sorted(shapes)}")
         t = attns[0].shape[-1]
         found = token_grid(t, (x.shape[-2], x.shape[-1]), model_prefix_tokens(ctx.model))
         if found is None:
@@ -139,7 +146,8 @@ def capture_attention(ctx: Context, x: torch.Tensor) -> list[torch.Tensor]:
                 if m.fused_attn:
                     fused.append(m)
                     m.fused_attn = False
-                ctx.handles.append(m.attn_drop.register_forward_hook(lambda _m, _i, o: got.append(o.detach())))
+                ctx.handles.append(m.attn_drop.register_forward_hook(
+                    lambda _m, _i, o: got.append(o.detach())))
         with torch.no_grad():
             ctx.targets_from(ctx.forward(x))
     finally:

@@ -143,7 +143,8 @@ def _transform(info: dict[str, Any]) -> str:
         parts.append(t)
     ex = info.get("extras") or {}
     if isinstance(ex.get("channels_scored"), int) and ex.get("channels_scored") != ex.get("channels"):
-        parts.append(f"Score-CAM scored the {ex['channels_scored']} most varying of {ex['channels']} channels")
+        parts.append(f"Score-CAM scored the {ex['channels_scored']} most varying of {ex['channels']} "
+                     "channels")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
