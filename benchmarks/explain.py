@@ -6,6 +6,13 @@ the ratio to the peer and to one raw forward+backward pass.
 
     python benchmarks/explain.py [--repeats 5] [--batch 32] [--models compact,resnet] [--device cpu]
                                  [--methods saliency,gradcam,many,...]
+
+Models: ``compact``, ``resnet`` (a small ResNet-ish), and timm's (random weights, 3x64x64 input):
+``vit_tiny`` (vit_tiny_patch16_224 at 64x64: a class token + 4x4 grid), ``swin_tiny``
+(swin_tiny_patch4_window7_224 at 64x64, window 4), ``convnext_atto``, ``resnet18``. On the
+transformers pytorch-grad-cam gets its documented ``reshape_transform`` and the layer cnnlens picks;
+Captum's layer methods (LayerGradCam, GuidedGradCam) cannot read token/channels-last layers and are
+left out there.
 """
 
 from __future__ import annotations
@@ -66,9 +73,37 @@ def models(names: list[str]) -> list[tuple[str, nn.Module, tuple[int, int, int]]
                                                                  input_size=48), (1, 48, 48)))
         elif n == "resnet":
             out.append(("resnet-ish 3x64x64", SmallResNet(), (3, 64, 64)))
+        elif n in TIMM:
+            import timm
+
+            name, kw = TIMM[n]
+            model = timm.create_model(name, pretrained=False, num_classes=10, **kw)
+            out.append((f"timm {name} 3x64x64", model, (3, 64, 64)))
         else:
-            raise SystemExit(f"unknown model {n!r}; use compact,resnet")
+            raise SystemExit(f"unknown model {n!r}; use compact,resnet,{','.join(TIMM)}")
     return out
+
+
+TIMM = {"vit_tiny": ("vit_tiny_patch16_224", {"img_size": 64}),
+        "swin_tiny": ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 4}),
+        "convnext_atto": ("convnext_atto", {}), "resnet18": ("resnet18", {})}
+
+
+def reshape_for(model: nn.Module, x: torch.Tensor) -> Callable | None:
+    """pytorch-grad-cam's documented ``reshape_transform`` for a ViT (class token dropped, tokens on
+    the grid) or a Swin (channels-last stage output); ``None`` for a CNN."""
+    from cnnlens.explain.layers import default_layer_view
+
+    view = default_layer_view(model, x[:1])[2]
+    if view.kind == "tokens":
+        p, (h, w) = view.prefix, view.grid
+
+        def vit(t: torch.Tensor) -> torch.Tensor:
+            return t[:, p:, :].reshape(t.size(0), h, w, t.size(2)).transpose(2, 3).transpose(1, 2)
+        return vit
+    if view.kind == "nhwc":
+        return lambda t: t.transpose(2, 3).transpose(1, 2)
+    return None
 
 
 def fwd_bwd(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> None:
@@ -76,8 +111,8 @@ def fwd_bwd(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> None:
     torch.autograd.grad(model(xg).gather(1, t[:, None]).sum(), xg)
 
 
-def pgc_runner(cls_name: str, model: nn.Module, layer: nn.Module, batch_size: int | None = None
-               ) -> Callable[[torch.Tensor, torch.Tensor], object]:
+def pgc_runner(cls_name: str, model: nn.Module, layer: nn.Module, batch_size: int | None = None,
+               reshape: Callable | None = None) -> Callable[[torch.Tensor, torch.Tensor], object]:
     import pytorch_grad_cam as pgc
     import pytorch_grad_cam.score_cam as score_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -86,7 +121,7 @@ def pgc_runner(cls_name: str, model: nn.Module, layer: nn.Module, batch_size: in
     score_cam.tqdm = type("NoBar", (), {"tqdm": staticmethod(lambda it, *a, **k: it)})
 
     def run(x: torch.Tensor, t: torch.Tensor) -> object:
-        with getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
+        with getattr(pgc, cls_name)(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             if batch_size:
                 cam.batch_size = batch_size
             return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
@@ -94,8 +129,10 @@ def pgc_runner(cls_name: str, model: nn.Module, layer: nn.Module, batch_size: in
     return run
 
 
-def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int) -> list[tuple[str, str, Callable]]:
-    """(method, implementation, fn(x, t)) triples."""
+def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int, reshape: Callable | None = None
+          ) -> list[tuple[str, str, Callable]]:
+    """(method, implementation, fn(x, t)) triples; ``reshape``: pytorch-grad-cam's reshape_transform
+    (a transformer: Captum's layer methods are left out)."""
     import captum.attr as ca
 
     def ours(method: str, **o: object) -> Callable:
@@ -105,7 +142,7 @@ def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int) -> list[tu
         a = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
         return ca.LayerAttribution.interpolate(a, tuple(x.shape[-2:]), interpolate_mode="bilinear")
 
-    return [
+    out = [
         ("saliency", "cnnlens", ours("saliency")),
         ("saliency", "captum", lambda x, t: ca.Saliency(model).attribute(x, target=t, abs=True)),
         ("gradient_x_input", "cnnlens", ours("gradient_x_input")),
@@ -122,19 +159,22 @@ def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int) -> list[tu
         ("deconvnet", "captum", lambda x, t: ca.Deconvolution(model).attribute(x, target=t)),
         ("gradcam", "cnnlens", ours("gradcam")),
         ("gradcam", "captum", cap_layer_gc),
-        ("gradcam", "pytorch-grad-cam", pgc_runner("GradCAM", model, layer)),
+        ("gradcam", "pytorch-grad-cam", pgc_runner("GradCAM", model, layer, reshape=reshape)),
         ("gradcam_pp", "cnnlens", ours("gradcam_pp")),
-        ("gradcam_pp", "pytorch-grad-cam", pgc_runner("GradCAMPlusPlus", model, layer)),
+        ("gradcam_pp", "pytorch-grad-cam", pgc_runner("GradCAMPlusPlus", model, layer, reshape=reshape)),
         ("xgradcam", "cnnlens", ours("xgradcam")),
-        ("xgradcam", "pytorch-grad-cam", pgc_runner("XGradCAM", model, layer)),
+        ("xgradcam", "pytorch-grad-cam", pgc_runner("XGradCAM", model, layer, reshape=reshape)),
         ("layercam", "cnnlens", ours("layercam")),
-        ("layercam", "pytorch-grad-cam", pgc_runner("LayerCAM", model, layer)),
+        ("layercam", "pytorch-grad-cam", pgc_runner("LayerCAM", model, layer, reshape=reshape)),
         ("eigencam", "cnnlens", ours("eigencam")),
-        ("eigencam", "pytorch-grad-cam", pgc_runner("EigenCAM", model, layer)),
+        ("eigencam", "pytorch-grad-cam", pgc_runner("EigenCAM", model, layer, reshape=reshape)),
         ("guided_gradcam", "cnnlens", ours("guided_gradcam")),
         ("guided_gradcam", "captum", lambda x, t: ca.GuidedGradCam(model, layer).attribute(
             x, target=t, interpolate_mode="bilinear")),
     ]
+    if reshape is not None:
+        out = [c for c in out if not (c[1] == "captum" and c[0] in ("gradcam", "guided_gradcam"))]
+    return out
 
 
 def timeit(fn: Callable[[], object]) -> float:
@@ -151,11 +191,13 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     with torch.no_grad():
         t = model(x).argmax(1)
     _, layer = default_layer(model, x)  # the layer cnnlens picks by default, given to the peers too
-    cs = cases(model, layer, ig_steps, nt)
+    reshape = reshape_for(model, x)
+    cs = cases(model, layer, ig_steps, nt, reshape)
     xs, ts = x[:score_batch], t[:score_batch]
     # each tool at its defaults: cnnlens sizes its passes itself, pytorch-grad-cam runs 16 masks a pass
     score = [("scorecam", "cnnlens", lambda: cnnlens.explain(model, xs, "scorecam", target=ts)),
-             ("scorecam", "pytorch-grad-cam", lambda: pgc_runner("ScoreCAM", model, layer)(xs, ts))]
+             ("scorecam", "pytorch-grad-cam",
+              lambda: pgc_runner("ScoreCAM", model, layer, reshape=reshape)(xs, ts))]
     jobs: list[tuple[str, str, Callable[[], object], int]] = [("forward+backward", "raw", lambda: fwd_bwd(model, x, t), batch)]
     jobs += [(m, impl, (lambda f=f: f(x, t)), batch) for m, impl, f in cs]
     jobs += [(m, impl, f, score_batch) for m, impl, f in score]
@@ -183,6 +225,8 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     floor = med[("forward+backward", "raw")]
     print(f"\n### {label}, batch {batch} (scorecam: {score_batch}), {device}, median of {repeats} interleaved repeats")
+    print(f"layer: {default_layer(model, x)[0]}"
+          + (" (pytorch-grad-cam: with reshape_transform)" if reshape else ""))
     print(f"raw forward+backward: {floor:.3f} ms/image\n")
     print("| method | cnnlens ms/img | x fwd+bwd | peer | peer ms/img | cnnlens / peer |")
     print("|---|---:|---:|---|---:|---:|")

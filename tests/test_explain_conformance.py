@@ -59,6 +59,13 @@ def test_contract(method, arch):
     first.requires_grad_(False)
     snap = snapshot(model)
     x = torch.randn(3, *shape)
+    why = METHODS.get(method)().unsupported(model)
+    if why:  # attention rollout on a CNN: a clear error, the model untouched
+        assert method == "attention_rollout"
+        with pytest.raises(ValueError, match="needs a vision transformer"):
+            cnnlens.explain(model, x, method, target=[0, 1, 2], chunk_size=2, **fast(method))
+        assert_untouched(model, snap)
+        return
     e = cnnlens.explain(model, x, method, target=[0, 1, 2], chunk_size=2, **fast(method))
     assert e.maps.shape == (3, *shape[1:])
     assert e.maps.dtype == torch.float32 and e.maps.device == x.device

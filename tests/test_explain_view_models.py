@@ -36,6 +36,10 @@ def test_every_method_runs_on_course_style_models(method, kind):
     model = student(**MODELS[kind]).eval()
     before = state(model)
     x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    if method == "attention_rollout":  # for vision transformers only: a clear error on a CNN
+        with pytest.raises(CnnlensError, match="needs a vision transformer"):
+            cnnlens.explain(model, x, method, target=[0, 1, 2])
+        return
     if kind == "functional" and method in GUIDED:
         with pytest.raises(CnnlensError, match="functionally"):
             cnnlens.explain(model, x, method, target=[0, 1, 2], **FAST.get(method, {}))

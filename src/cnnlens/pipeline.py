@@ -381,6 +381,7 @@ def explain_confused(
                 "pred": f"{name}_pred.npy",
                 "signed": ea.signed,
                 "layer": ea.layer,
+                "layer_transform": ea.layer_transform,
             }
             if progress:
                 progress(k + 1, len(methods))

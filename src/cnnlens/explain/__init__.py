@@ -1,6 +1,6 @@
 """Explanation methods behind one contract: ``explain(model, x, method, target=None, layer=None)``."""
 
-from . import cam, captum_bridge, gradient, guided, perturbation  # noqa: F401  (registers)
+from . import cam, captum_bridge, gradient, guided, perturbation, rollout  # noqa: F401  (registers)
 from .core import METHODS, Explainer, Explanation, explain, methods, model_guard, register_method, resolve_layer
 from .display import normalize_maps
 from .batch import explain_confused_pairs, explain_images, select_per_class

@@ -124,7 +124,8 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
         name = _file_name(m)
         write_npy(out / f"{name}.npy", e.maps.float())
         meta["methods"][m] = {"file": f"{name}.npy", "shape": list(e.maps.shape), "signed": e.signed,
-                              "layer": e.layer, "extras": _scalars(e.extras)}
+                              "layer": e.layer, "layer_transform": e.layer_transform,
+                              "extras": _scalars(e.extras)}
     write_json(out / "explanations.json", meta)
     if figure:
         from ..report.fig_explain import explanation_grid

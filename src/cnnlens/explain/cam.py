@@ -153,6 +153,11 @@ class EigenCAM(CAMMethod):
         return proj, {"projection": proj}
 
 
+#: Score-CAM's least rows per pass on a transformer layer (vit_tiny at 64x64, 1 CPU thread: 32 rows
+#: per pass took 0.8x the time of 8; docs/benchmarks.md "explain")
+TOKEN_LAYER_ROWS = 32
+
+
 @register_method
 class ScoreCAM(CAMMethod):
     """Score-CAM (Wang et al. 2020), as pytorch-grad-cam computes it:
@@ -160,7 +165,14 @@ class ScoreCAM(CAMMethod):
     each channel ``A_k`` is upsampled (bilinear, ``align_corners=True``) to the input size and
     min-max normalized to a mask ``M_k = (U_k - min U_k) / (max U_k - min U_k + 1e-8)``; the score
     ``s_k = y_t(x * M_k)`` (logit); ``w = softmax_k(s)``; map ``ReLU(sum_k w_k A_k)``. No gradients.
-    The ``B*K`` masked images run in batches of ``batch_size`` rows (memory bound).
+    The ``B*K`` masked images run in batches of ``batch_size`` rows (memory bound); by default as
+    many as the other methods use, and at least :data:`TOKEN_LAYER_ROWS` on a transformer layer (token
+    or channels-last output): its images carry few activations, and wider passes ran faster.
+
+    ``max_channels=N`` (default: all): on a layer with more than ``N`` channels (a ViT-B block has
+    768), only the ``N`` channels whose activation varies most over the grid (per image) are scored,
+    as in Faster Score-CAM; the others get weight 0 and the softmax runs over the scored ones.
+    ``extras['channels_scored']`` and ``extras['channels']`` record how many of how many were used.
     """
 
     name = "scorecam"
@@ -170,16 +182,27 @@ class ScoreCAM(CAMMethod):
     cost = 16
 
     def accepted_options(self) -> tuple[str, ...]:
-        return ("batch_size",)
+        return ("batch_size", "max_channels")
 
-    def attribute(self, ctx: Context, batch_size: int | None = None  # type: ignore[override]
-                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def attribute(self, ctx: Context, batch_size: int | None = None,  # type: ignore[override]
+                  max_channels: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(max_channels, int)
+                                         or max_channels < 1):
+            raise CnnlensError("max_channels must be a positive int (channels scored per image); got "
+                               f"{max_channels!r}")
         p = run_pass(ctx, need_input=False, need_layer=True, need_grad=False)
-        act = check_feature_map(p.act, ctx)
+        full = check_feature_map(p.act, ctx)
         t = ctx.targets
         x = ctx.x
-        b, k = act.shape[:2]
+        b, total = full.shape[:2]
+        act, chosen = full, None
+        if max_channels is not None and max_channels < total:
+            chosen = full.flatten(2).var(2).topk(max_channels, dim=1).indices.sort(1).values  # [B, N]
+            act = full.gather(1, chosen[:, :, None, None].expand(-1, -1, *full.shape[2:]))
+        k = act.shape[1]
         rows = row_budget(x, batch_size)
+        if batch_size is None and ctx.view is not None and ctx.view.kind != "nchw":
+            rows = max(rows, TOKEN_LAYER_ROWS)
         flat = act.reshape(b * k, 1, *act.shape[2:])
         img = torch.arange(b, device=x.device).repeat_interleave(k)
         scores = torch.empty(b * k, device=x.device, dtype=x.dtype)
@@ -194,7 +217,10 @@ class ScoreCAM(CAMMethod):
                 scores[i:i + rows] = out.gather(1, t[idx].view(-1, 1)).squeeze(1)
         w = scores.view(b, k).softmax(1)
         cam = cam_from_weights(act, w, relu=True)
-        extra = {"cam": cam, "zero_maps": zero_maps(cam), "channel_scores": scores.view(b, k)}
+        extra = {"cam": cam, "zero_maps": zero_maps(cam), "channel_scores": scores.view(b, k),
+                 "channels_scored": k, "channels": total}
+        if chosen is not None:
+            extra["scored_channels"] = chosen
         return upsample(cam, x.shape[-2:]), extra
 
 

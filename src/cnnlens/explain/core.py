@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Registry, did_you_mean
+from .layers import LayerView, default_layer, default_layer_view, layer_view, resolve_layer  # noqa: F401 (re-exported)
+from ..registry import Registry
 from ..errors import CnnlensError, CnnlensTypeError
 from .checks import check_model_device, check_target
 
@@ -38,6 +39,9 @@ class Explanation:
         layer: dotted name of the layer used (layer-based methods), else ``None``.
         signed: whether the maps carry sign (positive = evidence for the target).
         extras: method-specific results (IG's completeness gap, LIME's superpixel weights, ...).
+        layer_transform: how the layer's output was read as a feature map ``[B, D, h, w]`` (layer-based
+            methods): ``"none"``, or e.g. ``"tokens [B, 1+4x4, D] reshaped to [B, D, 4, 4] (1 prefix
+            (class) token dropped)"`` (see :class:`~cnnlens.explain.layers.LayerView`); else ``None``.
     """
 
     maps: torch.Tensor
@@ -47,6 +51,7 @@ class Explanation:
     layer: str | None = None
     signed: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    layer_transform: str | None = None
 
 
 class Explainer:
@@ -61,6 +66,10 @@ class Explainer:
 
     def attribute(self, ctx: Context, **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
+
+    def unsupported(self, model: nn.Module) -> str | None:
+        """Why this method cannot explain ``model`` (``None``: it can). Default methods skip such models."""
+        return None
 
 
 METHODS: Registry = Registry("explanation method")
@@ -127,6 +136,7 @@ class Context:
     labels: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # logits on the unmodified input (set on first forward)
     channels_last: bool = False  # run the passes on channels-last copies of the input (CPU)
+    view: LayerView | None = None  # how the layer's output is read as [B, D, h, w] (None: as it is)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``model(x)`` checked to be logits, in the chosen memory layout."""
@@ -156,8 +166,11 @@ class Context:
         """Capture ``module``'s output on every forward pass (``store['act']``).
 
         The captured output is kept in the graph and a clone is passed on, so in-place operations
-        after the layer (``ReLU(inplace=True)``) cannot change what was captured.
+        after the layer (``ReLU(inplace=True)``) cannot change what was captured. For the context's
+        own layer, a token or channels-last output is captured as ``[B, D, h, w]`` (:attr:`view`)
+        and the model goes on with the output rebuilt from it, so gradients reach the captured map.
         """
+        view = self.view if module is None or module is self.layer else None
         module = module if module is not None else self.layer
         if module is None:
             raise CnnlensError("this method needs a layer, and none was resolved")
@@ -167,8 +180,11 @@ class Context:
             if not isinstance(out, torch.Tensor):
                 raise CnnlensTypeError(f"layer {self.layer_name!r} returns {type(out).__name__}, not a tensor; "
                                 "choose a layer whose output is a feature map")
-            store["act"] = out
-            return out.clone()
+            if view is None or view.kind == "nchw":
+                store["act"] = out
+                return out.clone()
+            store["act"], rebuilt = view.split(out)
+            return rebuilt
 
         self.handles.append(module.register_forward_hook(hook))
         return store
@@ -258,89 +274,6 @@ def _check_range(t: torch.Tensor, k: int) -> None:
                          f"(0..{k - 1})")
 
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
-    """A layer given by dotted name or module; ``None`` -> the last ``Conv2d``."""
-    named = dict(model.named_modules())
-    if layer is None:
-        convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            _refuse_torchscript(model, deep=True)
-            raise CnnlensError("the model has no Conv2d layer to use by default; pass layer=<name>. "
-                             f"Layers: {', '.join(n for n in named if n)}")
-        return convs[-1]
-    if isinstance(layer, nn.Module):
-        for n, m in named.items():
-            if m is layer:
-                _refuse_torchscript(m)
-                return n, m
-        raise CnnlensError("the given layer module is not part of the model")
-    if layer in named and layer != "":
-        _refuse_torchscript(named[layer])
-        return layer, named[layer]
-    valid = [n for n in named if n]
-    raise CnnlensError(f"layer {layer!r} does not exist in {type(model).__name__}"
-                     f"{did_you_mean(layer, valid)}; valid layer names: {', '.join(valid)}")
-
-
-_DEFAULT_LAYER: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
-
-
-def default_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
-    """The layer CAM methods use when none is given: the last ``Conv2d`` (:func:`resolve_layer`), or
-    the outermost block around it whose output keeps the conv's spatial size.
-
-    On a plain CNN (conv-BN-ReLU-pool blocks) that is the conv itself: its parent's output is
-    pooled. On a residual network the last conv sits inside a block that adds the shortcut after
-    it; the block's output (after the add, what ``model.layer4[-1]`` gives in pytorch-grad-cam's
-    examples) is chosen instead. Among ancestors that return the very same tensor (a ``Sequential``
-    and its last block) the innermost name is kept. Found with one no-grad forward of ``x[:1]``
-    (hooks on the conv's ancestors), remembered per model and input shape. Call it with the model
-    in eval mode and no other hooks.
-    """
-    name, conv = resolve_layer(model, None)
-    named = dict(model.named_modules())
-    key = tuple(int(v) for v in x.shape[1:])
-    cache = _DEFAULT_LAYER.get(model)
-    if cache is not None and key in cache and cache[key] in named:
-        return cache[key], named[cache[key]]
-    parts = name.split(".")
-    chain = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]  # innermost ancestor first
-    outs: dict[str, Any] = {}
-    hooks = [named[n].register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o))
-             for n in (name, *chain)]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    except Exception:  # noqa: BLE001 - the real call reports the model's error
-        return name, conv
-    finally:
-        for h in hooks:
-            h.remove()
-    chosen = name
-    first = outs.get(name)
-    if isinstance(first, torch.Tensor) and first.ndim == 4:
-        for n in chain:
-            o = outs.get(n)
-            if not isinstance(o, torch.Tensor) or o.ndim != 4 or o.shape[-2:] != first.shape[-2:]:
-                break
-            if o is not outs[chosen]:
-                chosen = n
-    if cache is None:
-        cache = {}
-        _DEFAULT_LAYER[model] = cache
-    cache[key] = chosen
-    return chosen, named[chosen]
-
-
-def _refuse_torchscript(module: nn.Module, deep: bool = False) -> None:
-    """Layer methods hook a layer's output; TorchScript modules cannot take Python hooks."""
-    if isinstance(module, torch.jit.ScriptModule) or (deep and any(
-            isinstance(m, torch.jit.ScriptModule) for m in module.modules())):
-        raise CnnlensError("this is a TorchScript model: its layers cannot take the hooks that layer-based "
-                         "methods (gradcam, ...) need. Use an input-gradient method (saliency, ...), or "
-                         "load the Python model instead (FILE.py:ClassName with weights=FILE)")
-
-
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``[B,h,w]`` -> ``[B,H,W]`` bilinear (align_corners=False, as Captum and pytorch-grad-cam)."""
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -349,15 +282,20 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | nn.Module | None, uses_layer: bool,
-               channels_last_passes: bool) -> tuple[str | None, nn.Module | None, bool]:
-    """``(layer name, layer module, channels_last)`` for a call's passes: the given layer or
-    :func:`default_layer` (when a method uses one), and :func:`use_channels_last` (when a method's
-    passes go through :meth:`Context.forward`). ``x1``: one image on the model's device. Call it
-    inside :func:`model_guard`, before any hook is installed."""
-    name, mod = (None, None)
+               channels_last_passes: bool) -> tuple[str | None, nn.Module | None, LayerView | None, bool]:
+    """``(layer name, layer module, layer view, channels_last)`` for a call's passes: the given layer or
+    :func:`~cnnlens.explain.layers.default_layer_view` (when a method uses one), how its output is
+    read as ``[B, D, h, w]`` (:class:`~cnnlens.explain.layers.LayerView`), and
+    :func:`use_channels_last` (when a method's passes go through :meth:`Context.forward`). ``x1``:
+    one image on the model's device. Call it inside :func:`model_guard`, before any hook is installed."""
+    name, mod, view = None, None, None
     if uses_layer:
-        name, mod = resolve_layer(model, layer) if layer is not None else default_layer(model, x1)
-    return name, mod, channels_last_passes and use_channels_last(model, x1)
+        if layer is not None:
+            name, mod = resolve_layer(model, layer)
+            view = layer_view(model, name, mod, x1)
+        else:
+            name, mod, view = default_layer_view(model, x1)
+    return name, mod, view, channels_last_passes and use_channels_last(model, x1)
 
 
 _LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -454,8 +392,10 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
         x: normalized float ``[B, C, H, W]``.
         method: a name from :func:`methods` (or ``captum:<ClassName>`` when Captum is installed).
         target: ``None`` (predicted class), ``"label"`` (with ``labels``), an int, or one per image.
-        layer: dotted name or module for layer methods; default :func:`default_layer` (the last
-            ``Conv2d``, or the residual block around it).
+        layer: dotted name or module for layer methods; default
+            :func:`~cnnlens.explain.layers.default_layer_view` (the last ``Conv2d`` or the residual
+            block around it; on a vision transformer the last block, or ``blocks[-1].norm1`` when the
+            head reads the class token). Token and channels-last outputs are read as ``[B, D, h, w]``.
         chunk_size: images per pass (bounds memory); auto when ``None``.
         progress: optional callback ``(done, total)`` after each chunk.
 
@@ -477,8 +417,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
         raise CnnlensError(f"chunk_size must be >= 1; got {chunk_size}")
     maps, targets, probs, extras_list = [], [], [], []
     with model_guard(model) as handles:
-        layer_name, layer_mod, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, explainer.uses_layer,
-                                               explainer.channels_last_passes)
+        layer_name, layer_mod, view, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer,
+                                                     explainer.uses_layer, explainer.channels_last_passes)
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)
             tc: TargetSpec = tgt
@@ -486,7 +426,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
                 tc = tgt[i:i + step]
             ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
-                          labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl)
+                          labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl,
+                          view=view)
             m, extra = explainer.attribute(ctx, **chunk_options(options, n, i, step))
             for h in handles:
                 h.remove()
@@ -503,7 +444,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
                 progress(min(i + step, n), n)
     return Explanation(maps=torch.cat(maps), method=method, targets=torch.cat(targets),
                        probs=torch.cat(probs), layer=layer_name, signed=explainer.signed,
-                       extras=merge_extras(extras_list))
+                       extras=merge_extras(extras_list),
+                       layer_transform=None if view is None else view.describe())
 
 
 #: options that may hold one entry per image (``[N, ...]`` tensors): each chunk gets its rows

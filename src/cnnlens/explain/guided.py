@@ -90,8 +90,22 @@ class _Spy(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+#: class names (lower case) of other libraries' activation modules that wrap one of :data:`_FUNCTIONAL`
+#: (timm's ``GELU``, ``GELUTanh``, ``QuickGELU``, ``Swish``, ``Mish``, ``HardSwish``, ...)
+ACTIVATION_NAMES = frozenset({
+    "relu", "relu6", "leakyrelu", "prelu", "elu", "selu", "celu", "gelu", "gelutanh", "quickgelu",
+    "silu", "swish", "mish", "hardswish", "hardswishme", "swishme", "mishme", "softplus", "hardtanh",
+})
+
+
+def is_activation(m: nn.Module) -> bool:
+    """An activation module: one of :data:`ACTIVATION_MODULES`, or a leaf module named like one."""
+    return isinstance(m, ACTIVATION_MODULES) or (
+        type(m).__name__.lower() in ACTIVATION_NAMES and next(m.children(), None) is None)
+
+
 def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, ACTIVATION_MODULES)]
+    return [(n, m) for n, m in model.named_modules() if is_activation(m)]
 
 
 @contextlib.contextmanager

@@ -122,8 +122,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     targets: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     with model_guard(model) as handles:
-        layer_name, layer_mod, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, needs_layer,
-                                               any(e.channels_last_passes for e in explainers.values()))
+        layer_name, layer_mod, view, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, needs_layer,
+                                                     any(e.channels_last_passes for e in explainers.values()))
         for i in range(0, n, step):
             xc = x[i:i + step].to(dev, torch.float32)
             tc: TargetSpec = tgt
@@ -134,7 +134,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
             def ctx_for(t: TargetSpec, logits: torch.Tensor | None = None) -> Context:
                 return Context(model=model, x=xc, target=t, num_classes=-1, layer_name=layer_name,
                                layer=layer_mod, handles=handles, labels=labc, logits=logits,
-                               channels_last=cl)
+                               channels_last=cl, view=view)
 
             base = ctx_for(tc)
             if shared:
@@ -169,7 +169,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
         out[m] = Explanation(maps=torch.cat([a.detach().float().to(out_dev) for a, _ in parts[m]]), method=m,
                              targets=t_all, probs=p_all, layer=layer_name if e.uses_layer else None,
                              signed=e.signed,
-                             extras=_to_device(merge_extras([ex for _, ex in parts[m]]), out_dev))
+                             extras=_to_device(merge_extras([ex for _, ex in parts[m]]), out_dev),
+                             layer_transform=view.describe() if e.uses_layer and view is not None else None)
     return out
 
 

@@ -268,6 +268,7 @@ def explain_stream(model: nn.Module, images: torch.Tensor | np.ndarray, mean: Se
             manifest["signed"][m] = e.signed
             if e.layer:
                 manifest["layer"] = e.layer
+                manifest["layer_transform"] = e.layer_transform
         write_npy(out / "targets" / f"{k:05d}.npy", first.targets.long())
         write_npy(out / "probs" / f"{k:05d}.npy", first.probs.float())
         write_npy(out / "indices" / f"{k:05d}.npy", torch.from_numpy(sel).long())

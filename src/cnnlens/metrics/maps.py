@@ -25,14 +25,23 @@ def select_images(dataset: ImageDataset, n_images: int, split: str = "test", see
     return idx[torch.randperm(len(idx), generator=g)[:n_images]].sort().values
 
 
-def default_methods(max_cost: int | None = None) -> tuple[list[str], list[tuple[str, str]]]:
-    """All registered methods (controls last), minus those whose ``cost`` exceeds ``max_cost``."""
+def default_methods(max_cost: int | None = None, model: nn.Module | None = None
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
+    """All registered methods (controls last), minus those whose ``cost`` exceeds ``max_cost`` and,
+    given ``model``, those that cannot explain it (``Explainer.unsupported``: attention rollout on a
+    CNN); each left-out method comes with its reason."""
     chosen, skipped = [], []
     for name in METHODS.names():
         if is_control(name):
             continue
-        cost = getattr(METHODS.get(name), "cost", 1)
-        if max_cost is not None and cost > max_cost:
+        impl = METHODS.get(name)
+        cost = getattr(impl, "cost", 1)
+        why = None
+        if model is not None and hasattr(impl, "unsupported"):
+            why = (impl() if isinstance(impl, type) else impl).unsupported(model)
+        if why:
+            skipped.append((name, why))
+        elif max_cost is not None and cost > max_cost:
             skipped.append((name, f"cost {cost} passes/image > max_cost {max_cost}"))
         else:
             chosen.append(name)

@@ -121,7 +121,7 @@ def plan_trust(
     """Check the arguments and fix the images, methods and layers of a trust run (see :func:`run_trust`)."""
     cfg = TrustConfig.of(config, **settings)
     if methods is None:
-        chosen, skipped = default_methods(cfg.max_cost)
+        chosen, skipped = default_methods(cfg.max_cost, model)
     else:
         if isinstance(methods, str):
             raise CnnlensTypeError(

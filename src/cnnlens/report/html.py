@@ -141,6 +141,20 @@ def _fig(file: str, alt: str, caption: str) -> dict[str, str]:
     return {"file": file, "alt": alt, "caption": caption}
 
 
+def _transform(info: dict[str, Any]) -> str:
+    """What a layer method did with its layer, for a caption: the token/channels-last transform and
+    a Score-CAM channel cap (from explanations.json / confused.json)."""
+    parts = []
+    t = info.get("layer_transform")
+    if t and t != "none":
+        parts.append(t)
+    ex = info.get("extras") or {}
+    if isinstance(ex.get("channels_scored"), int) and ex.get("channels_scored") != ex.get("channels"):
+        parts.append(f"Score-CAM scored the {ex['channels_scored']} most varying of {ex['channels']} "
+                     "channels")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _data(r: _Run, out: Path) -> dict[str, Any] | None:
     from ..pipeline import describe_data
     from . import plots
@@ -374,7 +388,7 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
         confused_pairs_figure(imgs, ea, eb, classes, out / name, row_titles=titles)
         a, b = np.abs(ma).sum((1, 2)), np.abs(mb).sum((1, 2))
         mass[method] = [float(y / (x + y)) for x, y in zip(a, b) if x + y > 0]
-        layer = f" at layer {info['layer']}" if info.get("layer") else ""
+        layer = f" at layer {info['layer']}{_transform(info)}" if info.get("layer") else ""
         figs.append(
             _fig(
                 name,
@@ -427,8 +441,15 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
         ]
         explanation_grid(images, exps, titles, out / "explanations.png", classes=classes)
         layers = "; ".join(
-            f"{m} at layer {v['layer']}" for m, v in index["methods"].items() if v.get("layer")
+            f"{m} at layer {v['layer']}{_transform(v)}" for m, v in index["methods"].items() if v.get("layer")
         )
+        rollouts = "; ".join(
+            f"{m} over {ex['blocks']} attention blocks (head fusion {ex.get('head_fusion')}, discard ratio "
+            f"{ex.get('discard_ratio')}; class-agnostic)"
+            for m, v in index["methods"].items()
+            if "blocks" in (ex := v.get("extras") or {}) and "head_fusion" in ex
+        )
+        layers = "; ".join(s for s in (layers, rollouts) if s)
         d["figures"].append(
             _fig(
                 "explanations.png",
