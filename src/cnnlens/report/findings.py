@@ -426,6 +426,8 @@ def filters_findings(index: dict[str, Any]) -> list[Finding]:
                     f"featureviz/{_json_of(fm['figure'])}: mean_activation",
                 )
             )
+    for note in index.get("notes", []):  # what was left out, and why
+        out.append(_f(note, "featureviz/featureviz.json: notes"))
     d = index.get("dream")
     if d:
         final = d["octave_objective"][-1]
