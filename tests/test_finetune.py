@@ -119,26 +119,28 @@ def _digit_folders(root: Path, digits: range, n_train: int) -> Path:
 
 @pytest.mark.slow
 def test_finetuning_is_real_transfer(tmp_path):
-    """Pretrain on digits 0-4, fine-tune (--recipe finetune --weights) on digits 5-9 from PNG folders;
-    with the same data, steps and learning rate it beats the same model trained from scratch."""
+    """Pretrain on digits 0-4, fine-tune (--recipe finetune --weights) on digits 5-9 from PNG folders
+    (5 training images per class); with the same data, steps (4 epochs of 4 batches) and learning
+    rate it beats the same model trained from scratch. Measured over seeds 0, 1, 2 (lr 0.01): 0.54 /
+    0.64 / 0.54 against 0.20 / 0.20 / 0.31."""
     a = _digit_folders(tmp_path / "a", range(0, 5), n_train=150)
-    b = _digit_folders(tmp_path / "b", range(5, 10), n_train=12)
-    common = ["--model", "compact", "--batch-size", "16", "--lr", "0.003", "--optimizer", "adamw", "--seed", "0"]
-    cli("train", "--data", f"folder:{a}", "--epochs", "3", "--out", str(tmp_path / "pre"), *common)
+    b = _digit_folders(tmp_path / "b", range(5, 10), n_train=5)
+    cli("train", "--data", f"folder:{a}", "--model", "compact", "--epochs", "3", "--batch-size", "16", "--lr",
+        "0.003", "--optimizer", "adamw", "--out", str(tmp_path / "pre"))
     weights = tmp_path / "pre" / "model.safetensors"
-    cli("train", "--data", f"folder:{b}", "--recipe", "finetune", "--weights", str(weights), "--epochs", "6",
-        "--out", str(tmp_path / "ft"), *common)
-    cli("train", "--data", f"folder:{b}", "--epochs", "6", "--scheduler", "cosine", "--out",
+    common = ["--model", "compact", "--epochs", "4", "--batch-size", "8", "--lr", "0.01", "--seed", "0"]
+    cli("train", "--data", f"folder:{b}", "--recipe", "finetune", "--weights", str(weights), "--out",
+        str(tmp_path / "ft"), *common)
+    cli("train", "--data", f"folder:{b}", "--optimizer", "adamw", "--scheduler", "cosine", "--out",
         str(tmp_path / "scratch"), *common)
     ft = json.loads((tmp_path / "ft" / "model.json").read_text())
     scratch = json.loads((tmp_path / "scratch" / "model.json").read_text())
     saved = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["train"]
-    assert (saved["freeze_epochs"], saved["backbone_lr_scale"], saved["warmup_epochs"], saved["reset_head"]) == (
-        2, 0.1, 1, True)
+    assert (saved["freeze_epochs"], saved["backbone_lr_scale"], saved["warmup_epochs"], saved["reset_head"],
+            saved["optimizer"], saved["scheduler"]) == (2, 0.1, 1, True, "adamw", "cosine")
     assert ft["initial_weights"] == str(weights.resolve())
-    # the head's learning rate per epoch in history.csv: 2 frozen epochs at lr, 1 warmup epoch at lr/2,
-    # then cosine over the 3 remaining epochs: lr * (1 + cos(pi * i / 3)) / 2
+    # the head's learning rate per epoch (history.csv): 2 frozen epochs at lr, 1 warmup epoch at lr / 2,
+    # then cosine over the 1 remaining epoch, which starts at lr
     lrs = [float(r.split(",")[-1]) for r in (tmp_path / "ft" / "history.csv").read_text().splitlines()[1:]]
-    want = [0.003, 0.003, 0.0015] + [0.003 * (1 + math.cos(math.pi * i / 3)) / 2 for i in range(3)]
-    assert lrs == pytest.approx(want, rel=1e-6)
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.01], rel=1e-6)
     assert ft["best_val_acc"] > scratch["best_val_acc"] + 0.15, (ft["best_val_acc"], scratch["best_val_acc"])

@@ -314,8 +314,8 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
     meta.update(mean=list(mean), std=list(std), normalization=norm_label)
     if cfg.model.options.get("weights") or cfg.model.options.get("pretrained"):
-        w = cfg.model.options.get("weights")
-        meta["initial_weights"] = str(Path(w).resolve()) if w else "pretrained"
+        wf = cfg.model.options.get("weights")
+        meta["initial_weights"] = str(Path(wf).resolve()) if wf else "pretrained"
     save_model(out, net, meta)
     if tensorboard:
         from ..models.tensorboard import export_graph
