@@ -4,7 +4,6 @@ the `finetune` recipe in config.yaml, and that fine-tuning is real transfer."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest

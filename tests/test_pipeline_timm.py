@@ -36,8 +36,8 @@ def _folders(root: Path, per_split: dict[str, int], digits=(0, 1, 2)) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("model, options, transformer", [
     ("timm:vit_tiny_patch16_224", ["depth=2"], True),
-    ("timm:swin_tiny_patch4_window7_224", ["depths=[1, 1]", "num_heads=[1, 2]", "embed_dim=24", "window_size=4"],
-     True),
+    ("timm:swin_tiny_patch4_window7_224",
+     ["depths=[1, 1]", "num_heads=[1, 2]", "embed_dim=24", "window_size=4"], True),
     ("timm:convnext_atto", ["depths=[1, 1, 1, 1]", "dims=[8, 16, 32, 64]"], False),
 ])
 def test_run_on_timm_models_writes_the_report(tmp_path, model, options, transformer):

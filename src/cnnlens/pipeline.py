@@ -497,7 +497,8 @@ def featureviz_run(
             )
         except CnnlensError as e:  # e.g. a ViT/Swin that takes only its own input size
             log.warning("Deep Dream left out: %s", e)
-            index["notes"].append(f"Deep Dream is left out: it runs the model at smaller octave sizes, and {e}")
+            index["notes"].append(f"Deep Dream is left out: it runs the model at smaller octave sizes, "
+                                  f"and {e}")
         if progress:
             progress(total, total)
         write_json(run.path / "featureviz" / "featureviz.json", index)
