@@ -39,7 +39,7 @@ def test_recipes_and_config_file_precedence(tmp_path):
     f.write_text("train:\n  epochs: 7\n  lr: 0.5\n")
     c = load_config(f, base=r)
     assert (c.train.epochs, c.train.lr, c.train.optimizer) == (7, 0.5, "sgd")  # file over recipe
-    assert set(RECIPES) == {"fer2013", "food11"}
+    assert set(RECIPES) == {"fer2013", "food11", "finetune"}
     f.write_text("train:\n  epoch: 7\n")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['epoch'\].*valid keys:.*epochs"):
         load_config(f)

@@ -233,7 +233,7 @@ def _finite_float(v: str) -> float:
 
 
 def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> None:
-    from .config import OPTIMIZERS, SCHEDULERS
+    from .config import OPTIMIZERS, RECIPES, SCHEDULERS
 
     p.add_argument("--data", required=data_required, metavar="SPEC",
                    help=f"dataset: {_data_choices()}, or a bare path (recognized by its contents)")
@@ -243,11 +243,17 @@ def _add_train_args(p: argparse.ArgumentParser, data_required: bool = True) -> N
                    "(repeatable)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="initial weights (.safetensors, or a torch.save state dict read with weights_only=True)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="timm:/torchvision: models: download their default pretrained weights (network); "
+                   "offline, pass --weights FILE")
+    p.add_argument("--normalize", default=None, metavar="dataset|pretrained|none|MEAN,STD",
+                   help="the model's input normalization (default: pretrained with --pretrained, else dataset)")
     _add_trust_code(p)
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<data>-<model>)")
     p.add_argument("--config", metavar="FILE", help="YAML with data/model/train sections; flags override it")
-    p.add_argument("--recipe", choices=["fer2013", "food11"],
-                   help="a published training recipe (docs/training.md); --config and flags override it")
+    p.add_argument("--recipe", choices=list(RECIPES),
+                   help="a training recipe (docs/training.md): fer2013, food11 (published), finetune (pretrained "
+                   "weights); --config and flags override it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=_finite_float)
@@ -295,6 +301,8 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True,
     opts = _model_options(args.model_option) if args.model_option else None
     if args.weights:
         opts = {**(opts if opts is not None else dict(cfg.model.options)), "weights": args.weights}
+    if getattr(args, "pretrained", False):
+        opts = {**(opts if opts is not None else dict(cfg.model.options)), "pretrained": True}
     cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
     devices = args.devices
     out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
@@ -312,7 +320,7 @@ def _train_from_args(args: argparse.Namespace, progress: bool = True,
                     early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
                     devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
                     tensorboard=getattr(args, "tensorboard", False), trust_code=args.trust_code,
-                    skip_nonfinite=args.skip_nonfinite or None)
+                    skip_nonfinite=args.skip_nonfinite or None, normalize=getattr(args, "normalize", None))
     if run is not None:
         best = run.meta["best_val_acc"]
         console.print(f"trained [b]{safe(model_name)}[/b] ({run.meta['params']:,} parameters): "
@@ -352,9 +360,10 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                    help=".safetensors, or a torch.save state dict (read with weights_only=True), loaded strictly")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="argument of the model's __init__, read as YAML, e.g. io_list=[[1,28],[28,56]] (repeatable)")
-    p.add_argument("--normalize", default="dataset", metavar="dataset|none|MEAN,STD",
+    p.add_argument("--normalize", default="dataset", metavar="dataset|pretrained|none|MEAN,STD",
                    help="the input normalization the model was trained with: dataset (train-split statistics, "
-                   "default), none (raw pixels in [0,1]), or MEAN,STD in [0,1] units (2 numbers, or C means "
+                   "default), pretrained (what timm:/torchvision: pretrained weights expect), none (raw pixels "
+                   "in [0,1]), or MEAN,STD in [0,1] units (2 numbers, or C means "
                    "then C stds)")
     p.add_argument("--classes", default=None, metavar="A,B,...",
                    help="names of the model's outputs in order (default: the dataset's classes)")

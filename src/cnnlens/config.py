@@ -193,6 +193,17 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     skip_nonfinite: bool = False  # skip batches whose loss is not finite (counted in history.csv); else stop
+    # fine-tuning (docs/training.md, recipe "finetune"): epochs training only the classification head
+    # with the backbone frozen, the backbone's learning rate as a fraction of lr once it trains
+    # (discriminative learning rates), linear warmup epochs after the unfreeze, a fresh head
+    freeze_epochs: int = 0
+    backbone_lr_scale: float = 1.0
+    warmup_epochs: int = 0
+    reset_head: bool = False
+    # the model's input normalization: dataset (train-split mean/std), pretrained (the mean/std the
+    # pretrained weights expect: timm's pretrained_cfg, torchvision's weights transforms), none, or
+    # MEAN,STD; None: pretrained when the model downloads pretrained weights, else dataset
+    normalize: str | None = None
 
     def __post_init__(self) -> None:
         check_types(self, "train")
@@ -206,6 +217,20 @@ class TrainConfig:
             raise CnnlensError(f"train.lr must be > 0; got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise CnnlensError(f"train.label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if self.freeze_epochs < 0 or self.warmup_epochs < 0:
+            raise CnnlensError(f"freeze_epochs and warmup_epochs must be >= 0; got {self.freeze_epochs} and "
+                               f"{self.warmup_epochs}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise CnnlensError(f"backbone_lr_scale must be in (0, 1] (the backbone's lr as a fraction of "
+                               f"lr); got {self.backbone_lr_scale}")
+        if self.finetuning and self.scheduler not in ("none", "cosine"):
+            raise CnnlensError(f"freeze_epochs / warmup_epochs / backbone_lr_scale go with scheduler cosine "
+                               f"or none; got scheduler {self.scheduler!r}")
+
+    @property
+    def finetuning(self) -> bool:
+        """Whether the fine-tuning schedule (freeze, warmup, two learning rates) is on."""
+        return self.freeze_epochs > 0 or self.warmup_epochs > 0 or self.backbone_lr_scale != 1.0
 
 
 @dataclass(frozen=True)
@@ -303,10 +328,18 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                   "scheduler": "cosine", "label_smoothing": 0.1,
                   "augment": {"rotation": 15.0, "shift": 0.1, "hflip": True, "resized_crop": [0.6, 1.0]}},
     },
+    # Fine-tuning pretrained weights (--weights FILE or --pretrained) on your data, in the manner of
+    # ULMFiT / fastai's fine_tune (Howard & Ruder 2018) and timm's fine-tuning setups: a fresh head
+    # trained alone for 2 epochs on the frozen backbone, then everything at once, the backbone at a
+    # tenth of the head's learning rate, 1 warmup epoch, cosine decay. The model is yours to choose.
+    "finetune": {
+        "train": {"epochs": 10, "lr": 1e-3, "optimizer": "adamw", "weight_decay": 0.05, "scheduler": "cosine",
+                  "freeze_epochs": 2, "backbone_lr_scale": 0.1, "warmup_epochs": 1, "reset_head": True},
+    },
 }
 
 
 def recipe(name: str, base: RunConfig | None = None) -> RunConfig:
-    """The config of a named recipe (``fer2013``, ``food11``) on top of ``base``."""
+    """The config of a named recipe (``fer2013``, ``food11``, ``finetune``) on top of ``base``."""
     check_choice("recipe", name, tuple(RECIPES))
     return (base or RunConfig()).replace(**RECIPES[name])

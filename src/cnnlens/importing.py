@@ -6,6 +6,7 @@ as on a trained run, and the report says the model was imported. The normalizati
 expects is part of the run (``model.json`` ``normalization``, ``mean``, ``std``):
 
 - ``"dataset"``: the dataset's train-split statistics (what ``cnnlens train`` uses);
+- ``"pretrained"``: what a timm/torchvision model's pretrained weights expect;
 - ``"none"``: raw pixels in ``[0, 1]`` (mean 0, std 1 per channel);
 - ``(mean, std)`` / ``"MEAN,STD"``: given values, one pair for every channel or one per channel.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,45 +33,10 @@ from .models import count_params, create_model
 from .models.user import check_output, instance_name, user_code_file
 from .models.weights import load_weights
 from .runlock import writes_run
+from .train.normalization import NORMALIZATIONS, parse_normalize
 from .train.run import FORMAT_VERSION, Run, save_model
 
 log = logging.getLogger(__name__)
-
-NORMALIZATIONS = ("dataset", "none")
-"""Named normalizations; anything else is given as numbers (``custom``)."""
-
-
-def parse_normalize(value: str | Sequence[Any], ds: ImageDataset) -> tuple[str, tuple[float, ...],
-                                                                            tuple[float, ...]]:
-    """``(label, mean, std)`` for ``normalize`` on ``ds``'s channels (see the module docstring)."""
-    c = ds.channels
-    if isinstance(value, str) and value.strip() in NORMALIZATIONS:
-        if value.strip() == "none":
-            return "none", (0.0,) * c, (1.0,) * c
-        return "dataset", tuple(ds.mean), tuple(ds.std)
-    how = (f"give dataset, none, or MEAN,STD in [0, 1] pixel units: 2 numbers (every channel) or {2 * c} "
-           f"({c} means, then {c} stds)")
-    if isinstance(value, str):
-        try:
-            nums = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise CnnlensError(f"--normalize {value!r} is not understood; {how}") from None
-    elif isinstance(value, Sequence) and len(value) == 2:
-        nums = []
-        for part in value:
-            nums += [float(v) for v in (part if isinstance(part, Sequence) else [part])]
-    else:
-        raise CnnlensTypeError(f"normalize must be 'dataset', 'none' or (mean, std); got {value!r}")
-    if len(nums) == 2:
-        mean, std = (nums[0],) * c, (nums[1],) * c
-    elif len(nums) == 2 * c:
-        mean, std = tuple(nums[:c]), tuple(nums[c:])
-    else:
-        raise CnnlensError(f"normalize {value!r} gives {len(nums)} numbers for {c}-channel images; {how}")
-    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
-        raise CnnlensError(f"normalize {value!r}: means must be finite and stds finite and > 0; {how}")
-    return "custom", mean, std
-
 
 @writes_run("out")
 def import_model(model: str | nn.Module, data: str | ImageDataset, *, out: str | Path,
@@ -115,7 +80,6 @@ def import_model(model: str | nn.Module, data: str | ImageDataset, *, out: str |
         raise CnnlensTypeError(f"classes must be a list of names; got the string {classes!r}")
     names = [str(c) for c in (classes if classes is not None else ds.classes)]
     align_classes(ds, names)  # checks the names against the dataset's
-    label, mean, std = parse_normalize(normalize, ds)
     c, h, w = ds.channels, *ds.size
     k = len(names)
     if isinstance(model, nn.Module):
@@ -136,6 +100,7 @@ def import_model(model: str | nn.Module, data: str | ImageDataset, *, out: str |
         if weights is None and not isinstance(net, torch.jit.ScriptModule):
             log.warning("no weights given: %s keeps its freshly initialized (untrained) weights; pass "
                         "--weights FILE (weights=...) for a trained model", model)
+    label, mean, std = parse_normalize(normalize, ds, model if isinstance(model, str) else name, net)
     cfg = cfg.replace(model={"name": name})
     meta = {
         "format_version": FORMAT_VERSION,

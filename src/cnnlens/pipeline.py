@@ -452,6 +452,16 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def transformer_notes(model: nn.Module, convs: list[str]) -> list[str]:
+    """Why a transformer's blocks are not among the visualized layers (they are not ``Conv2d``)."""
+    attn = [type(m).__name__ for m in model.modules() if "attention" in type(m).__name__.lower()]
+    if not attn:
+        return []
+    return [f"Feature visualization shows Conv2d layers; in this {type(model).__name__} they are "
+            f"{', '.join(convs)} (the patch embedding), so its {len(attn)} attention blocks ({attn[0]}) and "
+            "their channels are not visualized here."]
+
+
 def featureviz_run(
     run: Run, result: EvalResult, sizes: StageSizes, progress: Progress = None
 ) -> dict[str, Any] | None:
@@ -492,15 +502,21 @@ def featureviz_run(
             done += 1
             if progress:
                 progress(done, total)
-        index["dream"] = dream_run(
-            run,
-            image,
-            layers[-1],
-            None,
-            steps=sizes.dream_steps,
-            every=sizes.dream_every,
-            octaves=sizes.dream_octaves,
-        )
+        index["notes"] = transformer_notes(run.model, convs)
+        try:
+            index["dream"] = dream_run(
+                run,
+                image,
+                layers[-1],
+                None,
+                steps=sizes.dream_steps,
+                every=sizes.dream_every,
+                octaves=sizes.dream_octaves,
+            )
+        except CnnlensError as e:  # e.g. a ViT/Swin that takes only its own input size
+            log.warning("Deep Dream left out: %s", e)
+            index["notes"].append(f"Deep Dream is left out: it runs the model at smaller octave sizes, "
+                                  f"and {e}")
         if progress:
             progress(total, total)
         write_json(run.path / "featureviz" / "featureviz.json", index)

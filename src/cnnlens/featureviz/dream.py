@@ -144,7 +144,7 @@ def deep_dream(
         try:
             with torch.no_grad():
                 run((_resize(full, sizes[0]) - mpix) / spix)  # at its own size, not resized back
-        except RuntimeError as e:
+        except (RuntimeError, AssertionError) as e:  # timm asserts its input size (ViT, Swin)
             raise CnnlensError(
                 f"layer {name!r} cannot be computed at the smallest octave {sizes[0]}: {e}. "
                 "Use fewer octaves or a smaller octave_scale"

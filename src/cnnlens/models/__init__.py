@@ -1,6 +1,6 @@
 """Built-in architectures (registered in ``MODELS``), parameter counting, model helpers."""
 
-from . import compact, mlp, torchvision_models, user, vgg, wide  # noqa: F401  (registers)
+from . import compact, mlp, timm_models, torchvision_models, user, vgg, wide  # noqa: F401  (registers)
 from .base import MODELS, count_params, create_model
 from .summary import ModelSummary, format_table, summarize
 from .weights import load_weights, save_weights

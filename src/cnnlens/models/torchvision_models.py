@@ -84,23 +84,71 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> str:
 
 
 def build(arch: str, in_channels: int = 3, num_classes: int = 1000, input_size: int | tuple[int, int] = 224,
-          weights: str | os.PathLike[str] | None = None, **kw: Any) -> nn.Module:
-    """Build ``torchvision.models.<arch>`` for ``[B, in_channels, H, W]`` input and ``num_classes``."""
+          weights: str | os.PathLike[str] | None = None, pretrained: bool = False, **kw: Any) -> nn.Module:
+    """Build ``torchvision.models.<arch>`` for ``[B, in_channels, H, W]`` input and ``num_classes``.
+
+    ``pretrained=True`` downloads torchvision's default weights (network; only when asked)."""
     import torchvision.models as tvm
 
     size = hw(input_size)
     kw = {**_builder_kwargs(arch, size), **kw}
+    if weights is not None and pretrained:
+        raise CnnlensError(f"torchvision:{arch}: give either weights (a file) or pretrained=True (a "
+                           "download), not both")
     model = tvm.get_model(arch, weights=None, num_classes=num_classes, **kw)
     stem = adapt_input_channels(model, in_channels)
+    if pretrained:
+        weights = _fetch(arch)
     if weights is not None:
-        sd = read_state_dict(weights)
+        sd = weights if isinstance(weights, dict) else read_state_dict(weights)
         rep = check_state_dict(model, sd)
         if rep.missing or rep.unexpected or rep.mismatched:
-            model = _from_original(arch, sd, weights, in_channels, num_classes, stem, kw)
+            label = (f"the pretrained weights {default_weights(arch)}" if pretrained
+                     else f"weights file {weights}")
+            model = _from_original(arch, sd, label, in_channels, num_classes, stem, kw)
         else:
             load_weights(model, sd)
     _check_runs(model, arch, in_channels, num_classes, size)
     return model
+
+
+def default_weights(arch: str) -> Any:
+    """torchvision's default weights enum entry for ``arch`` (metadata only), or None."""
+    import torchvision.models as tvm
+
+    try:
+        return tvm.get_model_weights(arch).DEFAULT
+    except (ValueError, AttributeError, KeyError):
+        return None
+
+
+def _fetch(arch: str) -> dict[str, torch.Tensor]:
+    """The default pretrained weights' state dict, downloaded by torchvision (only when asked)."""
+    w = default_weights(arch)
+    if w is None:
+        raise CnnlensError(f"torchvision:{arch} has no pretrained weights in torchvision; train it from "
+                           "scratch or pass --weights FILE")
+    try:
+        return dict(w.get_state_dict(progress=False, check_hash=False))
+    except Exception as e:  # no network, a proxy, a damaged cache: all say what to do instead
+        why = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise CnnlensError(
+            f"torchvision:{arch}: could not fetch the pretrained weights {w} ({type(e).__name__}: {why}). "
+            "cnnlens downloads only when asked (--pretrained), and here it failed; pass the weights as a "
+            f"file instead: --weights FILE (Python: weights=FILE). Download {w.url} on a machine with "
+            "internet (it is a torch.save state dict, read safely)") from None
+
+
+def pretrained_normalization(arch: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std of the default weights' transforms (``weights.transforms()``), per channel."""
+    from .timm_models import per_channel
+
+    w = default_weights(arch)
+    t = w.transforms() if w is not None else None
+    if t is None or not hasattr(t, "mean"):
+        raise CnnlensError(f"torchvision:{arch} has no pretrained weights whose normalization could be used; "
+                           "pass --normalize dataset or MEAN,STD")
+    return per_channel(tuple(map(float, t.mean)), tuple(map(float, t.std)), channels)
 
 
 def _from_original(arch: str, sd: dict[str, torch.Tensor], path: Any, in_channels: int, num_classes: int,
@@ -112,7 +160,7 @@ def _from_original(arch: str, sd: dict[str, torch.Tensor], path: Any, in_channel
     try:
         load_weights(orig, sd, strict=True)
     except ValueError as e:
-        raise CnnlensError(f"weights file {path} fits neither torchvision:{arch} for {in_channels} channels "
+        raise CnnlensError(f"{path} fits neither torchvision:{arch} for {in_channels} channels "
                          f"and {num_classes} classes nor its original form ({e})") from None
     adapt_input_channels(orig, in_channels)
     model = tvm.get_model(arch, weights=None, num_classes=num_classes, **kw)
@@ -120,8 +168,9 @@ def _from_original(arch: str, sd: dict[str, torch.Tensor], path: Any, in_channel
     src, own = orig.state_dict(), model.state_dict()
     fresh = [k for k in own if k not in src or src[k].shape != own[k].shape]
     model.load_state_dict({k: v for k, v in src.items() if k in own and k not in fresh}, strict=False)
-    log.info("torchvision:%s: loaded %s (stem %r adapted to %d channels); freshly initialized: %s",
-             arch, path, stem, in_channels, ", ".join(fresh) or "nothing")
+    (log.warning if fresh else log.info)(
+        "torchvision:%s: loaded %s (stem %r adapted to %d channels); freshly initialized: %s", arch, path,
+        stem, in_channels, ", ".join(fresh) or "nothing")
     return model
 
 

@@ -503,6 +503,8 @@ def filters_findings(index: dict[str, Any]) -> list[Finding]:
                     f"featureviz/{_json_of(fm['figure'])}: mean_activation",
                 )
             )
+    for note in index.get("notes", []):  # what was left out, and why
+        out.append(_f(note, "featureviz/featureviz.json: notes"))
     for d in index.get("dreams") or ([index["dream"]] if index.get("dream") else []):
         final = d["octave_objective"][-1]
         out.append(

@@ -83,7 +83,9 @@ def describe_normalization(meta: dict[str, Any]) -> str:
     if how == "none":
         return "none (the model takes raw pixel values in [0, 1])"
     if how == "custom":
-        return f"given at import, {nums}"
+        return f"given at import, {nums}" if meta.get("imported") else f"given with --normalize, {nums}"
+    if how == "pretrained":
+        return f"the pretrained weights' own (not the dataset's statistics), {nums}"
     return f"the dataset's train-split statistics, {nums}"
 
 

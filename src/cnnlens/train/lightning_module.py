@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -28,6 +29,28 @@ class NonFiniteTraining(CnnlensError):
     def __init__(self, message: str, epoch: int, step: int | None) -> None:
         super().__init__(message)
         self.epoch, self.step = epoch, step
+
+
+def finetune_factors(cfg: TrainConfig, epoch: int) -> tuple[float, float]:
+    """Learning-rate multipliers ``(head, backbone)`` in epoch ``epoch`` (0-based) of fine-tuning.
+
+    Epochs ``< F = freeze_epochs``: ``(1, 0)``, the head alone at ``lr`` (the backbone is frozen).
+    Then both at the same multiplier ``f``: a linear warmup over ``W = warmup_epochs`` epochs,
+    ``f = (j + 1) / (W + 1)`` in the ``j``-th epoch after the unfreeze, then with the cosine
+    scheduler ``f = (1 + cos(pi * i / R)) / 2`` in the ``i``-th of the ``R`` remaining epochs (1
+    with scheduler none). The group learning rates are ``lr * f`` and ``lr * backbone_lr_scale * f``.
+    """
+    if epoch < cfg.freeze_epochs:
+        return 1.0, 0.0
+    j = epoch - cfg.freeze_epochs
+    if j < cfg.warmup_epochs:
+        f = (j + 1) / (cfg.warmup_epochs + 1)
+    elif cfg.scheduler == "cosine":
+        rest = max(cfg.epochs - cfg.freeze_epochs - cfg.warmup_epochs, 1)
+        f = 0.5 * (1.0 + math.cos(math.pi * min(j - cfg.warmup_epochs, rest) / rest))
+    else:
+        f = 1.0
+    return f, f
 
 
 def seed_for(*parts: int) -> int:
@@ -58,6 +81,7 @@ class Classifier(L.LightningModule):
         # weighted means kept as (sum, count) and reduced across ranks by torchmetrics: exact under DDP
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val") for m in ("loss", "acc")})
         self._augment = None
+        self._backbone: list[nn.Parameter] = []  # fine-tuning: the parameters frozen at first
         if cfg.augment:
             from ..data.augment import AugmentConfig, augment_batch
 
@@ -130,6 +154,14 @@ class Classifier(L.LightningModule):
         self.nonfinite_skipped = 0
         # dropout etc. draw from the global generator: reseed per epoch so resume is exact
         torch.manual_seed(seed_for(self.cfg.seed, self.current_epoch, 7919, self.global_rank))
+        if self._backbone:  # fine-tuning: the backbone is frozen for the first freeze_epochs epochs
+            frozen = self.current_epoch < self.cfg.freeze_epochs
+            for p in self._backbone:
+                p.requires_grad_(not frozen)
+
+    def on_fit_end(self) -> None:
+        for p in self._backbone:  # the model leaves training as trainable as it came
+            p.requires_grad_(True)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, batch_idx, "train")
@@ -139,7 +171,14 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         c = self.cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params: Any = [p for p in self.model.parameters() if p.requires_grad]
+        if c.finetuning:  # two parameter groups: [head at lr, backbone at lr * backbone_lr_scale]
+            from ..models.heads import split_parameters
+
+            _, head, backbone = split_parameters(self.model, self.num_classes)
+            self._backbone = [p for p in backbone if p.requires_grad]
+            params = [{"params": [p for p in head if p.requires_grad], "lr": c.lr, "name": "head"},
+                      {"params": self._backbone, "lr": c.lr * c.backbone_lr_scale, "name": "backbone"}]
         if c.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         elif c.optimizer == "adamw":
@@ -147,6 +186,10 @@ class Classifier(L.LightningModule):
         else:
             opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                                   weight_decay=c.weight_decay)
+        if c.finetuning:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda e: finetune_factors(c, e)[0],
+                                                            lambda e: finetune_factors(c, e)[1]])
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         if c.scheduler == "none":
             return opt
         if c.scheduler == "cosine":

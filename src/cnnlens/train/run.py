@@ -23,6 +23,7 @@ from ..io import read_json, write_csv, write_json, write_yaml
 from ..models import count_params, create_model
 from ..models.user import custom_model_hint, instance_name, refuse_user_code
 from ..models.weights import warn_nonfinite
+from .normalization import resolve_normalization
 from .safety import (TrainingInterrupted, atomic_checkpoint_io, interrupt_callback, load_checkpoint, resume_hint,
                      sigint_to)
 from ..errors import CnnlensError
@@ -258,8 +259,22 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
         net = create_model(cfg.model.name, in_channels=c, num_classes=ds.num_classes, input_size=(h, w),
                            trust_code=trust_code, **cfg.model.options)
     model_options_resolved = _serializable_options(net, cfg.model)
+    norm_label, mean, std = resolve_normalization(cfg, ds, net)
+    cfg = cfg.replace(train={"normalize": cfg.train.normalize or norm_label})
     tc = cfg.train
-    module = Classifier(net, tc, ds.mean, ds.std, ds.num_classes)
+    if tc.reset_head and not resume:
+        from ..models.heads import classifier_head
+
+        head_name, head = classifier_head(net, ds.num_classes)
+        for m in head.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        log.info("reset_head: the classification head %r starts freshly initialized", head_name)
+    if tc.freeze_epochs and not (cfg.model.options.get("weights") or cfg.model.options.get("pretrained")
+                                 or isinstance(model, nn.Module)):
+        log.warning("freeze_epochs=%d freezes a randomly initialized backbone: fine-tuning needs pretrained "
+                    "weights (--weights FILE or --pretrained)", tc.freeze_epochs)
+    module = Classifier(net, tc, mean, std, ds.num_classes)
     xtr, ytr = ds.split("train")
     xva, yva = ds.split("val")
     data_module = datamodule(xtr, ytr, xva, yva, tc.batch_size, tc.seed)
@@ -315,6 +330,10 @@ def train(data: str | ImageDataset = "digits", model: str | nn.Module = "compact
     net.load_state_dict(weights)
     best_epoch = int(best_ckpt.get("epoch", -1)) + 1
     meta = _model_meta(cfg, ds, net, model_options_resolved, best_epoch, float(best_cb.best_model_score or 0))
+    meta.update(mean=list(mean), std=list(std), normalization=norm_label)
+    if cfg.model.options.get("weights") or cfg.model.options.get("pretrained"):
+        wf = cfg.model.options.get("weights")
+        meta["initial_weights"] = str(Path(wf).resolve()) if wf else "pretrained"
     save_model(out, net, meta)
     if tensorboard:
         from ..models.tensorboard import export_graph
@@ -399,8 +418,9 @@ def _resolve_config(config: RunConfig | str | Path | None, data: Any, model: Any
 
 def _serializable_options(net: nn.Module, mc: ModelConfig) -> dict[str, Any]:
     opts = dict(mc.options)
-    # initial weights read from a file are not needed to rebuild the run: model.safetensors holds them
+    # initial weights (a file, or a download) are not needed to rebuild the run: model.safetensors holds them
     opts.pop("weights", None)
+    opts.pop("pretrained", None)
     if "match_params" in opts and hasattr(net, "hidden"):
         # the matched widths, so the model can be rebuilt without the reference model
         opts.pop("match_params")
