@@ -220,7 +220,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the torchvision side of (c)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="DataLoader workers of the torchvision side of (c)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores visible")
     with tempfile.TemporaryDirectory() as d:

@@ -60,8 +60,14 @@ import cnnlens  # noqa: E402
 from cnnlens.device import describe_device  # noqa: E402
 
 STAGES = ("train", "augment", "explain", "lime", "featureviz", "trust")
-VARIANTS = ("float32", "bf16-mixed", "channels-last", "bf16-mixed+channels-last", "compile",
-            "bf16-mixed+channels-last+compile")
+VARIANTS = (
+    "float32",
+    "bf16-mixed",
+    "channels-last",
+    "bf16-mixed+channels-last",
+    "compile",
+    "bf16-mixed+channels-last+compile",
+)
 
 
 def bench(name: str) -> Any:
@@ -89,8 +95,10 @@ def peak_memory(device: torch.device, into: dict[str, Any]) -> Iterator[None]:
     finally:
         if device.type == "cuda":
             sync(device)
-            into["peak_memory"] = {"kind": "torch.cuda.max_memory_allocated",
-                                   "mib": torch.cuda.max_memory_allocated(device) / 2**20}
+            into["peak_memory"] = {
+                "kind": "torch.cuda.max_memory_allocated",
+                "mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            }
         else:
             kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
             into["peak_memory"] = {"kind": "process peak RSS so far (CPU)", "mib": kib / 1024}
@@ -121,8 +129,16 @@ def make_model(name: str, variant: str, backend: str, options: dict[str, Any]) -
     return m
 
 
-def hand_loop(model: torch.nn.Module, data: dict[str, torch.Tensor], mean: tuple[float, ...],
-              std: tuple[float, ...], epochs: int, batch: int, variant: str, device: torch.device) -> list[float]:
+def hand_loop(
+    model: torch.nn.Module,
+    data: dict[str, torch.Tensor],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    epochs: int,
+    batch: int,
+    variant: str,
+    device: torch.device,
+) -> list[float]:
     """The loop a PyTorch user writes: seconds of each epoch (train pass + validation pass)."""
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -146,7 +162,7 @@ def hand_loop(model: torch.nn.Module, data: dict[str, torch.Tensor], mean: tuple
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(ep))
         correct = torch.zeros((), device=device)
         for i in range(0, n, batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             x, y = prep(xtr[idx]), ytr[idx].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
@@ -158,8 +174,8 @@ def hand_loop(model: torch.nn.Module, data: dict[str, torch.Tensor], mean: tuple
         model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(data["yva"]), batch):
-                y = data["yva"][i:i + batch].to(device)
-                correct += (model(prep(data["xva"][i:i + batch])).argmax(1) == y).sum()
+                y = data["yva"][i : i + batch].to(device)
+                correct += (model(prep(data["xva"][i : i + batch])).argmax(1) == y).sum()
         float(correct)  # the metric read back, as a user's loop prints it
         sync(device)
         times.append(time.perf_counter() - t0)
@@ -170,7 +186,10 @@ def hand_loop(model: torch.nn.Module, data: dict[str, torch.Tensor], mean: tuple
 def torch_flags() -> Iterator[None]:
     """Lightning sets deterministic algorithms and cuDNN flags for the process: restored afterwards,
     so the hand loop runs with PyTorch's defaults."""
-    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    det, warn = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     bench_flag, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
         yield
@@ -191,13 +210,18 @@ def stage_train(device: torch.device, a: argparse.Namespace, tmp: Path) -> dict[
     xtr, ytr = ds.split("train")
     xva, yva = ds.split("val")
     data = {"xtr": xtr, "ytr": ytr, "xva": xva, "yva": yva}
-    print(f"FER2013 CSV: {a.train_images:,} rows written in {written:.1f} s, parsed by cnnlens in {parsed:.1f} s "
-          f"(train {len(ytr):,}, val {len(yva):,})", flush=True)
+    print(
+        f"FER2013 CSV: {a.train_images:,} rows written in {written:.1f} s, parsed by cnnlens in "
+        f"{parsed:.1f} s (train {len(ytr):,}, val {len(yva):,})",
+        flush=True,
+    )
     accel = "gpu" if device.type == "cuda" else "cpu"
     rows, out = [], []
     for model_name in a.models.split(","):
         opts = SMOKE_OPTIONS.get(model_name, {}) if a.smoke else {}
-        variants = a.variants.split(",") if model_name == a.models.split(",")[0] or not a.smoke else ["float32"]
+        variants = (
+            a.variants.split(",") if model_name == a.models.split(",")[0] or not a.smoke else ["float32"]
+        )
         for variant in variants:
             bad = set(variant.split("+")) - {"float32", "bf16-mixed", "channels-last", "compile"}
             if bad:
@@ -207,23 +231,62 @@ def stage_train(device: torch.device, a: argparse.Namespace, tmp: Path) -> dict[
             hand: list[float] = []
             for r in range(a.train_repeats):
                 with torch_flags():
-                    run = cnnlens.train(ds, make_model(model_name, variant, a.compile_backend, opts),
-                                        out=tmp / f"run-{model_name}-{variant}-{r}", epochs=a.epochs,
-                                        batch_size=a.batch, seed=0, precision=prec, accelerator=accel,
-                                        devices=1, force=True)
+                    run = cnnlens.train(
+                        ds,
+                        make_model(model_name, variant, a.compile_backend, opts),
+                        out=tmp / f"run-{model_name}-{variant}-{r}",
+                        epochs=a.epochs,
+                        batch_size=a.batch,
+                        seed=0,
+                        precision=prec,
+                        accelerator=accel,
+                        devices=1,
+                        force=True,
+                    )
                 ours += [float(h["seconds"]) for h in run.history[1:]]
-                hand += hand_loop(make_model(model_name, variant, a.compile_backend, opts), data, ds.mean, ds.std,
-                                  a.epochs, a.batch, variant, device)[1:]
+                hand += hand_loop(
+                    make_model(model_name, variant, a.compile_backend, opts),
+                    data,
+                    ds.mean,
+                    ds.std,
+                    a.epochs,
+                    a.batch,
+                    variant,
+                    device,
+                )[1:]
             o, h = len(ytr) / statistics.median(ours), len(ytr) / statistics.median(hand)
-            out.append({"model": model_name, "options": opts, "variant": variant, "cnnlens_img_s": o, "hand_loop_img_s": h,
-                        "hand_over_cnnlens": h / o, "cnnlens_epoch_s": ours, "hand_loop_epoch_s": hand})
+            out.append(
+                {
+                    "model": model_name,
+                    "options": opts,
+                    "variant": variant,
+                    "cnnlens_img_s": o,
+                    "hand_loop_img_s": h,
+                    "hand_over_cnnlens": h / o,
+                    "cnnlens_epoch_s": ours,
+                    "hand_loop_epoch_s": hand,
+                }
+            )
             rows.append([model_name, variant, o, h, h / o])
             print(f"  {model_name} {variant}: cnnlens {o:,.0f} img/s, hand loop {h:,.0f} img/s", flush=True)
-    table(f"train: images/s, batch {a.batch}, {a.epochs} epochs x {a.train_repeats} repeats (first epoch "
-          "of each dropped)", ["model", "variant", "cnnlens.train", "hand-written loop", "hand / cnnlens"], rows)
-    return {"images": a.train_images, "train_images": len(ytr), "val_images": len(yva), "csv_write_s": written,
-            "csv_parse_s": parsed, "batch": a.batch, "epochs": a.epochs, "repeats": a.train_repeats,
-            "compile_backend": a.compile_backend, "rows": out}
+    table(
+        f"train: images/s, batch {a.batch}, {a.epochs} epochs x {a.train_repeats} repeats (first epoch "
+        "of each dropped)",
+        ["model", "variant", "cnnlens.train", "hand-written loop", "hand / cnnlens"],
+        rows,
+    )
+    return {
+        "images": a.train_images,
+        "train_images": len(ytr),
+        "val_images": len(yva),
+        "csv_write_s": written,
+        "csv_parse_s": parsed,
+        "batch": a.batch,
+        "epochs": a.epochs,
+        "repeats": a.train_repeats,
+        "compile_backend": a.compile_backend,
+        "rows": out,
+    }
 
 
 # ---- augment -----------------------------------------------------------------------------------
@@ -232,9 +295,15 @@ def stage_train(device: torch.device, a: argparse.Namespace, tmp: Path) -> dict[
 def stage_augment(device: torch.device, a: argparse.Namespace) -> dict[str, Any]:
     res = bench("data").part_c(a.repeats, a.aug_steps, a.batch, str(device), a.workers)
     res["cnnlens_over_torchvision"] = res["cnnlens_img_s"] / res["torchvision_img_s"]
-    table("augment: train-step images/s (compact, 1x48x48)", ["cnnlens augment_batch (device)",
-          f"torchvision per-sample, DataLoader {a.workers} workers", "cnnlens / torchvision"],
-          [[res["cnnlens_img_s"], res["torchvision_img_s"], res["cnnlens_over_torchvision"]]])
+    table(
+        "augment: train-step images/s (compact, 1x48x48)",
+        [
+            "cnnlens augment_batch (device)",
+            f"torchvision per-sample, DataLoader {a.workers} workers",
+            "cnnlens / torchvision",
+        ],
+        [[res["cnnlens_img_s"], res["torchvision_img_s"], res["cnnlens_over_torchvision"]]],
+    )
     return res
 
 
@@ -245,10 +314,26 @@ def stage_explain(device: torch.device, a: argparse.Namespace) -> dict[str, Any]
     ex = bench("explain")
     out = []
     for label, model, shape in ex.models(a.explain_models.split(",")):
-        out.append(ex.bench_model(label, model, shape, a.explain_batch, a.repeats, str(device), a.ig_steps,
-                                  a.nt_samples, a.score_batch))
-    return {"batch": a.explain_batch, "score_batch": a.score_batch, "ig_steps": a.ig_steps,
-            "nt_samples": a.nt_samples, "models": out}
+        out.append(
+            ex.bench_model(
+                label,
+                model,
+                shape,
+                a.explain_batch,
+                a.repeats,
+                str(device),
+                a.ig_steps,
+                a.nt_samples,
+                a.score_batch,
+            )
+        )
+    return {
+        "batch": a.explain_batch,
+        "score_batch": a.score_batch,
+        "ig_steps": a.ig_steps,
+        "nt_samples": a.nt_samples,
+        "models": out,
+    }
 
 
 # ---- lime --------------------------------------------------------------------------------------
@@ -263,7 +348,7 @@ def stage_lime(device: torch.device, a: argparse.Namespace) -> dict[str, Any]:
     imgs, labels = lm.faces_48()
     model, mean, std = lm.train_compact(imgs, labels, 2, a.lime_train_steps, 0)
     model = model.to(device).eval()
-    pick = torch.cat([torch.arange(0, 100, 10), torch.arange(105, 200, 10)])[:a.lime_images]
+    pick = torch.cat([torch.arange(0, 100, 10), torch.arange(105, 200, 10)])[: a.lime_images]
     u8 = imgs[pick]
     x = normalize(u8, mean, std)
     segs = [segment(u, "slic") for u in u8.float() / 255]
@@ -273,10 +358,15 @@ def stage_lime(device: torch.device, a: argparse.Namespace) -> dict[str, Any]:
     bs = auto_batch_size((1, 48, 48), device)
     n = a.lime_samples
     contenders: dict[str, Callable[[int], object]] = {
-        "cnnlens float32": lambda i: lm.cnnlens_lime(model, x[i:i + 1].to(device), segs[i], n, 0, "float32"),
-        "cnnlens bfloat16": lambda i: lm.cnnlens_lime(model, x[i:i + 1].to(device), segs[i], n, 0, "bfloat16"),
-        "lime package": lambda i: lm.lime_package(model, x01[i], segs[i].numpy(), targets[i], n, bs, 0, mean, std,
-                                                  device),
+        "cnnlens float32": lambda i: lm.cnnlens_lime(
+            model, x[i : i + 1].to(device), segs[i], n, 0, "float32"
+        ),
+        "cnnlens bfloat16": lambda i: lm.cnnlens_lime(
+            model, x[i : i + 1].to(device), segs[i], n, 0, "bfloat16"
+        ),
+        "lime package": lambda i: lm.lime_package(
+            model, x01[i], segs[i].numpy(), targets[i], n, bs, 0, mean, std, device
+        ),
     }
     for fn in contenders.values():  # warm-up
         fn(0)
@@ -294,10 +384,19 @@ def stage_lime(device: torch.device, a: argparse.Namespace) -> dict[str, Any]:
                 times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     peer = med["lime package"]
-    table(f"lime: seconds per image, {n} samples, {len(u8)} images x {a.repeats} repeats (48x48 grey faces)",
-          ["contender", "s / image", "speed-up vs lime package"], [[k, v, peer / v] for k, v in med.items()])
-    return {"samples": n, "images": len(u8), "lime_batch_size": bs, "median_s": med,
-            "speedup_f32": peer / med["cnnlens float32"], "speedup_bf16": peer / med["cnnlens bfloat16"]}
+    table(
+        f"lime: seconds per image, {n} samples, {len(u8)} images x {a.repeats} repeats (48x48 grey faces)",
+        ["contender", "s / image", "speed-up vs lime package"],
+        [[k, v, peer / v] for k, v in med.items()],
+    )
+    return {
+        "samples": n,
+        "images": len(u8),
+        "lime_batch_size": bs,
+        "median_s": med,
+        "speedup_f32": peer / med["cnnlens float32"],
+        "speedup_bf16": peer / med["cnnlens bfloat16"],
+    }
 
 
 # ---- featureviz --------------------------------------------------------------------------------
@@ -316,22 +415,34 @@ def stage_trust(device: torch.device, a: argparse.Namespace, tmp: Path) -> dict[
     tr = bench("trust")
     if a.trust_epochs:
         with torch_flags():
-            run = cnnlens.train("digits", "compact", out=tmp / "digits", epochs=a.trust_epochs, seed=0,
-                                accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, force=True)
+            run = cnnlens.train(
+                "digits",
+                "compact",
+                out=tmp / "digits",
+                epochs=a.trust_epochs,
+                seed=0,
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                devices=1,
+                force=True,
+            )
         model, ds = run.model, run.dataset
     else:  # --smoke: an untrained model (the protocol's code paths are the same)
         ds = cnnlens.load_dataset("digits")
         torch.manual_seed(0)
-        model = cnnlens.create_model("compact", in_channels=ds.channels, num_classes=ds.num_classes,
-                                     input_size=ds.size)
+        model = cnnlens.create_model(
+            "compact", in_channels=ds.channels, num_classes=ds.num_classes, input_size=ds.size
+        )
     model = model.to(device).eval()
     idx = ds.indices("test")[: a.trust_images]
     x, y = ds.normalize(ds.images[idx]).to(device), ds.labels[idx].to(device)
     maps = cnnlens.explain(model, x, "saliency", target=y).maps
     steps = a.trust_steps
-    fns = {"cnnlens perturbation_curves": lambda: perturbation_curves(model, x, maps, y, "deletion", steps=steps,
-                                                                      substrate="mean"),
-           "per-image reference loop": lambda: tr.reference_deletion(model, x, maps, y, steps)}
+    fns = {
+        "cnnlens perturbation_curves": lambda: perturbation_curves(
+            model, x, maps, y, "deletion", steps=steps, substrate="mean"
+        ),
+        "per-image reference loop": lambda: tr.reference_deletion(model, x, maps, y, steps),
+    }
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(a.repeats):
         for k, fn in fns.items():
@@ -351,13 +462,28 @@ def stage_trust(device: torch.device, a: argparse.Namespace, tmp: Path) -> dict[
     sync(device)
     fast_s = time.perf_counter() - t
     ref = med["per-image reference loop"]
-    table(f"trust: deletion curves of {len(x)} images x {steps + 1} points; fast protocol end to end",
-          ["what", "seconds", "speed-up vs per-image loop"],
-          [[k, v, ref / v] for k, v in med.items()]
-          + [[f"run_trust FAST ({cfg.n_images} images, {cfg.steps} steps, {len(rep.methods)} maps)", fast_s, "-"]])
-    return {"images": len(x), "steps": steps, "median_s": med, "curves_speedup": ref / med[
-        "cnnlens perturbation_curves"], "fast_protocol_s": fast_s, "fast_images": cfg.n_images,
-        "fast_steps": cfg.steps, "fast_methods": list(rep.methods)}
+    table(
+        f"trust: deletion curves of {len(x)} images x {steps + 1} points; fast protocol end to end",
+        ["what", "seconds", "speed-up vs per-image loop"],
+        [[k, v, ref / v] for k, v in med.items()]
+        + [
+            [
+                f"run_trust FAST ({cfg.n_images} images, {cfg.steps} steps, {len(rep.methods)} maps)",
+                fast_s,
+                "-",
+            ]
+        ],
+    )
+    return {
+        "images": len(x),
+        "steps": steps,
+        "median_s": med,
+        "curves_speedup": ref / med["cnnlens perturbation_curves"],
+        "fast_protocol_s": fast_s,
+        "fast_images": cfg.n_images,
+        "fast_steps": cfg.steps,
+        "fast_methods": list(rep.methods),
+    }
 
 
 # ---- goals and main ----------------------------------------------------------------------------
@@ -368,8 +494,13 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
     g: list[dict[str, Any]] = []
     st = res["stages"]
     for r in st.get("train", {}).get("rows", []):
-        g.append({"goal": f"train {r['model']} {r['variant']}: cnnlens within 1.1x of the hand loop",
-                  "value": r["hand_over_cnnlens"], "met": r["hand_over_cnnlens"] <= 1.1})
+        g.append(
+            {
+                "goal": f"train {r['model']} {r['variant']}: cnnlens within 1.1x of the hand loop",
+                "value": r["hand_over_cnnlens"],
+                "met": r["hand_over_cnnlens"] <= 1.1,
+            }
+        )
     if "lime" in st:
         v = max(st["lime"]["speedup_f32"], st["lime"]["speedup_bf16"])
         g.append({"goal": "LIME >= 20x the lime package", "value": v, "met": v >= 20})
@@ -380,16 +511,42 @@ def goals(res: dict[str, Any]) -> list[dict[str, Any]]:
         for r in m["rows"]:
             if r["peer"] in ("captum", "pytorch-grad-cam"):
                 v = r["cnnlens_ms"] / r["peer_ms"]
-                g.append({"goal": f"explain {m['model']} {r['method']} at or below {r['peer']}", "value": v,
-                          "met": v <= 1.0})
+                g.append(
+                    {
+                        "goal": f"explain {m['model']} {r['method']} at or below {r['peer']}",
+                        "value": v,
+                        "met": v <= 1.0,
+                    }
+                )
     return g
 
 
-SMOKE = dict(train_images=30, models="compact,vgg", variants="float32,bf16-mixed+channels-last+compile",
-             epochs=2, train_repeats=1, batch=8, compile_backend="eager", aug_steps=2, workers=2, repeats=1,
-             explain_models="compact", explain_batch=1, score_batch=1, ig_steps=2, nt_samples=2,
-             lime_samples=30, lime_images=1, lime_train_steps=2, fv_steps=1, filters=2, trust_epochs=0,
-             trust_images=2, trust_steps=4, trust_methods="saliency")
+SMOKE = dict(
+    train_images=30,
+    models="compact,vgg",
+    variants="float32,bf16-mixed+channels-last+compile",
+    epochs=2,
+    train_repeats=1,
+    batch=8,
+    compile_backend="eager",
+    aug_steps=2,
+    workers=2,
+    repeats=1,
+    explain_models="compact",
+    explain_batch=1,
+    score_batch=1,
+    ig_steps=2,
+    nt_samples=2,
+    lime_samples=30,
+    lime_images=1,
+    lime_train_steps=2,
+    fv_steps=1,
+    filters=2,
+    trust_epochs=0,
+    trust_images=2,
+    trust_steps=4,
+    trust_methods="saliency",
+)
 """--smoke's sizes (an option given on the command line wins). On the smoke the first model takes every
 variant and the others float32 only; the fast protocol runs once (no warm-up) with ``trust_methods``."""
 
@@ -398,13 +555,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     ap.add_argument("--out", default=None, metavar="FILE", help="write every number as JSON")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, every code path: a check, not a measurement")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, every code path: a check, not a measurement"
+    )
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-images", type=int, default=35_887)
     ap.add_argument("--models", default="compact,vgg")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="'+'-joined parts of float32, bf16-mixed, "
-                    "channels-last, compile")
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="'+'-joined parts of float32, bf16-mixed, channels-last, compile",
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-repeats", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256, help="training and augmentation batch")
@@ -421,10 +583,14 @@ def main() -> None:
     ap.add_argument("--lime-train-steps", type=int, default=30)
     ap.add_argument("--fv-steps", type=int, default=32)
     ap.add_argument("--filters", type=int, default=64)
-    ap.add_argument("--trust-epochs", type=int, default=3, help="digits training of the trust model (0: untrained)")
+    ap.add_argument(
+        "--trust-epochs", type=int, default=3, help="digits training of the trust model (0: untrained)"
+    )
     ap.add_argument("--trust-images", type=int, default=32)
     ap.add_argument("--trust-steps", type=int, default=64)
-    ap.add_argument("--trust-methods", default=None, help="methods of the fast protocol (default: FAST's choice)")
+    ap.add_argument(
+        "--trust-methods", default=None, help="methods of the fast protocol (default: FAST's choice)"
+    )
     a = ap.parse_args()
     if a.smoke:
         given = {k for k in vars(a) if f"--{k.replace('_', '-')}" in sys.argv}
@@ -438,11 +604,19 @@ def main() -> None:
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise SystemExit(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
-    res: dict[str, Any] = {"device": describe_device(device), "torch": torch.__version__,
-                           "cuda": torch.version.cuda if device.type == "cuda" else None,
-                           "smoke": a.smoke, "settings": vars(a), "stages": {}}
-    print(f"{'SMOKE RUN (tiny sizes; not a measurement): ' if a.smoke else ''}{res['device']}, torch "
-          f"{res['torch']}" + (f", CUDA {res['cuda']}" if res["cuda"] else ""), flush=True)
+    res: dict[str, Any] = {
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "smoke": a.smoke,
+        "settings": vars(a),
+        "stages": {},
+    }
+    print(
+        f"{'SMOKE RUN (tiny sizes; not a measurement): ' if a.smoke else ''}{res['device']}, torch "
+        f"{res['torch']}" + (f", CUDA {res['cuda']}" if res["cuda"] else ""),
+        flush=True,
+    )
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -464,12 +638,18 @@ def main() -> None:
                     rec.update(stage_trust(device, a, tmp))
             rec["stage_s"], rec["stage_cpu_s"] = time.perf_counter() - t, time.process_time() - c
             res["stages"][s] = rec
-            print(f"[{s}: {rec['stage_s']:.1f} s wall, {rec['stage_cpu_s']:.1f} s CPU of this process, peak memory {rec['peak_memory']['mib']:,.0f} MiB "
-                  f"({rec['peak_memory']['kind']})]", flush=True)
+            print(
+                f"[{s}: {rec['stage_s']:.1f} s wall, {rec['stage_cpu_s']:.1f} s CPU of this process, "
+                f"peak memory {rec['peak_memory']['mib']:,.0f} MiB ({rec['peak_memory']['kind']})]",
+                flush=True,
+            )
     res["goals"] = goals(res)
     res["total_s"] = time.perf_counter() - t_all
-    table("goals" + (" (SMOKE: tiny sizes, meaningless)" if a.smoke else ""), ["goal", "value", "met"],
-          [[g["goal"], float(g["value"]), "yes" if g["met"] else "NO"] for g in res["goals"]])
+    table(
+        "goals" + (" (SMOKE: tiny sizes, meaningless)" if a.smoke else ""),
+        ["goal", "value", "met"],
+        [[g["goal"], float(g["value"]), "yes" if g["met"] else "NO"] for g in res["goals"]],
+    )
     print(f"\ntotal {res['total_s']:.1f} s wall, {time.process_time():.1f} s CPU of this process")
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=str))

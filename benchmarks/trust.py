@@ -37,7 +37,8 @@ def reference_deletion(model, x, maps, targets, steps):
     out = np.zeros((n, steps + 1))
     with torch.no_grad():
         for i in range(n):
-            order = torch.from_numpy(np.argsort(-maps[i].reshape(-1).cpu().numpy(), kind="stable")).to(x.device)
+            order = np.argsort(-maps[i].reshape(-1).cpu().numpy(), kind="stable")
+            order = torch.from_numpy(order).to(x.device)
             for k in range(steps + 1):
                 img = x[i].clone().reshape(c, p)
                 img[:, order[: (k * p) // steps]] = 0.0

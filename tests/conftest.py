@@ -68,7 +68,8 @@ def pytest_configure(config: pytest.Config) -> None:
             pytest.exit(f"{TEST_DEVICE_ENV}={os.environ.get(TEST_DEVICE_ENV)!r}: {d!r} is not a device; "
                         "use cpu, cuda, cuda:N, auto, or a comma-separated list (cpu,cuda)", returncode=4)
         if dev.type not in ("cpu", "cuda"):
-            pytest.exit(f"{TEST_DEVICE_ENV}: {d!r} is not supported by the tests; use cpu or cuda", returncode=4)
+            pytest.exit(f"{TEST_DEVICE_ENV}: {d!r} is not supported by the tests; use cpu or cuda",
+                        returncode=4)
         if dev.type == "cuda":
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if (dev.index or 0) >= n:

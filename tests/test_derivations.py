@@ -112,7 +112,8 @@ def _ce_case(seed: int, b: int = 6, k: int = 7, device: torch.device = torch.dev
 def test_softmax_jacobian(device):
     z, _, _ = _ce_case(0, b=1, device=device)
     p = softmax_by_hand(z.detach())[0]
-    jac_hand = p[:, None] * (torch.eye(len(p), dtype=torch.float64, device=device) - p[None, :])   # (8): [k, i]
+    eye = torch.eye(len(p), dtype=torch.float64, device=device)
+    jac_hand = p[:, None] * (eye - p[None, :])   # (8): [k, i]
     jac = torch.autograd.functional.jacobian(lambda t: torch.softmax(t, 0), z.detach()[0])
     assert torch.allclose(jac_hand, jac, **TOL)
 

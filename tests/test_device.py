@@ -54,8 +54,9 @@ def lscpu_model() -> str:
     if not shutil.which("lscpu"):
         pytest.skip("lscpu (util-linux) is not installed")
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    return next(" ".join(line.split(":", 1)[1].split()) for line in out.splitlines()
-                if line.startswith("Model name:"))
+    return next(
+        " ".join(line.split(":", 1)[1].split()) for line in out.splitlines() if line.startswith("Model name:")
+    )
 
 
 def test_cpu_name_has_the_model_and_the_thread_count():
@@ -88,8 +89,10 @@ def test_the_demo_records_the_device_and_the_report_names_it(demo_run):
     want = "cuda" if torch.cuda.is_available() else "cpu"  # `cnnlens demo` takes no device flag
     assert rec["device"].split(":")[0] == want
     if want == "cpu":
-        assert rec["name"].startswith(f"cpu ({lscpu_model()}, ") and rec["name"].endswith(("thread)", "threads)"))
+        assert rec["name"].startswith(f"cpu ({lscpu_model()}, ") and rec["name"].endswith(
+            ("thread)", "threads)")
+        )
     page = (out / "report" / "index.html").read_text()
-    timing = page[page.index('<section id="timings">'):]
+    timing = page[page.index('<section id="timings">') :]
     assert f'<p id="device">Device: {html.escape(rec["name"])}</p>' in timing
     assert f"The analysis stages ran on {html.escape(rec['name'])} (torch {rec['torch']}" in timing

@@ -102,7 +102,8 @@ def test_gaussian_blur_equals_scipy(device):
     ref = np.stack([[gaussian_filter(c, 2.0, mode="mirror", truncate=3.0) for c in img] for img in x.numpy()])
     xd = x.to(device)
     torch.testing.assert_close(gaussian_blur(xd, 2.0).cpu(), torch.from_numpy(ref), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gaussian_blur(xd[0], 2.0).cpu(), torch.from_numpy(ref[0]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gaussian_blur(xd[0], 2.0).cpu(), torch.from_numpy(ref[0]), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_guided_backprop_equals_captum(setup):

@@ -457,7 +457,8 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _device():
-    """Where a command runs a loaded run's model: CUDA when present, else the CPU ($CNNLENS_DEVICE overrides)."""
+    """Where a command runs a loaded run's model: CUDA when present, else the CPU
+    ($CNNLENS_DEVICE overrides)."""
     from .device import default_device
 
     return default_device()

@@ -1,7 +1,8 @@
 """Which device cnnlens runs on when nobody says, and that device's name for people.
 
 The bottom layer (next to :mod:`cnnlens.io` and :mod:`cnnlens.config`): imports only torch,
-:mod:`cnnlens.errors` and :mod:`cnnlens.io`. Nothing is chosen at import time; every caller asks when it needs a device.
+:mod:`cnnlens.errors` and :mod:`cnnlens.io`. Nothing is chosen at import time; every caller asks
+when it needs a device.
 
 * :func:`default_device` -- ``cuda`` when a CUDA device is present, else ``cpu``; the environment
   variable ``CNNLENS_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) overrides it, and a Lightning
@@ -26,8 +27,9 @@ ENV = "CNNLENS_DEVICE"
 """Environment variable that overrides :func:`default_device` (e.g. ``CNNLENS_DEVICE=cpu``)."""
 
 
-def default_device(accelerator: str | None = None, *, cuda_available: bool | None = None,
-                   env: str | None = None) -> torch.device:
+def default_device(
+    accelerator: str | None = None, *, cuda_available: bool | None = None, env: str | None = None
+) -> torch.device:
     """The device to run on when the caller named none.
 
     Args:
@@ -48,7 +50,9 @@ def default_device(accelerator: str | None = None, *, cuda_available: bool | Non
         try:
             dev = torch.device(env.strip())
         except RuntimeError:
-            raise CnnlensError(f"{ENV}={env!r} is not a device; use cpu, cuda, cuda:N or mps (or unset it)") from None
+            raise CnnlensError(
+                f"{ENV}={env!r} is not a device; use cpu, cuda, cuda:N or mps (or unset it)"
+            ) from None
         where = f"{ENV}={env}"
     else:
         acc = (accelerator or "auto").lower()
@@ -59,8 +63,10 @@ def default_device(accelerator: str | None = None, *, cuda_available: bool | Non
             return torch.device("cpu")  # tpu, hpu, ...: their runs are loaded back onto the CPU
         dev, where = torch.device(names[acc]), f"accelerator {accelerator!r}"
     if dev.type == "cuda" and not have_cuda:
-        raise CnnlensError(f"{where} asks for CUDA, but torch finds no CUDA device (torch {torch.__version__}, "
-                           f"built for CUDA {torch.version.cuda or 'none'}); use cpu, or install a CUDA build of torch")
+        raise CnnlensError(
+            f"{where} asks for CUDA, but torch finds no CUDA device (torch {torch.__version__}, "
+            f"built for CUDA {torch.version.cuda or 'none'}); use cpu, or install a CUDA build of torch"
+        )
     return dev
 
 
@@ -76,8 +82,9 @@ def cpu_name() -> str:
         import subprocess
 
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                 timeout=5).stdout.strip()
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
             if out:
                 return out
         except (OSError, subprocess.SubprocessError):
@@ -100,8 +107,12 @@ def describe_device(device: str | torch.device) -> str:
 def device_record(device: str | torch.device) -> dict[str, str | None]:
     """What ``RUN/device.json`` holds: the device, its name, and the torch and CUDA versions."""
     dev = torch.device(device)
-    return {"device": str(dev), "name": describe_device(dev), "torch": torch.__version__,
-            "cuda": torch.version.cuda if dev.type == "cuda" else None}
+    return {
+        "device": str(dev),
+        "name": describe_device(dev),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if dev.type == "cuda" else None,
+    }
 
 
 def record_device(run_dir: str | os.PathLike[str], device: str | torch.device) -> dict[str, str | None]:
