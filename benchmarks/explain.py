@@ -184,7 +184,10 @@ def timeit(fn: Callable[[], object]) -> float:
 
 
 def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch: int, repeats: int,
-                device: str, ig_steps: int, nt: int, score_batch: int, only: list[str] | None = None) -> None:
+                device: str, ig_steps: int, nt: int, score_batch: int, only: list[str] | None = None
+                ) -> dict[str, object]:
+    """Prints the table; returns ``{"floor_ms": .., "rows": [{method, cnnlens_ms, peer, peer_ms}, ..]}``
+    (milliseconds per image, medians)."""
     model = model.to(device).eval()
     torch.manual_seed(1)
     x = torch.randn(batch, *shape, device=device)
@@ -211,6 +214,7 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
         if "many" in keep:
             keep.add("saliency+gradcam+gradient_x_input")
         jobs = [j for j in jobs if j[0] in keep]
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for _, _, fn, _ in jobs:  # warm-up
         fn()
     times: dict[tuple[str, str], list[float]] = {(m, i): [] for m, i, _, _ in jobs}
@@ -221,7 +225,8 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
         order = list(jobs)
         rng.shuffle(order)
         for m, i, fn, n in order:
-            times[(m, i)].append(timeit(fn) / n)
+            sync()
+            times[(m, i)].append(timeit(lambda: (fn(), sync())) / n)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     floor = med[("forward+backward", "raw")]
     print(f"\n### {label}, batch {batch} (scorecam: {score_batch}), {device}, median of {repeats} interleaved repeats")
@@ -231,17 +236,24 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     print("| method | cnnlens ms/img | x fwd+bwd | peer | peer ms/img | cnnlens / peer |")
     print("|---|---:|---:|---|---:|---:|")
     methods = list(dict.fromkeys(m for m, i, _, _ in jobs if i == "cnnlens"))
+    rows: list[dict[str, object]] = []
+    out: dict[str, object] = {"model": label, "batch": batch, "score_batch": score_batch, "floor_ms": floor,
+                              "rows": rows}
     for m in methods:
         ours = med[(m, "cnnlens")]
         peers = [(i, v) for (mm, i), v in med.items() if mm == m and i != "cnnlens"]
         for i, v in peers:
             print(f"| {m} | {ours:.3f} | {ours / floor:.2f} | {i} | {v:.3f} | {ours / v:.2f} |")
+            rows.append({"method": m, "cnnlens_ms": ours, "peer": i, "peer_ms": v})
     if ("saliency+gradcam+gradient_x_input", "explain_many") not in med:
-        return
+        return out
     many = med[("saliency+gradcam+gradient_x_input", "explain_many")]
     sep = med[("saliency+gradcam+gradient_x_input", "3 explain calls")]
     print(f"| saliency+gradcam+gradient_x_input | {many:.3f} (explain_many) | {many / floor:.2f} | "
           f"3 separate explain calls | {sep:.3f} | {many / sep:.2f} |")
+    rows.append({"method": "saliency+gradcam+gradient_x_input", "cnnlens_ms": many,
+                 "peer": "3 separate explain calls", "peer_ms": sep})
+    return out
 
 
 def main() -> None:

@@ -33,20 +33,26 @@ SIZE = 48
 # ---- 1. speed -----------------------------------------------------------------------------------------
 
 
-def speed(repeats: int, steps: int) -> None:
+def speed(repeats: int, steps: int, device: str = "cpu", n_filters: int = 64) -> dict[str, object]:
+    """Prints the table; returns the median seconds of each way and the speed-up of batching."""
     torch.manual_seed(0)
     m = create_model("compact", in_channels=1, num_classes=7, input_size=SIZE, widths=(32, 64, 96, 96)).eval()
+    m = m.to(device)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     layer = "cnn.4"  # 64 filters (read after its BatchNorm cnn.5)
     kw = dict(input_size=SIZE, mean=(0.5,), std=(0.25,), steps=steps, lr=0.05)
 
     def batched() -> None:
-        fv.render(m, fv.channel("cnn.5", torch.arange(64)), batch=64, seed=0, **kw)
+        fv.render(m, fv.channel("cnn.5", torch.arange(n_filters)), batch=n_filters, seed=0, **kw)
+        sync()
 
     def one_at_a_time() -> None:
-        for k in range(64):
+        for k in range(n_filters):
             fv.render(m, fv.channel("cnn.5", k), batch=1, seed=k, **kw)
+        sync()
 
-    times: dict[str, list[float]] = {"batched (1 run x 64 images)": [], "one at a time (64 runs x 1)": []}
+    times: dict[str, list[float]] = {f"batched (1 run x {n_filters} images)": [],
+                                     f"one at a time ({n_filters} runs x 1)": []}
     fns = dict(zip(times, (batched, one_at_a_time)))
     batched()  # warm-up
     for _ in range(repeats):
@@ -55,7 +61,7 @@ def speed(repeats: int, steps: int) -> None:
             fn()
             times[name].append(time.perf_counter() - t)
     print(
-        f"\n## speed: 64 filters of {layer} (compact 32-64-96-96, 1x{SIZE}x{SIZE}), {steps} steps, "
+        f"\n## speed: {n_filters} filters of {layer} (compact 32-64-96-96, 1x{SIZE}x{SIZE}), {steps} steps, "
         f"{repeats} interleaved repeats, {torch.get_num_threads()} thread(s)"
     )
     print("| | median s | all runs s |\n|---|---|---|")
@@ -63,6 +69,7 @@ def speed(repeats: int, steps: int) -> None:
         print(f"| {name} | {statistics.median(ts):.2f} | {', '.join(f'{t:.2f}' for t in ts)} |")
     a, b = (statistics.median(v) for v in times.values())
     print(f"speed-up of batching: {b / a:.1f}x")
+    return {"filters": n_filters, "steps": steps, "batched_s": a, "one_at_a_time_s": b, "speedup": b / a}
 
 
 # ---- 2. quality -----------------------------------------------------------------------------------------

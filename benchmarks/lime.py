@@ -111,20 +111,21 @@ def train_compact(images: torch.Tensor, labels: torch.Tensor, classes: int, step
 # ---- contenders ------------------------------------------------------------------------------
 
 def lime_package(model, x01: np.ndarray, seg: np.ndarray, target: int, n: int, bs: int, seed: int,
-                 mean, std) -> np.ndarray:
-    """lime's LimeImageExplainer as users call it (its defaults), on our superpixels; weights [M]."""
+                 mean, std, device: str | torch.device = "cpu") -> np.ndarray:
+    """lime's LimeImageExplainer as users call it (its defaults), on our superpixels; weights [M].
+    Its classifier function runs the model on ``device`` (the model must be there)."""
     from lime import lime_image
 
     grey = x01.ndim == 2
-    m_t = torch.tensor(mean).view(1, -1, 1, 1)
-    s_t = torch.tensor(std).view(1, -1, 1, 1)
+    m_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def classifier_fn(imgs: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(imgs).float().permute(0, 3, 1, 2)
+        t = torch.from_numpy(imgs).float().permute(0, 3, 1, 2).to(device)
         if grey:
             t = t[:, :1]
         with torch.no_grad():
-            return model((t - m_t) / s_t).softmax(1).numpy()
+            return model((t - m_t) / s_t).softmax(1).cpu().numpy()
 
     expl = lime_image.LimeImageExplainer(random_state=seed)
     e = expl.explain_instance(x01, classifier_fn, labels=(target,), top_labels=None, hide_color=None,

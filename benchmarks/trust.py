@@ -37,10 +37,11 @@ def reference_deletion(model, x, maps, targets, steps):
     out = np.zeros((n, steps + 1))
     with torch.no_grad():
         for i in range(n):
-            order = np.argsort(-maps[i].reshape(-1).numpy(), kind="stable")
+            order = np.argsort(-maps[i].reshape(-1).cpu().numpy(), kind="stable")
+            order = torch.from_numpy(order).to(x.device)
             for k in range(steps + 1):
                 img = x[i].clone().reshape(c, p)
-                img[:, torch.from_numpy(order[: (k * p) // steps])] = 0.0
+                img[:, order[: (k * p) // steps]] = 0.0
                 out[i, k] = torch.softmax(model(img.reshape(1, c, h, w)), 1)[0, targets[i]].item()
     return out
 

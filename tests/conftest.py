@@ -1,4 +1,13 @@
-"""Shared fixtures: one tiny demo run (through the real CLI) reused by the pipeline tests."""
+"""Shared fixtures: one tiny demo run (through the real CLI) reused by the pipeline tests, and the
+``device`` the oracle tests run on.
+
+``CNNLENS_TEST_DEVICE`` chooses the devices of every test that takes the ``device`` fixture (the oracle
+tests: Captum, pytorch-grad-cam, lime, exact Shapley, hand-computed values): unset -> ``cpu``;
+``cuda`` (or ``cuda:N``) -> that GPU; ``cpu,cuda`` -> each such test once per device; ``auto`` ->
+``cuda`` when present, else ``cpu``. A CUDA device that torch cannot see stops the session at once
+(exit status 4) with the reason: a GPU check that silently ran on the CPU would prove nothing. On CUDA
+the tests run in full float32 (TF32 off for convolutions and matmuls), so the tolerances are the CPU's.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -31,3 +41,55 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     p = cli("demo", "--fast", "--out", str(out))
     return out, p
 
+
+
+TEST_DEVICE_ENV = "CNNLENS_TEST_DEVICE"
+
+
+def _test_devices() -> list[str]:
+    raw = [d.strip().lower() for d in os.environ.get(TEST_DEVICE_ENV, "").split(",") if d.strip()]
+    out: list[str] = []
+    for d in raw or ["cpu"]:
+        if d == "auto":
+            d = "cuda" if torch.cuda.is_available() else "cpu"
+        if d not in out:
+            out.append(d)
+    return out
+
+
+TEST_DEVICES = _test_devices()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for d in TEST_DEVICES:
+        try:
+            dev = torch.device(d)
+        except RuntimeError:
+            pytest.exit(f"{TEST_DEVICE_ENV}={os.environ.get(TEST_DEVICE_ENV)!r}: {d!r} is not a device; "
+                        "use cpu, cuda, cuda:N, auto, or a comma-separated list (cpu,cuda)", returncode=4)
+        if dev.type not in ("cpu", "cuda"):
+            pytest.exit(f"{TEST_DEVICE_ENV}: {d!r} is not supported by the tests; use cpu or cuda",
+                        returncode=4)
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (dev.index or 0) >= n:
+                pytest.exit(f"{TEST_DEVICE_ENV}={os.environ.get(TEST_DEVICE_ENV)} asks for {d}, but torch "
+                            f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'}) sees {n} CUDA "
+                            f"device(s); unset it to test on the CPU", returncode=4)
+
+
+@pytest.fixture(params=TEST_DEVICES)
+def device(request: pytest.FixtureRequest):
+    """The device of an oracle test (one parametrization per device in ``CNNLENS_TEST_DEVICE``).
+    On CUDA, TF32 is off for the test's duration (and restored), so float32 means float32."""
+    dev = torch.device(request.param)
+    if dev.type != "cuda":
+        yield dev
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.cuda.device(dev):
+            yield dev
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -1,4 +1,5 @@
-"""docs/derivations.md, formula by formula, in plain torch against autograd (float64, 1e-10)."""
+"""docs/derivations.md, formula by formula, in plain torch against autograd (float64, 1e-10), on the
+``device`` fixture's devices (``CNNLENS_TEST_DEVICE``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ TOL = dict(rtol=0, atol=1e-10)
 EPS = 1e-5
 
 
-def _bn_case(shape: tuple[int, ...], seed: int):
-    g = torch.Generator().manual_seed(seed)
+def _bn_case(shape: tuple[int, ...], seed: int, device: torch.device = torch.device("cpu")):
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same numbers on every device
     c = shape[1]
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1.5).requires_grad_(True)
-    gamma = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
-    beta = torch.randn(c, generator=g, dtype=torch.float64).requires_grad_(True)
-    up = torch.randn(shape, generator=g, dtype=torch.float64)  # dL/dy from above
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1.5).to(device).requires_grad_(True)
+    gamma = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).to(device).requires_grad_(True)
+    beta = torch.randn(c, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
+    up = torch.randn(shape, generator=g, dtype=torch.float64).to(device)  # dL/dy from above
     return x, gamma, beta, up
 
 
@@ -53,8 +54,8 @@ def by_hand(x: torch.Tensor, gamma: torch.Tensor, up: torch.Tensor) -> dict[str,
 
 
 @pytest.mark.parametrize("shape", [(16, 5), (4, 3, 5, 6), (1, 2, 7, 3)])
-def test_batchnorm_backward_matches_autograd(shape):
-    x, gamma, beta, up = _bn_case(shape, seed=sum(shape))
+def test_batchnorm_backward_matches_autograd(shape, device):
+    x, gamma, beta, up = _bn_case(shape, seed=sum(shape), device=device)
     y = F.batch_norm(x, None, None, gamma, beta, training=True, eps=EPS)
     dx, dgamma, dbeta = torch.autograd.grad(y, (x, gamma, beta), up)
     h = by_hand(x, gamma, up)
@@ -66,10 +67,10 @@ def test_batchnorm_backward_matches_autograd(shape):
     assert dx.abs().max() > 1e-3  # a real gradient, not a trivially zero one
 
 
-def test_batchnorm_module_in_training_mode_and_running_stats_do_not_matter():
+def test_batchnorm_module_in_training_mode_and_running_stats_do_not_matter(device):
     """nn.BatchNorm2d in train mode (running statistics set to junk) gives the same gradients."""
-    x, gamma, beta, up = _bn_case((3, 4, 5, 5), seed=7)
-    bn = nn.BatchNorm2d(4, eps=EPS).double().train()
+    x, gamma, beta, up = _bn_case((3, 4, 5, 5), seed=7, device=device)
+    bn = nn.BatchNorm2d(4, eps=EPS).double().to(device).train()
     with torch.no_grad():
         bn.weight.copy_(gamma)
         bn.bias.copy_(beta)
@@ -83,13 +84,13 @@ def test_batchnorm_module_in_training_mode_and_running_stats_do_not_matter():
     assert torch.allclose(h["dbeta"], bn.bias.grad, **TOL)
 
 
-def test_batchnorm_gradient_identities():
+def test_batchnorm_gradient_identities(device):
     """Shifting the batch changes nothing: sum_i dL/dx_i = 0; scaling only through epsilon:
     sum_i xhat_i dL/dx_i = (gamma/s) * sum_j g_j xhat_j * eps / (sigma^2 + eps)."""
-    x, gamma, _, up = _bn_case((8, 3, 4, 4), seed=3)
+    x, gamma, _, up = _bn_case((8, 3, 4, 4), seed=3, device=device)
     h = by_hand(x, gamma, up)
     dxc = _per_channel(h["dx"])
-    assert torch.allclose(dxc.sum(1), torch.zeros(3, dtype=torch.float64), **TOL)
+    assert torch.allclose(dxc.sum(1), torch.zeros(3, dtype=torch.float64, device=device), **TOL)
     lhs = (h["xhat"] * dxc).sum(1)
     rhs = (gamma.detach()[:, None] / h["s"] * (h["gc"] * h["xhat"]).sum(1, keepdim=True)
            * EPS / (h["var"] + EPS)).squeeze(1)
@@ -101,24 +102,25 @@ def softmax_by_hand(z: torch.Tensor) -> torch.Tensor:
     return e / e.sum(1, keepdim=True)
 
 
-def _ce_case(seed: int, b: int = 6, k: int = 7):
+def _ce_case(seed: int, b: int = 6, k: int = 7, device: torch.device = torch.device("cpu")):
     g = torch.Generator().manual_seed(seed)
-    z = (torch.randn(b, k, generator=g, dtype=torch.float64) * 4).requires_grad_(True)
-    labels = torch.randint(0, k, (b,), generator=g)
+    z = (torch.randn(b, k, generator=g, dtype=torch.float64) * 4).to(device).requires_grad_(True)
+    labels = torch.randint(0, k, (b,), generator=g).to(device)
     return z, labels, F.one_hot(labels, k).double()
 
 
-def test_softmax_jacobian():
-    z, _, _ = _ce_case(0, b=1)
+def test_softmax_jacobian(device):
+    z, _, _ = _ce_case(0, b=1, device=device)
     p = softmax_by_hand(z.detach())[0]
-    jac_hand = p[:, None] * (torch.eye(len(p), dtype=torch.float64) - p[None, :])   # (8): [k, i]
+    eye = torch.eye(len(p), dtype=torch.float64, device=device)
+    jac_hand = p[:, None] * (eye - p[None, :])   # (8): [k, i]
     jac = torch.autograd.functional.jacobian(lambda t: torch.softmax(t, 0), z.detach()[0])
     assert torch.allclose(jac_hand, jac, **TOL)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_cross_entropy_gradient_is_softmax_minus_y(smoothing):
-    z, labels, onehot = _ce_case(1)
+def test_cross_entropy_gradient_is_softmax_minus_y(smoothing, device):
+    z, labels, onehot = _ce_case(1, device=device)
     k = z.shape[1]
     y = (1 - smoothing) * onehot + smoothing / k
     # per-example sum: (9)
@@ -130,10 +132,10 @@ def test_cross_entropy_gradient_is_softmax_minus_y(smoothing):
     assert torch.allclose(dz_mean, (softmax_by_hand(z.detach()) - y) / z.shape[0], **TOL)
 
 
-def test_targets_not_summing_to_one_give_p_sum_y_minus_y():
+def test_targets_not_summing_to_one_give_p_sum_y_minus_y(device):
     """The sum(y) = 1 step matters: for other targets the gradient is p * sum(y) - y."""
-    z, _, _ = _ce_case(2)
-    y = torch.rand(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2
+    z, _, _ = _ce_case(2, device=device)
+    y = (torch.rand(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2).to(device)
     loss = -(y * torch.log_softmax(z, 1)).sum()
     (dz,) = torch.autograd.grad(loss, z)
     p = softmax_by_hand(z.detach())

@@ -1,4 +1,7 @@
-"""Hand-set weights, axioms, guided-method safety, targets/layers, explain_many, the Captum bridge."""
+"""Hand-set weights, axioms, guided-method safety, targets/layers, explain_many, the Captum bridge.
+
+The hand-computed and axiom tests run on the ``device`` fixture's devices (``CNNLENS_TEST_DEVICE``,
+tests/conftest.py); the values they compare with are computed on the CPU."""
 
 from __future__ import annotations
 
@@ -34,34 +37,34 @@ def hand_model() -> nn.Module:
     return nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
 
 
-X = torch.tensor([[1.0, -2.0, 3.0], [0.0, 2.0, -1.0], [4.0, -3.0, 1.0]]).view(1, 1, 3, 3)
+XX = torch.tensor([[1.0, -2.0, 3.0], [0.0, 2.0, -1.0], [4.0, -3.0, 1.0]]).view(1, 1, 3, 3)
 
 
-def test_saliency_by_hand():
+def test_saliency_by_hand(device):
     # y_t = sum_k V_tk mean_ij ReLU(a_k x_ij)  =>  dy_t/dx_ij = sum_k V_tk a_k 1[a_k x_ij > 0] / 9
     # target 0: x>0 -> 2*1/9, x<0 -> 1*(-1)/9, x=0 -> 0;  saliency = |.|
-    m = hand_model()
-    s0 = cnnlens.explain(m, X, "saliency", target=0).maps[0]
+    m, X = hand_model().to(device), XX.to(device)
+    s0 = cnnlens.explain(m, X, "saliency", target=0).maps[0].cpu()
     torch.testing.assert_close(s0, torch.tensor([[2, 1, 2], [0, 2, 1], [2, 1, 2]]) / 9.0)
     # target 1: x>0 -> -1*1/9, x<0 -> 3*(-1)/9
-    s1 = cnnlens.explain(m, X, "saliency", target=1).maps[0]
+    s1 = cnnlens.explain(m, X, "saliency", target=1).maps[0].cpu()
     torch.testing.assert_close(s1, torch.tensor([[1, 3, 1], [0, 1, 3], [1, 3, 1]]) / 9.0)
     # gradient x input, target 0: x * dy/dx
-    g = cnnlens.explain(m, X, "gradient_x_input", target=0).maps[0]
+    g = cnnlens.explain(m, X, "gradient_x_input", target=0).maps[0].cpu()
     torch.testing.assert_close(g, torch.tensor([[2, 2, 6], [0, 4, 1], [8, 3, 2]]) / 9.0)
 
 
-def test_gradcam_by_hand():
+def test_gradcam_by_hand(device):
     # layer = the conv: A_1 = x, A_2 = -x; dy_t/dA_kij = V_tk 1[A_kij > 0] / 9
     # w_k = mean_ij(.) = V_tk * (#positives of A_k) / 81; x has 5 positives, 3 negatives
     # target 0: w = (2*5, 1*3)/81 -> cam = ReLU(10/81 x - 3/81 x) = 7/81 ReLU(x)
-    m = hand_model()
+    m, X = hand_model().to(device), XX.to(device)
     e = cnnlens.explain(m, X, "gradcam", target=0)
     assert e.layer == "0"
-    torch.testing.assert_close(e.maps[0], torch.tensor([[1, 0, 3], [0, 2, 0], [4, 0, 1]]) * 7 / 81.0)
+    torch.testing.assert_close(e.maps[0].cpu(), torch.tensor([[1, 0, 3], [0, 2, 0], [4, 0, 1]]) * 7 / 81.0)
     # target 1: w = (-1*5, 3*3)/81 -> cam = ReLU(-5/81 x - 9/81 x) = 14/81 ReLU(-x)
     e = cnnlens.explain(m, X, "gradcam", target=1)
-    torch.testing.assert_close(e.maps[0], torch.tensor([[0, 2, 0], [0, 0, 1], [0, 3, 0]]) * 14 / 81.0)
+    torch.testing.assert_close(e.maps[0].cpu(), torch.tensor([[0, 2, 0], [0, 0, 1], [0, 3, 0]]) * 14 / 81.0)
     assert not e.extras["zero_maps"].any()
 
 
@@ -75,11 +78,12 @@ def test_all_zero_cam_is_reported_not_divided(method):
 
 # ---- axioms ------------------------------------------------------------------------------------------
 
-def test_ig_completeness_under_one_percent_at_64_steps():
+def test_ig_completeness_under_one_percent_at_64_steps(device):
     # a model trained (briefly) on planted squares, explaining its predictions: f(x) - f(x') is
     # several logits, and the default 64-step Gauss-Legendre rule closes the gap to < 1%
-    model = trained_gray_compact(steps=24)
+    model = trained_gray_compact(steps=24).to(device)
     x, y = planted_data(6, seed=5)
+    x = x.to(device)
     for baseline in ("zeros", "blur"):
         e = cnnlens.explain(model, x, "integrated_gradients", baseline=baseline)
         assert e.extras["steps"] == 64
@@ -91,13 +95,13 @@ def test_ig_completeness_under_one_percent_at_64_steps():
         assert (gap < 0.01).all(), (baseline, gap)
 
 
-def test_ig_per_image_baselines_follow_their_images_across_chunks():
+def test_ig_per_image_baselines_follow_their_images_across_chunks(device):
     import captum.attr as captum_attr
 
     torch.manual_seed(3)
-    model = resnet().eval()
-    x = torch.randn(5, 3, 20, 20)
-    base = torch.randn(5, 3, 20, 20) * 0.1
+    model = resnet().eval().to(device)
+    x = torch.randn(5, 3, 20, 20).to(device)
+    base = (torch.randn(5, 3, 20, 20) * 0.1).to(device)
     t = [0, 1, 2, 3, 0]
     ref = captum_attr.IntegratedGradients(model).attribute(x, baselines=base, target=t, n_steps=8).sum(1)
     for chunk in (2, 5):
@@ -107,10 +111,10 @@ def test_ig_per_image_baselines_follow_their_images_across_chunks():
     torch.testing.assert_close(many["integrated_gradients"].maps, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_ig_on_linear_model_is_exact():
+def test_ig_on_linear_model_is_exact(device):
     # f(x) = w.x: IG = (x - x') * w exactly, for any quadrature
-    lin = nn.Sequential(nn.Conv2d(2, 3, 5, padding=2), nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
-    x = torch.randn(2, 2, 6, 6)
+    lin = nn.Sequential(nn.Conv2d(2, 3, 5, padding=2), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).to(device)
+    x = torch.randn(2, 2, 6, 6).to(device)
     gxi = cnnlens.explain(lin, x, "gradient_x_input", target=1).maps
     for q in ("gausslegendre", "riemann_trapezoid", "riemann_left"):
         ig = cnnlens.explain(lin, x, "integrated_gradients", target=1, steps=3, quadrature=q)
@@ -118,9 +122,9 @@ def test_ig_on_linear_model_is_exact():
         assert ig.extras["completeness_gap"].max() < 1e-4
 
 
-def test_noise_tunnel_axioms():
-    lin = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 5 * 5, 3))
-    x = torch.randn(3, 1, 5, 5)
+def test_noise_tunnel_axioms(device):
+    lin = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 5 * 5, 3)).to(device)
+    x = torch.randn(3, 1, 5, 5).to(device)
     sal = cnnlens.explain(lin, x, "saliency").maps
     # a linear model has the same gradient everywhere: noise changes nothing
     sg = cnnlens.explain(lin, x, "smoothgrad", n_samples=7, stdev=0.5)
@@ -128,8 +132,8 @@ def test_noise_tunnel_axioms():
     var = cnnlens.explain(lin, x, "saliency", nt_samples=5, nt_stdev=0.5, nt_type="vargrad").maps
     assert var.abs().max() < 1e-6
     # zero noise on a non-linear model: the noise tunnel is the method itself
-    model = resnet().eval()
-    xr = torch.randn(2, 3, 20, 20)
+    model = resnet().eval().to(device)
+    xr = torch.randn(2, 3, 20, 20).to(device)
     for m in ("gradient_x_input", "guided_backprop"):
         plain = cnnlens.explain(model, xr, m).maps
         nt = cnnlens.explain(model, xr, m, nt_samples=3, nt_stdev=0.0, batch_size=4).maps
@@ -143,15 +147,16 @@ def test_noise_tunnel_axioms():
     assert (a - cnnlens.explain(model, xr, "saliency").maps).abs().max() > 1e-4
 
 
-def test_smoothgrad_is_mean_of_saliency_on_noisy_copies():
-    model = gray_compact().eval()
-    x = torch.randn(2, 1, 16, 16)
-    t = torch.tensor([0, 2])
+def test_smoothgrad_is_mean_of_saliency_on_noisy_copies(device):
+    model = gray_compact().eval().to(device)
+    x = torch.randn(2, 1, 16, 16).to(device)
+    t = torch.tensor([0, 2], device=device)
     n, stdev = 5, 0.2
     sg = cnnlens.explain(model, x, "smoothgrad", target=t, n_samples=n, stdev=stdev, seed=7, reduce="sum")
-    # the same noise, drawn the documented way: N(0, 1) [n, B, C, H, W] * stdev * (max - min) per image
-    g = torch.Generator().manual_seed(7)
-    noise = torch.randn((n, *x.shape), generator=g)
+    # the same noise, drawn the documented way: N(0, 1) [n, B, C, H, W] from a generator on x's device
+    # seeded with seed, times stdev * (max - min) per image
+    g = torch.Generator(device=device).manual_seed(7)
+    noise = torch.randn((n, *x.shape), generator=g, device=device)
     sigma = stdev * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
     ref = torch.zeros_like(x)
     for i in range(n):
@@ -313,10 +318,10 @@ def test_explain_many_options():
 
 # ---- Captum bridge ------------------------------------------------------------------------------------
 
-def test_captum_bridge():
+def test_captum_bridge(device):
     captum_attr = pytest.importorskip("captum.attr")
-    model = resnet().eval()
-    x = torch.randn(2, 3, 20, 20)
+    model = resnet().eval().to(device)
+    x = torch.randn(2, 3, 20, 20).to(device)
     e = cnnlens.explain(model, x, "captum:InputXGradient", target=1)
     torch.testing.assert_close(e.maps, cnnlens.explain(model, x, "gradient_x_input", target=1).maps)
     assert e.signed and e.layer is None

@@ -1,4 +1,7 @@
-"""cnnlens's own methods against independent references: Captum and pytorch-grad-cam (1e-5)."""
+"""cnnlens's own methods against independent references: Captum and pytorch-grad-cam (1e-5).
+
+Every comparison runs on the ``device`` fixture's devices (tests/conftest.py: ``CNNLENS_TEST_DEVICE``,
+default ``cpu``; ``cuda`` on a GPU machine), the references on the same device, same tolerances."""
 
 from __future__ import annotations
 
@@ -32,11 +35,11 @@ def close(mine: torch.Tensor, ref: torch.Tensor | np.ndarray, tol: float = 1e-5)
 
 
 @pytest.fixture(params=ARCHS, ids=[a[0] for a in ARCHS])
-def setup(request):
+def setup(request, device):
     name, factory, shape = request.param
-    model = factory().eval()
+    model = factory().eval().to(device)
     torch.manual_seed(1)
-    x = torch.randn(3, *shape)
+    x = torch.randn(3, *shape).to(device)  # drawn on the CPU: the same numbers on every device
     with torch.no_grad():
         pred = model(x).argmax(1)
     # explain a mix of predicted and non-predicted classes
@@ -77,8 +80,10 @@ def test_integrated_gradients_equals_captum(setup, method):
     with torch.no_grad():
         fx = model(x).gather(1, t[:, None]).squeeze(1)
         f0 = model(torch.zeros_like(x)).gather(1, t[:, None]).squeeze(1)
-    torch.testing.assert_close(e.extras["delta"], fx - f0, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(e.extras["completeness_gap"], delta.abs() / (fx - f0).abs(), rtol=1e-3, atol=1e-6)
+    assert e.maps.device == x.device
+    torch.testing.assert_close(e.extras["delta"].cpu(), (fx - f0).cpu(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(e.extras["completeness_gap"].cpu(), (delta.abs() / (fx - f0).abs()).cpu(),
+                               rtol=1e-3, atol=1e-6)
 
 
 def test_integrated_gradients_blur_baseline_equals_captum(setup):
@@ -89,14 +94,16 @@ def test_integrated_gradients_blur_baseline_equals_captum(setup):
     close(e.maps, ref.sum(1))
 
 
-def test_gaussian_blur_equals_scipy():
+def test_gaussian_blur_equals_scipy(device):
     from scipy.ndimage import gaussian_filter
 
     x = torch.randn(2, 3, 17, 23)
     # the one blur (cnnlens.fill): reflect padding, which is scipy's "mirror"
     ref = np.stack([[gaussian_filter(c, 2.0, mode="mirror", truncate=3.0) for c in img] for img in x.numpy()])
-    torch.testing.assert_close(gaussian_blur(x, 2.0), torch.from_numpy(ref), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gaussian_blur(x[0], 2.0), torch.from_numpy(ref[0]), rtol=1e-5, atol=1e-6)
+    xd = x.to(device)
+    torch.testing.assert_close(gaussian_blur(xd, 2.0).cpu(), torch.from_numpy(ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gaussian_blur(xd[0], 2.0).cpu(), torch.from_numpy(ref[0]), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_guided_backprop_equals_captum(setup):
@@ -155,7 +162,7 @@ def test_cam_equals_pytorch_grad_cam(setup, raw_pgc, method):
     close(e.extras["cam"], ref)
     # the upsampled map is the layer-resolution map, bilinearly resized
     ups = torch.nn.functional.interpolate(e.extras["cam"][:, None], size=x.shape[-2:], mode="bilinear")[:, 0]
-    torch.testing.assert_close(e.maps, ups)
+    torch.testing.assert_close(e.maps.cpu(), ups.cpu())
 
 
 def test_gradcam_normalized_equals_pytorch_grad_cam(setup):
@@ -180,11 +187,12 @@ def test_eigencam_equals_pytorch_grad_cam_up_to_sign(setup, raw_pgc):
     with torch.no_grad():
         model(x)
     h.remove()
-    ref = torch.from_numpy(get_2d_projection(acts["a"].numpy()))
+    ref = torch.from_numpy(get_2d_projection(acts["a"].cpu().numpy()))
     e = cnnlens.explain(model, x, "eigencam", target=t)
-    proj = e.extras["projection"]
+    proj = e.extras["projection"].cpu()
     sign = torch.sign((proj * ref).flatten(1).sum(1))[:, None, None]
     close(proj * sign, ref)
     close(e.extras["cam"], proj.clamp_min(0))
+    assert e.maps.device == x.device
     # pytorch-grad-cam's output is ReLU of its own (arbitrary-sign) projection
     close(torch.from_numpy(ref_relu), ref.clamp_min(0))

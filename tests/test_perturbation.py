@@ -3,6 +3,8 @@ reproducibility, bounded memory, untouched model, errors."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
 
@@ -16,6 +18,17 @@ import cnnlens
 from cnnlens.explain.perturbation import (auto_batch_size, lime_coalitions, rise_grids, rise_masks, top_k_mask,
                                           weighted_ridge)
 from cnnlens.explain.segmentation import grid_segments, segment, to_unit_range
+
+
+def explain_on(device: torch.device, model: nn.Module, x: torch.Tensor, method: str, **kw):
+    """``cnnlens.explain`` on ``device`` (a copy of the model moved there; options such as ``segments``
+    stay where the caller made them, on the CPU); the result's tensors come back to the CPU, where the
+    references are computed."""
+    e = cnnlens.explain(copy.deepcopy(model).to(device), x.to(device), method, **kw)
+    assert e.maps.device.type == device.type
+    back = lambda v: v.cpu() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return dataclasses.replace(e, maps=e.maps.cpu(), targets=e.targets.cpu(), probs=back(e.probs),
+                               extras={k: back(v) for k, v in e.extras.items()})
 
 
 def tiny_cnn(c: int = 1, k: int = 3, seed: int = 0) -> nn.Module:
@@ -64,12 +77,12 @@ def lime_package_explanation(model: nn.Module, x: torch.Tensor, seg: torch.Tenso
 
 
 @pytest.mark.parametrize("sampling", ["paired", "iid"])
-def test_lime_equals_lime_package_on_same_segments_and_coalitions(sampling):
+def test_lime_equals_lime_package_on_same_segments_and_coalitions(sampling, device):
     model = tiny_cnn(1)
     x = image(1, 16)
     seg = grid_segments(16, 16, 16)
     n = 300
-    exp = cnnlens.explain(model, x, "lime", n_samples=n, seed=3, segments=seg, sampling=sampling)
+    exp = explain_on(device, model, x, "lime", n_samples=n, seed=3, segments=seg, sampling=sampling)
     m = int(seg.max()) + 1
     z = lime_coalitions(n, m, 3, sampling)
     target = int(exp.targets[0])
@@ -131,13 +144,13 @@ def exact_shapley(model: nn.Module, x: torch.Tensor, base: torch.Tensor, seg: to
     return phi
 
 
-def test_kernel_shap_exact_path_and_sampling_converge_to_shapley_values():
+def test_kernel_shap_exact_path_and_sampling_converge_to_shapley_values(device):
     model = tiny_cnn(1, seed=2)
     x = image(1, 12, seed=5)
     seg = grid_segments(12, 12, 9)  # 3 x 3 = 9 superpixels
     assert int(seg.max()) + 1 == 9
     opts = dict(segments=seg, output="logit", baseline=0.0)
-    exp = cnnlens.explain(model, x, "kernel_shap", n_samples=1024, **opts)
+    exp = explain_on(device, model, x, "kernel_shap", n_samples=1024, **opts)
     target = int(exp.targets[0])
     ref = exact_shapley(model, x, torch.zeros_like(x[0]), seg, target)
     assert bool(exp.extras["exact"][0])
@@ -148,7 +161,7 @@ def test_kernel_shap_exact_path_and_sampling_converge_to_shapley_values():
 
     errs = []
     for n in (60, 3000):
-        e = cnnlens.explain(model, x, "kernel_shap", n_samples=n, exact=False, seed=1, **opts)
+        e = explain_on(device, model, x, "kernel_shap", n_samples=n, exact=False, seed=1, **opts)
         assert not bool(e.extras["exact"][0])
         errs.append(np.abs(e.extras["weights"][0].numpy() - ref).max())
     scale = np.abs(ref).max()
@@ -157,12 +170,12 @@ def test_kernel_shap_exact_path_and_sampling_converge_to_shapley_values():
 
 
 @pytest.mark.parametrize("output", ["prob", "logit"])
-def test_occlusion_equals_captum(output):
+def test_occlusion_equals_captum(output, device):
     from captum.attr import Occlusion
 
     model = tiny_cnn(3, seed=4)
     x = image(3, 20, seed=2)
-    exp = cnnlens.explain(model, x, "occlusion", window=5, stride=4, baseline=0.0, output=output)
+    exp = explain_on(device, model, x, "occlusion", window=5, stride=4, baseline=0.0, output=output)
 
     model.eval()
     fwd = (lambda t: model(t).softmax(1)) if output == "prob" else model
@@ -172,14 +185,14 @@ def test_occlusion_equals_captum(output):
     torch.testing.assert_close(exp.maps, ref.sum(1), atol=1e-5, rtol=1e-4)
 
 
-def test_rise_equals_the_papers_masks_and_average():
+def test_rise_equals_the_papers_masks_and_average(device):
     """The RISE saliency, recomputed as in Petsiuk et al.'s code: skimage bilinear resize, crop, average."""
     from skimage.transform import resize
 
     model = tiny_cnn(1, seed=6)
     x = image(1, 16, seed=3)
     n, s, p = 64, 4, 0.5
-    exp = cnnlens.explain(model, x, "rise", n_samples=n, grid=s, p=p, seed=7, batch_size=10)
+    exp = explain_on(device, model, x, "rise", n_samples=n, grid=s, p=p, seed=7, batch_size=10)
     grids, dy, dx, (ch, cw) = rise_grids(n, s, p, 16, 16, 7)
     masks = np.empty((n, 16, 16))
     for i in range(n):
@@ -187,7 +200,7 @@ def test_rise_equals_the_papers_masks_and_average():
                     anti_aliasing=False)
         masks[i] = up[dy[i]:dy[i] + 16, dx[i]:dx[i] + 16]
     assert masks.min() >= 0 and masks.max() <= 1 and 0.3 < masks.mean() < 0.7
-    np.testing.assert_allclose(rise_masks(grids, dy, dx, (ch, cw), (16, 16), torch.device("cpu")).numpy(),
+    np.testing.assert_allclose(rise_masks(grids.to(device), dy, dx, (ch, cw), (16, 16), device).cpu().numpy(),
                                masks, atol=1e-6)
     model.eval()
     with torch.no_grad():

@@ -407,7 +407,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_run
     from .train import load_run
 
-    run = load_run(args.run, trust_code=args.trust_code)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, args.split, progress=cb, tta=args.tta)
     _print_eval(res)
@@ -459,7 +459,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     from .pipeline import explain_run
     from .train import load_run
 
-    run = load_run(args.run, trust_code=args.trust_code)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.all:
         from .explain.stream import explain_stream
@@ -530,6 +530,14 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device():
+    """Where a command runs a loaded run's model: CUDA when present, else the CPU
+    ($CNNLENS_DEVICE overrides)."""
+    from .device import default_device
+
+    return default_device()
+
+
 def _pipeline(args: argparse.Namespace, sizes, hold: contextlib.ExitStack | None = None) -> Path:
     """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json.
 
@@ -542,6 +550,10 @@ def _pipeline(args: argparse.Namespace, sizes, hold: contextlib.ExitStack | None
     if run is None:  # a data-parallel worker process: rank 0 carries on alone
         raise SystemExit(0)
     reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
+    from .device import default_device
+
+    # train() hands the model back on the CPU (Lightning's teardown): the analysis runs where training ran
+    run.model.to(default_device(args.accelerator))
     record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
     with Progress("evaluating") as cb:
         res = evaluate_run(run, getattr(args, "split", None), progress=cb)
@@ -823,7 +835,7 @@ def _run_filters(args: argparse.Namespace) -> int:
     from .featureviz.runs import filters_run, parse_channels
     from .train import load_run
 
-    run = load_run(args.run, trust_code=args.trust_code)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     with Progress("rendering filters") as cb:
         info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
                            seed=args.seed, examples=args.examples, progress=cb)
@@ -847,7 +859,7 @@ def _run_featuremaps(args: argparse.Namespace) -> int:
     from .featureviz.runs import featuremaps_run
     from .train import load_run
 
-    run = load_run(args.run, trust_code=args.trust_code)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     info = featuremaps_run(run, args.layer, args.image)
     fig = run.path / "featureviz" / info["figure"]
     console.print(f"wrote {safe(fig)} ({info['shape'][0]:d} maps of {safe(info['layer'])})")
@@ -878,7 +890,7 @@ def _run_dream(args: argparse.Namespace) -> int:
     from .featureviz.runs import dream_run
     from .train import load_run
 
-    run = load_run(args.run, trust_code=args.trust_code)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     with Progress("dreaming") as cb:
         info = dream_run(run, args.image, args.layer, args.channel, steps=args.steps, every=args.every,
                          octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
@@ -935,7 +947,7 @@ def _run_trust(args: argparse.Namespace) -> int:
     from .report.fig_trust import plot_trust
     from .train import load_run
 
-    run = load_run(args.run, trust_code=args.trust_code)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     ds = run.dataset  # normalized as the model expects (model.json)
     args.split = label_split(ds, args.split)
     cfg = FAST if args.fast else TrustConfig()

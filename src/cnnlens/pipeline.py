@@ -599,6 +599,7 @@ OUTPUTS = (
     "report",
     "timings.json",
     "stages.json",
+    "device.json",
     "submission.csv",
     "submission.skipped.csv",
 )
@@ -631,6 +632,10 @@ def analyze(
                 yield cb
 
     done = ["model summary", "data"]
+    from .device import record_device
+    from .explain.core import model_device
+
+    record_device(run.path, model_device(run.model))  # RUN/device.json: the report names the device
     summarize_run(run)
     describe_data(run)
     if "explain" not in skip:

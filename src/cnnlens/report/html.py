@@ -699,18 +699,25 @@ def _timings(r: _Run) -> dict[str, Any] | None:
             rows.append({"stage": stage, "wall": float(v), "cpu": None})
     total = sum(x["wall"] or 0 for x in rows)
     stages = read_json(r.path / "stages.json") if (r.path / "stages.json").exists() else None
+    dev = read_json(r.path / "device.json") if (r.path / "device.json").exists() else None
+    device = dev.get("name") if isinstance(dev, dict) and isinstance(dev.get("name"), str) else None
+    on = ""
+    if device:
+        versions = f"torch {dev.get('torch')}" + (f", CUDA {dev['cuda']}" if dev.get("cuda") else "")
+        on = f" The analysis stages ran on {device} ({versions})."
     return {
+        "device": device,
         "rows": rows,
         "total": total,
         "sizes": stages["sizes"] if stages else None,
         "findings": [
             F._f(
                 f"All stages together took {total:.1f} s of wall-clock time; the longest was "
-                f"{max(rows, key=lambda x: x['wall'] or 0)['stage']}.",
-                "timings.json",
+                f"{max(rows, key=lambda x: x['wall'] or 0)['stage']}.{on}",
+                "timings.json" + (", device.json" if device else ""),
             )
         ]
         if rows
         else [],
-        "raw": ["timings.json", "stages.json"],
+        "raw": ["timings.json", "stages.json"] + (["device.json"] if device else []),
     }
