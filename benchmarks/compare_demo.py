@@ -48,7 +48,8 @@ def diff(a: Any, b: Any, where: str = "", skip: set[str] = frozenset()) -> list[
         if len(a) != len(b):
             return [f"{where}: {len(a)} items != {len(b)} items"]
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{where}[{i}]", skip)]
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, int | float) or not isinstance(b, int | float):
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    if not numbers:
         return [] if a == b else [f"{where}: {a!r} != {b!r}"]
     return [] if close(float(a), float(b)) else [f"{where}: {a!r} != {b!r}"]
 
@@ -116,7 +117,8 @@ def main(argv: list[str]) -> int:
     for rel, skip in (("eval/metrics.json", set()), ("trust/scores.json", TIME_KEYS)):
         d = compare_json(base, new, rel, skip)
         bad += bool(d)
-        print(f"{rel}: " + ("equal" + (" (seconds left out)" if skip else "") if not d else f"{len(d)} differences"))
+        same = "equal" + (" (seconds left out)" if skip else "")
+        print(f"{rel}: " + (same if not d else f"{len(d)} differences"))
         for line in d[:20]:
             print("   ", line)
     d, n = compare_maps(base, new)
@@ -126,7 +128,7 @@ def main(argv: list[str]) -> int:
         print("   ", line)
     d, timed = compare_findings(base, new)
     bad += bool(d)
-    print(f"report/findings.json: " + ("equal" if not d else f"{len(d)} differences")
+    print("report/findings.json: " + ("equal" if not d else f"{len(d)} differences")
           + f" ({timed} timing sentences compared with their numbers masked)")
     for line in d[:20]:
         print("   ", line)

@@ -245,39 +245,44 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
     return opts
 
 
-def _train_from_args(args: argparse.Namespace, progress: bool = True):
-    from .config import RunConfig, load_config, recipe
-    from .train import train
+def _train_kwargs(args: argparse.Namespace, progress: bool = True) -> dict[str, object]:
+    """The training flags as keywords of :func:`cnnlens.workflow.train_run` (and :func:`cnnlens.run`)."""
+    return dict(
+        data=args.data, model=args.model, out=args.out, recipe=getattr(args, "recipe", None), config=args.config,
+        val_fraction=args.val_fraction, image_size=args.image_size, skip_bad_rows=args.skip_bad_rows or None,
+        seed=args.seed, resume=args.resume, force=args.force, progress=progress,
+        model_options=_model_options(args.model_option) if args.model_option else None, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, scheduler=args.scheduler,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, early_stopping=args.early_stopping,
+        grad_clip=args.grad_clip, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
+        num_nodes=args.num_nodes, precision=args.precision, tensorboard=getattr(args, "tensorboard", False))
 
-    cfg = recipe(args.recipe) if getattr(args, "recipe", None) else RunConfig()
-    if args.config:
-        cfg = load_config(args.config, base=cfg)
-    data_over = {"val_fraction": args.val_fraction, "image_size": args.image_size,
-                 "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
-    model_name = args.model or cfg.model.name
-    opts = _model_options(args.model_option) if args.model_option else None
-    cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
-    devices = args.devices
-    out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
-    log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
-    run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
-                progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
-                lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
-                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                tensorboard=getattr(args, "tensorboard", False))
+
+def _train_from_args(args: argparse.Namespace, progress: bool = True):
+    from .workflow import train_run
+
+    run = train_run(**_train_kwargs(args, progress))
     if run is not None:
-        best = run.meta["best_val_acc"]
-        console.print(f"trained [b]{model_name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
-                      f"{100 * best:.2f}% at epoch {run.meta['best_epoch']} -> {run.path}")
+        _print_trained(run)
     return run
 
 
-def _slug(s: str) -> str:
-    import re
+def _print_trained(run) -> None:
+    best = run.meta["best_val_acc"]
+    console.print(f"trained [b]{run.config.model.name}[/b] ({run.meta['params']:,} parameters): best val accuracy "
+                  f"{100 * best:.2f}% at epoch {run.meta['best_epoch']} -> {run.path}")
 
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).stem if "/" in s else s).strip("_") or "run"
+
+def _notify(event: str, value: object) -> None:
+    """Print what :func:`cnnlens.run` reports as each step finishes."""
+    if event == "trained":
+        _print_trained(value)
+    elif event == "evaluated":
+        _print_eval(value)
+    elif event == "compared":
+        _print_compare(value)
+    elif event == "report":
+        console.print(f"report: [b]{value}[/b]")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -386,9 +391,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .report.html import build_report
+    from .workflow import report_run
 
-    page = build_report(args.run)
+    page = report_run(args.run)
     console.print(f"report: {page}")
     if args.pdf:
         from .report.browser import print_pdf
@@ -396,48 +401,6 @@ def _run_report(args: argparse.Namespace) -> int:
         pdf = print_pdf(page, page.with_name("report.pdf"), executable=args.chromium)
         console.print(f"pdf: {pdf}")
     return 0
-
-
-def _pipeline(args: argparse.Namespace, sizes) -> Path:
-    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json."""
-    from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
-    from .report.html import build_report
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    run = _train_from_args(args)
-    if run is None:  # a data-parallel worker process: rank 0 carries on alone
-        raise SystemExit(0)
-    reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
-    record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
-    with Progress("evaluating") as cb:
-        res = evaluate_run(run, progress=cb)
-    _print_eval(res)
-    if getattr(args, "baseline", None):
-        with timed(run.path, f"baseline ({args.baseline}: train, evaluate, compare)"):
-            _baseline(args, run)
-    skip = tuple(s.strip() for s in (getattr(args, "skip", None) or "").split(",") if s.strip())
-    analyze(run, res, sizes, progress_for=Progress, skip=skip)
-    with timed(run.path, "report"):
-        page = build_report(run.path)
-    console.print(f"report: [b]{page}[/b]")
-    return page
-
-
-def _baseline(args: argparse.Namespace, run) -> None:
-    """Train the DNN matched to the run's parameter count into RUN/baseline, evaluate, compare."""
-    from .models import count_params
-    from .pipeline import evaluate_run
-    from .report.compare import compare_runs
-    from .train import train
-
-    target = count_params(run.model)
-    log.info("training the %s baseline matched to %s parameters", args.baseline, f"{target:,}")
-    base = train(run.config.data.spec, args.baseline, out=run.path / "baseline", config=run.config.replace(
-        model={"name": args.baseline, "options": {}}), force=True, progress=True,
-        model_options={"match_params": target})
-    evaluate_run(base)
-    _print_compare(compare_runs([run.path, base.path], run.path / "compare",
-                                names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"]))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -449,15 +412,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .workflow import run
 
-    from .pipeline import SIZES
-
-    parser, _ = build_parser()
-    targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
-    targs.epochs = 2 if args.fast else 12
-    targs.seed = 0
-    _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]))
+    run("digits", "compact", out=args.out, force=True, epochs=2 if args.fast else 12, seed=0,
+        sizes="fast" if args.fast else "demo", progress=True, progress_for=Progress, notify=_notify)
     return 0
 
 
@@ -480,27 +438,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .workflow import run
 
-    from .pipeline import SIZES
-
-    sizes = SIZES[args.size]
-    if args.methods:
-        sizes = replace(sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
-    if args.per_class is not None:
-        if args.per_class < 1:
-            raise CnnlensError(f"--per-class must be >= 1; got {args.per_class}")
-        sizes = replace(sizes, per_class=args.per_class)
-    from .explain import METHODS
-    from .pipeline import STAGES
-
-    for m in sizes.methods:
-        METHODS.get(m)  # an unknown name fails now, listing the valid ones, not after training
-    for st in (args.skip or "").split(","):
-        if st.strip() and st.strip() not in STAGES:
-            raise CnnlensError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
-    _pipeline(args, sizes)
+    run(**_train_kwargs(args), sizes=args.size, methods=_names(args.methods), per_class=args.per_class,
+        skip=_names(args.skip) or (), baseline=args.baseline, progress_for=Progress, notify=_notify)
     return 0
+
+
+def _names(csv: str | None) -> list[str] | None:
+    """A comma-separated flag as a list (``None`` when absent)."""
+    return None if csv is None else [v.strip() for v in csv.split(",") if v.strip()]
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -657,12 +604,13 @@ def _add_filters(sub: argparse._SubParsersAction) -> None:
 
 def _run_filters(args: argparse.Namespace) -> int:
     from .featureviz.runs import filters_run, parse_channels
+    from .rundir import save_viz
     from .train import load_run
 
     run = load_run(args.run)
     with Progress("rendering filters") as cb:
-        info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
-                           seed=args.seed, examples=args.examples, progress=cb)
+        info = save_viz(run.path, filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
+                           seed=args.seed, examples=args.examples, progress=cb))
     console.print(f"{len(info['channels'])} filters of {info['layer']}: "
                   f"{info['reached_dataset_max']:.0%} reach their dataset maximum")
     console.print(f"wrote {run.path / 'featureviz' / info['figure']}")
@@ -679,10 +627,11 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
 
 def _run_featuremaps(args: argparse.Namespace) -> int:
     from .featureviz.runs import featuremaps_run
+    from .rundir import save_viz
     from .train import load_run
 
     run = load_run(args.run)
-    info = featuremaps_run(run, args.layer, args.image)
+    info = save_viz(run.path, featuremaps_run(run, args.layer, args.image))
     fig = run.path / "featureviz" / info["figure"]
     console.print(f"wrote {fig} ({info['shape'][0]} maps of {info['layer']})")
     return 0
@@ -708,13 +657,15 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
 
 def _run_dream(args: argparse.Namespace) -> int:
     from .featureviz.runs import dream_run
+    from .rundir import save_viz
     from .train import load_run
 
     run = load_run(args.run)
     with Progress("dreaming") as cb:
-        info = dream_run(run, args.image, args.layer, args.channel, steps=args.steps, every=args.every,
-                         octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed, progress=cb)
+        info = save_viz(run.path, dream_run(run, args.image, args.layer, args.channel, steps=args.steps,
+                                            every=args.every, octaves=args.octaves,
+                                            octave_scale=args.octave_scale, lr=args.lr,
+                                            weight_decay=args.weight_decay, seed=args.seed, progress=cb))
     obj = ", ".join(f"{v:.3g}" for v in info["octave_objective"])
     console.print(f"objective {info['initial_objective']:.3g} -> {obj} (per octave)")
     console.print(f"wrote {', '.join(str(run.path / 'featureviz' / f) for f in info['files'])}")
@@ -755,34 +706,21 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_trust(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .metrics import FAST, run_trust
+    from .metrics import FAST
+    from .pipeline import trust_run
     from .train import load_run
 
     preset = dict(FAST) if args.fast else {"n_images": 32, "steps": 50, "cascade": True}
     for k in ("n_images", "steps", "max_cost"):
         if getattr(args, k) is not None:
             preset[k] = getattr(args, k)
-
     run = load_run(args.run)
-    ds = run.dataset
-    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
-        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
-    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    common = dict(out_dir=run.path / "trust", split=args.split, seed=args.seed, substrate=args.substrate,
-                  independent=args.independent, **preset)
-    if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
-        from .metrics import trust_dataset
-
-        rep = trust_dataset(run.model, ds, methods, accelerator=args.accelerator or "auto",
-                            devices=args.devices or 1,
-                            strategy=args.strategy or "auto", num_nodes=args.num_nodes or 1, **common)
-        if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
-            return 0
-    else:
-        with Progress("scoring methods") as cb:
-            rep = run_trust(run.model, ds, methods, progress=cb, **common)
+    with Progress("scoring methods") as cb:
+        rep = trust_run(run, _names(args.methods), progress=cb, split=args.split, seed=args.seed,
+                        substrate=args.substrate, independent=args.independent, devices=args.devices,
+                        strategy=args.strategy, accelerator=args.accelerator, num_nodes=args.num_nodes, **preset)
+    if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
+        return 0
     header, rows = rep.table()
     t = Table(*header[:-1], title=f"trust: {rep.n_images} {args.split} images, true class explained "
                                    f"(model accuracy on them {100 * rep.accuracy:.0f}%)")

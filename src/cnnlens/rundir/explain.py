@@ -20,15 +20,11 @@ import numpy as np
 import torch
 
 from ..errors import CnnlensError
+from ..explain.batch import _file_name as file_name, _scalars
 from ..explain.core import Explanation
 from ..explain.regions import REGIONS, region_bounds
 from ..io import write_csv, write_npy
 from .base import JsonRecord, file_field, missing
-
-
-def file_name(method: str) -> str:
-    """A method's name as a file stem (``captum:Saliency`` -> ``captum_Saliency``)."""
-    return method.replace(":", "_").replace("/", "_")
 
 
 def _load_npy(path: Path, maker: str) -> np.ndarray:
@@ -38,20 +34,6 @@ def _load_npy(path: Path, maker: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise CnnlensError(f"{path} is not a readable .npy file ({e}); re-create it with `{maker}`") from None
-
-
-def _scalars(extras: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON-friendly part of an explanation's extras: per-image 1-D tensors and plain values."""
-    out: dict[str, Any] = {}
-    for k, v in extras.items():
-        if isinstance(v, torch.Tensor):
-            if v.ndim <= 1:
-                out[k] = v.detach().cpu().tolist()
-        elif isinstance(v, str | int | float | bool) or v is None:
-            out[k] = v
-        elif isinstance(v, dict) and all(isinstance(x, str | int | float) for x in v.values()):
-            out[k] = dict(v)
-    return out
 
 
 @dataclass
@@ -111,7 +93,8 @@ class ExplainMaps(JsonRecord):
     def load(cls, run_dir: str | os.PathLike[str], **where: Any) -> ExplainMaps:
         rec = super().load(run_dir)
         folder = cls.path(run_dir).parent
-        rec.maps = {m: _load_npy(folder / info["file"], cls.maker(run_dir)) for m, info in rec.methods.items()}
+        mk = cls.maker(run_dir)
+        rec.maps = {m: _load_npy(folder / info["file"], mk) for m, info in rec.methods.items()}
         return rec
 
 
