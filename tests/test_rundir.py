@@ -17,7 +17,7 @@ from cnnlens.errors import CnnlensError
 from cnnlens.evaluate import EvalResult
 from cnnlens.explain import Explanation
 from cnnlens.rundir import (AttributionRegions, Confusion, ConfusedMaps, EvalMetrics, ExplainMaps, LimeMaps,
-                            MissingRecord, Predictions, TrustScores, save_eval)
+                            MissingRecord, Predictions, StagesRecord, Timings, TrustScores, save_eval)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,3 +151,23 @@ def test_compare_demo_script_finds_a_difference_and_ignores_time(tmp_path):
     diff = subprocess.run([sys.executable, script, str(a), str(c)], capture_output=True, text=True)
     assert diff.returncode == 1 and "explain/gradcam.npy: max |difference| 0.001" in diff.stdout, diff.stdout
     assert "trust/scores.json: equal (seconds left out)" in diff.stdout  # wall time is not behaviour
+
+
+@pytest.mark.slow
+def test_cnnlens_run_is_the_pipeline_as_a_python_call(tmp_path):
+    import cnnlens
+
+    events: list[str] = []
+    run = cnnlens.run("digits", "compact", out=tmp_path / "r", epochs=1, seed=0, sizes="fast",
+                      skip=("confused", "lime", "featureviz", "trust"), notify=lambda e, v: events.append(e))
+    assert events == ["trained", "evaluated", "report"]
+    assert isinstance(run, cnnlens.Run) and (run.path / "report" / "index.html").is_file()
+    # the evaluation on disk is the returned model's, recomputed here
+    res = cnnlens.evaluate(run.model, run.dataset, "test", mean=run.mean, std=run.std)
+    assert EvalMetrics.load(run.path).accuracy == res.accuracy
+    assert StagesRecord.load(run.path).stages == ["model summary", "data", "explain"]
+    assert list(Timings.load(run.path).stages)[:2] == ["train", "evaluate"]
+    assert "report" in Timings.load(run.path).stages
+    with pytest.raises(CnnlensError, match="bogus.*featureviz"):  # before any training
+        cnnlens.run("digits", "compact", out=tmp_path / "x", skip=("bogus",))
+    assert not (tmp_path / "x").exists()

@@ -490,21 +490,24 @@ def trust_run(
     than global rank 0 (rank 0 gathers and writes)."""
     from .metrics import run_trust, trust_dataset
 
+    ds = run.dataset
+    if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
+        ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
+    n = min(n_images, len(ds.indices(options.get("split", "test"))))
+    methods = None if methods is None else list(methods)
+    if any(v is not None for v in (devices, strategy, accelerator, num_nodes)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        rep = trust_dataset(run.model, ds, methods, n_images=n, steps=steps,
+                            shard_dir=run.path / "trust" / ".shards", accelerator=accelerator or "auto",
+                            devices=devices or 1, strategy=strategy or "auto", num_nodes=num_nodes or 1,
+                            **options)
+        if rep is None:  # another rank: global rank 0 gathers and writes everything
+            return None
+        save_trust(run, rep)
+        record_timing(run.path, "trust", time.perf_counter() - t0, time.process_time() - c0)
+        return rep
     with timed(run.path, "trust"):
-        ds = run.dataset
-        if tuple(ds.mean) != tuple(run.mean) or tuple(ds.std) != tuple(run.std):
-            ds = replace(ds, mean=run.mean, std=run.std)  # normalize exactly as the model was trained
-        n = min(n_images, len(ds.indices(options.get("split", "test"))))
-        methods = None if methods is None else list(methods)
-        if any(v is not None for v in (devices, strategy, accelerator, num_nodes)):
-            rep = trust_dataset(run.model, ds, methods, n_images=n, steps=steps,
-                                shard_dir=run.path / "trust" / ".shards", accelerator=accelerator or "auto",
-                                devices=devices or 1, strategy=strategy or "auto", num_nodes=num_nodes or 1,
-                                **options)
-            if rep is None:
-                return None
-        else:
-            rep = run_trust(run.model, ds, methods, n_images=n, steps=steps, progress=progress, **options)
+        rep = run_trust(run.model, ds, methods, n_images=n, steps=steps, progress=progress, **options)
         save_trust(run, rep)
     return rep
 

@@ -63,12 +63,11 @@ class _Run:
         self.path = path
         self.missing: list[dict[str, str]] = []
 
-    def load(self, record: Any, what: str, folder: Path | None = None) -> Any:
+    def load(self, record: Any, what: str) -> Any:
         """The record, or ``None`` (noted for the page: what is left out, the file, the command)."""
-        root = folder or self.path
-        if record.exists(root):
-            return record.load(root)
-        self.missing.append({"what": what, "file": str(record.path(root).relative_to(self.path)),
+        if record.exists(self.path):
+            return record.load(self.path)
+        self.missing.append({"what": what, "file": str(record.path(self.path).relative_to(self.path)),
                              "command": record.maker(self.path)})
         return None
 
@@ -87,8 +86,8 @@ class _Run:
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> Path:
-    """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json`` and the region
-    table ``attribution_regions.csv``). Returns the page's path."""
+    """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json``, and a copy of the
+    region table ``attribution_regions.csv`` beside the page). Returns the page's path."""
     run = Path(run_dir)
     meta = ModelMeta.load(run).to_dict()
     out = run / "report"
@@ -214,7 +213,7 @@ def _training(r: _Run, out: Path) -> dict[str, Any] | None:
         ],
         "raw": ["history.csv", "config.yaml"],
     }
-    if ConfigFile.path(r.path).is_file():
+    if ConfigFile.exists(r.path):
         cfg = ConfigFile.load(r.path)
         d["config_yaml"] = cfg.text
         d["config"] = cfg.data

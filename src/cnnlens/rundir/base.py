@@ -28,22 +28,14 @@ def missing(path: Path, maker: str) -> MissingRecord:
     return MissingRecord(f"{path} is missing; `{maker}` makes it")
 
 
-@dataclass
-class JsonRecord:
-    """A JSON file under ``RUN/``: its top-level keys are the dataclass fields, in order.
-
-    Subclasses set ``PATH`` (relative to the run directory; ``{name}`` placeholders are filled from
-    the keyword arguments of :meth:`path`, :meth:`load` and :meth:`save`) and ``MAKER`` (the command
-    that writes it, ``RUN`` standing for the run directory).
-    """
+class FileRecord:
+    """Where a record's file lies: ``PATH`` under the run directory (``{name}`` placeholders filled
+    from keyword arguments, defaults in ``WHERE``) and ``MAKER``, the command that writes it (``RUN``
+    standing for the run directory)."""
 
     PATH: ClassVar[str] = ""
     MAKER: ClassVar[str] = "cnnlens run"
     WHERE: ClassVar[dict[str, Any]] = {}  # defaults of PATH's placeholders
-
-    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
-
-    # ---- where ------------------------------------------------------------------------------------
 
     @classmethod
     def path(cls, run_dir: str | os.PathLike[str], **where: Any) -> Path:
@@ -56,6 +48,22 @@ class JsonRecord:
     @classmethod
     def maker(cls, run_dir: str | os.PathLike[str]) -> str:
         return cls.MAKER.replace("RUN", str(run_dir))
+
+    @classmethod
+    def existing(cls, run_dir: str | os.PathLike[str], **where: Any) -> Path:
+        """The file's path; a :class:`MissingRecord` naming the command that makes it when it is missing."""
+        p = cls.path(run_dir, **where)
+        if not p.is_file():
+            raise missing(p, cls.maker(run_dir))
+        return p
+
+
+@dataclass
+class JsonRecord(FileRecord):
+    """A JSON file under ``RUN/``: its top-level keys are the dataclass fields, in order (subclasses
+    set ``PATH`` and ``MAKER``, :class:`FileRecord`)."""
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
 
     # ---- dict <-> record --------------------------------------------------------------------------
 
@@ -96,9 +104,7 @@ class JsonRecord:
     @classmethod
     def load(cls: type[R], run_dir: str | os.PathLike[str], **where: Any) -> R:
         """Read the record; a missing file is a :class:`MissingRecord` naming the command that makes it."""
-        p = cls.path(run_dir, **where)
-        if not p.is_file():
-            raise missing(p, cls.maker(run_dir))
+        p = cls.existing(run_dir, **where)
         return cls.from_dict(read_json(p), p)
 
     @classmethod

@@ -20,7 +20,7 @@ from ..errors import CnnlensError
 from ..io import read_json, write_csv, write_yaml
 from ..models.summary import ModelSummary
 from ..train.run import check_format, read_history, write_history
-from .base import JsonRecord, MissingRecord, missing
+from .base import FileRecord, JsonRecord, MissingRecord
 
 
 @dataclass
@@ -141,15 +141,12 @@ class ModelMeta(JsonRecord):
 
 
 @dataclass
-class History:
+class History(FileRecord):
     """``history.csv``: one row per epoch (epoch, seconds, train/val loss and accuracy, lr)."""
 
     PATH = "history.csv"
+    MAKER = "cnnlens train"
     rows: list[dict[str, float]]
-
-    @classmethod
-    def path(cls, run_dir: str | os.PathLike[str]) -> Path:
-        return Path(run_dir) / cls.PATH
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         write_history(self.path(run_dir), self.rows)
@@ -162,15 +159,12 @@ class History:
 
 
 @dataclass
-class ConfigFile:
+class ConfigFile(FileRecord):
     """``config.yaml``: the fully resolved configuration (written by ``train`` before it starts)."""
 
     PATH = "config.yaml"
+    MAKER = "cnnlens train"
     text: str
-
-    @classmethod
-    def path(cls, run_dir: str | os.PathLike[str]) -> Path:
-        return Path(run_dir) / cls.PATH
 
     @property
     def data(self) -> dict[str, Any]:
@@ -187,10 +181,7 @@ class ConfigFile:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> ConfigFile:
-        p = cls.path(run_dir)
-        if not p.is_file():
-            raise missing(p, "cnnlens train")
-        return cls(p.read_text(encoding="utf-8"))
+        return cls(cls.existing(run_dir).read_text(encoding="utf-8"))
 
 
 __all__ = ["ConfigFile", "DataCounts", "DataSamples", "History", "ModelMeta", "ModelSummaryFile"]

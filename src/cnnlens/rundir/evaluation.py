@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import CnnlensError
 from ..evaluate import EvalResult
 from ..io import write_csv
-from .base import JsonRecord, missing
+from .base import FileRecord, JsonRecord
 
 
 def eval_folder(tta: str | None = None) -> str:
@@ -48,20 +48,13 @@ class EvalMetrics(JsonRecord):
         return cls.from_dict(result.to_dict())
 
 
-class _CsvRecord:
-    PATH = ""
+class _CsvRecord(FileRecord):
     MAKER = "cnnlens evaluate RUN"
-    WHERE: dict[str, Any] = {"folder": "eval"}
-
-    @classmethod
-    def path(cls, run_dir: str | os.PathLike[str], **where: Any) -> Path:
-        return Path(run_dir) / cls.PATH.format(**{**cls.WHERE, **where})
+    WHERE = {"folder": "eval"}
 
     @classmethod
     def _rows(cls, run_dir: str | os.PathLike[str], **where: Any) -> tuple[Path, list[str], list[list[str]]]:
-        p = cls.path(run_dir, **where)
-        if not p.is_file():
-            raise missing(p, cls.MAKER.replace("RUN", str(run_dir)))
+        p = cls.existing(run_dir, **where)
         with open(p, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
         if not rows:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,11 +37,35 @@ def _load_npy(path: Path, maker: str) -> np.ndarray:
 
 
 @dataclass
-class ExplainMaps(JsonRecord):
+class _MethodMaps(JsonRecord):
+    """A JSON index whose ``methods[m]`` names ``.npy`` files beside it: ``ARRAYS`` maps each
+    array-holding field (``{method: array}``) to the key of ``methods[m]`` that names its file."""
+
+    ARRAYS: ClassVar[dict[str, str]] = {}
+
+    def save(self, run_dir: str | os.PathLike[str], **where: Any) -> Path:
+        folder = self.path(run_dir).parent
+        for m, info in self.methods.items():  # type: ignore[attr-defined]
+            for attr, key in self.ARRAYS.items():
+                write_npy(folder / info[key], getattr(self, attr)[m])
+        return super().save(run_dir)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str], **where: Any) -> Any:
+        rec = super().load(run_dir)
+        folder, mk = cls.path(run_dir).parent, cls.maker(run_dir)
+        for attr, key in cls.ARRAYS.items():
+            setattr(rec, attr, {m: _load_npy(folder / v[key], mk) for m, v in rec.methods.items()})
+        return rec
+
+
+@dataclass
+class ExplainMaps(_MethodMaps):
     """``explain/explanations.json`` and one ``<method>.npy`` per method (``float32 [N, H, W]``)."""
 
     PATH = "explain/explanations.json"
     MAKER = "cnnlens explain RUN"
+    ARRAYS = {"maps": "file"}
 
     indices: list[int]
     labels: list[int] | None
@@ -82,20 +106,6 @@ class ExplainMaps(JsonRecord):
         return {m: Explanation(maps=torch.from_numpy(self.maps[m]), method=m, targets=targets, probs=probs,
                                layer=info.get("layer"), signed=info["signed"])
                 for m, info in self.methods.items()}
-
-    def save(self, run_dir: str | os.PathLike[str], **where: Any) -> Path:
-        folder = self.path(run_dir).parent
-        for m, info in self.methods.items():
-            write_npy(folder / info["file"], self.maps[m])
-        return super().save(run_dir)
-
-    @classmethod
-    def load(cls, run_dir: str | os.PathLike[str], **where: Any) -> ExplainMaps:
-        rec = super().load(run_dir)
-        folder = cls.path(run_dir).parent
-        mk = cls.maker(run_dir)
-        rec.maps = {m: _load_npy(folder / info["file"], mk) for m, info in rec.methods.items()}
-        return rec
 
 
 @dataclass
@@ -149,13 +159,14 @@ class AttributionRegions(JsonRecord):
 
 
 @dataclass
-class ConfusedMaps(JsonRecord):
+class ConfusedMaps(_MethodMaps):
     """``explain/confused/confused.json`` and ``<method>_true.npy`` / ``<method>_pred.npy``: misclassified
     images of the most-confused pairs, each explained for its true and for its predicted class.
     ``pred_share``: per method and image, the predicted-class map's share of both maps' ``|m|``."""
 
     PATH = "explain/confused/confused.json"
     MAKER = "cnnlens run"
+    ARRAYS = {"maps_true": "true", "maps_pred": "pred"}
 
     pairs: list[dict[str, Any]]
     per_pair: int
@@ -192,21 +203,6 @@ class ConfusedMaps(JsonRecord):
             probs[i, a], probs[i, b] = pa, pb
         return probs
 
-    def save(self, run_dir: str | os.PathLike[str], **where: Any) -> Path:
-        folder = self.path(run_dir).parent
-        for m, info in self.methods.items():
-            write_npy(folder / info["true"], self.maps_true[m])
-            write_npy(folder / info["pred"], self.maps_pred[m])
-        return super().save(run_dir)
-
-    @classmethod
-    def load(cls, run_dir: str | os.PathLike[str], **where: Any) -> ConfusedMaps:
-        rec = super().load(run_dir)
-        folder = cls.path(run_dir).parent
-        mk = cls.maker(run_dir)
-        rec.maps_true = {m: _load_npy(folder / v["true"], mk) for m, v in rec.methods.items()}
-        rec.maps_pred = {m: _load_npy(folder / v["pred"], mk) for m, v in rec.methods.items()}
-        return rec
 
 
 @dataclass

@@ -10,19 +10,15 @@ from typing import Any
 
 from ..errors import CnnlensError
 from ..io import read_json, write_json
-from .base import JsonRecord, missing
+from .base import FileRecord, JsonRecord
 
 
 @dataclass
-class Timings:
+class Timings(FileRecord):
     """``timings.json``: ``{stage: {"wall_s": .., "cpu_s": ..}}`` in the order the stages ran."""
 
     PATH = "timings.json"
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def path(cls, run_dir: str | os.PathLike[str]) -> Path:
-        return Path(run_dir) / cls.PATH
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> Timings:
@@ -58,25 +54,19 @@ class StagesRecord(JsonRecord):
 
 
 @dataclass
-class Findings:
+class Findings(FileRecord):
     """``report/findings.json``: ``{section: [{"text", "source"}]}``, every sentence of the report."""
 
     PATH = "report/findings.json"
+    MAKER = "cnnlens report RUN"
     sections: dict[str, list[dict[str, str]]]
-
-    @classmethod
-    def path(cls, run_dir: str | os.PathLike[str]) -> Path:
-        return Path(run_dir) / cls.PATH
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         return write_json(self.path(run_dir), self.sections)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> Findings:
-        p = cls.path(run_dir)
-        if not p.is_file():
-            raise missing(p, f"cnnlens report {run_dir}")
-        return cls(read_json(p))
+        return cls(read_json(cls.existing(run_dir)))
 
 
 @dataclass
