@@ -246,6 +246,7 @@ def _rename_classes(run: Path, names: dict[str, str]) -> None:
         "explain/explanations.json",
         "explain/lime/lime.json",
         "explain/confused/confused.json",
+        "explain/attribution_regions.json",
     ):
         p = run / rel
         if p.exists():
