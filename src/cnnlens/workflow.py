@@ -26,7 +26,7 @@ from .config import RunConfig, load_config, recipe as recipe_config
 from .errors import CnnlensError
 from .pipeline import (SIZES, STAGES, ProgressFor, StageSizes, analyze, describe_data, evaluate_run,
                        record_timing, reset_outputs, summarize_run, timed)
-from .rundir import AttributionRegions, DataCounts, DataSamples, ExplainMaps, ModelSummaryFile
+from .rundir import AttributionRegions, ConfusedMaps, DataCounts, DataSamples, ExplainMaps, ModelSummaryFile
 from .train import Run
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def train_baseline(run: Run, name: str = "mlp") -> dict[str, Any]:
 def report_run(run_dir: str | os.PathLike[str]) -> Path:
     """What ``cnnlens report`` does: write the cheap records a run may lack (data counts and samples,
     the model's layer table: they need the model and data, not a stage's work; the attribution
-    regions of saved maps), then render ``RUN/report/index.html``. Returns the page."""
+    region shares of saved maps), then render ``RUN/report/index.html``. Returns the page."""
     from .report.html import build_report
     from .rundir import ModelMeta
 
@@ -193,6 +193,13 @@ def report_run(run_dir: str | os.PathLike[str]) -> Path:
             summarize_run(loaded)
     if ExplainMaps.exists(path) and not AttributionRegions.exists(path):
         AttributionRegions.from_maps(ExplainMaps.load(path)).save(path)
+    confused = ConfusedMaps.load_or_none(path)
+    if confused is not None and confused.pred_share is None:  # written before the stage stored it
+        from .explain.regions import pred_share
+
+        confused.pred_share = {m: pred_share(confused.maps_true[m], confused.maps_pred[m])
+                               for m in confused.methods}
+        confused.save(path)
     return build_report(path)
 
 
