@@ -485,7 +485,8 @@ def trust_run(
     (fewer when it is smaller; ``options``: any other :func:`run_trust` keyword, e.g. ``split``,
     ``seed``, ``substrate``, ``cascade``, ``independent``, ``max_cost``). With ``devices``/``strategy``/
     ``accelerator``/``num_nodes`` the images are split across processes (:func:`trust_dataset`).
-    Writes ``RUN/trust/`` (:class:`TrustScores`: ``scores.json``, ``table.csv``; ``randomization.png``).
+    Writes ``RUN/trust/`` (:class:`TrustScores`: ``scores.json``, ``table.csv``; ``randomization.png``);
+    like ``cnnlens trust``, it records no timing (:func:`analyze` times it as the stage ``trust``).
     Returns the :class:`cnnlens.metrics.TrustReport`, or ``None`` in a data-parallel process other
     than global rank 0 (rank 0 gathers and writes)."""
     from .metrics import run_trust, trust_dataset
@@ -496,19 +497,15 @@ def trust_run(
     n = min(n_images, len(ds.indices(options.get("split", "test"))))
     methods = None if methods is None else list(methods)
     if any(v is not None for v in (devices, strategy, accelerator, num_nodes)):
-        t0, c0 = time.perf_counter(), time.process_time()
         rep = trust_dataset(run.model, ds, methods, n_images=n, steps=steps,
                             shard_dir=run.path / "trust" / ".shards", accelerator=accelerator or "auto",
                             devices=devices or 1, strategy=strategy or "auto", num_nodes=num_nodes or 1,
                             **options)
         if rep is None:  # another rank: global rank 0 gathers and writes everything
             return None
-        save_trust(run, rep)
-        record_timing(run.path, "trust", time.perf_counter() - t0, time.process_time() - c0)
-        return rep
-    with timed(run.path, "trust"):
+    else:
         rep = run_trust(run.model, ds, methods, n_images=n, steps=steps, progress=progress, **options)
-        save_trust(run, rep)
+    save_trust(run, rep)
     return rep
 
 
@@ -586,7 +583,7 @@ def analyze(
             featureviz_run(run, result, sizes, cb)
         done.append("featureviz")
     if "trust" not in skip:
-        with bar("trust scores") as cb:
+        with bar("trust scores") as cb, timed(run.path, "trust"):
             trust_run(run, sizes.trust_methods, sizes.trust_images, sizes.trust_steps, cb)
         done.append("trust")
     StagesRecord(sizes=sizes.to_dict(), stages=done).save(run.path)
