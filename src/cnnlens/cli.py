@@ -67,8 +67,9 @@ def _add_lock_arg(p: argparse.ArgumentParser) -> None:
 def _written_runs(args: argparse.Namespace) -> list[Path]:
     """The run directories a command writes into, locked around it (``RUN/.cnnlens.lock``).
 
-    train/run/demo lock inside :func:`_train_from_args` (their folder is resolved there); predict
-    locks when it writes its numbers into the runs. ``explain --all --out-dir DIR`` locks RUN.
+    train/run/demo lock inside :func:`cnnlens.workflow.train_run` / :func:`cnnlens.run` (their folder
+    is resolved there); predict locks when it writes its numbers into the runs. ``explain --all
+    --out-dir DIR`` locks RUN.
     """
     cmd = args.command
     if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
