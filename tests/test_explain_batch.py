@@ -1,4 +1,4 @@
-"""explain_images (maps as .npy, JSON, grid) and the explanation figures."""
+"""explain_images (maps saved as the ExplainMaps record) and the explanation figures."""
 
 from __future__ import annotations
 
@@ -36,31 +36,35 @@ def gray():
     return gray_compact().eval(), images, labels
 
 
-def test_explain_images_writes_maps_json_and_grid(tmp_path, gray):
+def test_explain_images_maps_saved_as_the_explain_record(tmp_path, gray):
+    from cnnlens.rundir import ExplainMaps
+
     model, images, labels = gray
     methods = ["saliency", "gradcam", "integrated_gradients"]
-    res = explain_images(model, images, MEAN, STD, methods, targets="label", labels=labels, out_dir=tmp_path,
-                         classes=["a", "b", "c", "d"], indices=[10, 11, 12, 13, 14],
+    res = explain_images(model, images, MEAN, STD, methods, targets="label", labels=labels,
                          method_options={"integrated_gradients": {"steps": 8}})
+    assert not any(tmp_path.iterdir())  # computing writes nothing
     # the maps equal explain() on the images normalized by hand
     x = (images.float() / 255 - 0.4) / 0.25
     for m in methods:
         opts = {"steps": 8} if m == "integrated_gradients" else {}
         ref = cnnlens.explain(model, x, m, target=labels, **opts).maps
         torch.testing.assert_close(res[m].maps, ref)
-        saved = np.load(tmp_path / f"{m}.npy")
+    ExplainMaps.from_explanations(res, [10, 11, 12, 13, 14], labels, ["a", "b", "c", "d"]).save(tmp_path)
+    for m in methods:
+        saved = np.load(tmp_path / "explain" / f"{m}.npy")
         assert saved.dtype == np.float32 and saved.shape == (5, 16, 16)
         np.testing.assert_array_equal(saved, res[m].maps.numpy())
-    meta = json.loads((tmp_path / "explanations.json").read_text())
+    meta = json.loads((tmp_path / "explain" / "explanations.json").read_text())
     assert meta["indices"] == [10, 11, 12, 13, 14] and meta["targets"] == labels.tolist()
     assert meta["methods"]["gradcam"]["layer"] == "cnn.4"
     assert len(meta["methods"]["integrated_gradients"]["extras"]["completeness_gap"]) == 5
     assert meta["methods"]["gradcam"]["extras"]["zero_maps"] == res["gradcam"].extras["zero_maps"].tolist()
-    h, w = png_shape(tmp_path / "grid.png")[:2]
-    assert h > w  # 5 rows x 4 columns
-    # nothing written without out_dir
-    res2 = explain_images(model, images, MEAN, STD, ["saliency"], out_dir=None)
-    assert res2["saliency"].maps.shape == (5, 16, 16)
+    # and it loads back: the same maps, as Explanations
+    back = ExplainMaps.load(tmp_path).explanations()
+    for m in methods:
+        torch.testing.assert_close(back[m].maps, res[m].maps)
+        assert back[m].signed == res[m].signed and back[m].layer == res[m].layer
 
 
 def test_explain_images_errors(gray):

@@ -378,9 +378,12 @@ def test_explanations_json_and_the_report_caption_name_the_layer_transform(tmp_p
     from cnnlens.report.html import _transform
 
     imgs = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
-    explain_images(vit(), imgs, (0.5,) * 3, (0.25,) * 3, ["gradcam", "scorecam", "attention_rollout"],
-                   out_dir=tmp_path, method_options={"scorecam": {"max_channels": 8}})
-    meta = json.loads((tmp_path / "explanations.json").read_text())["methods"]
+    from cnnlens.rundir import ExplainMaps
+
+    res = explain_images(vit(), imgs, (0.5,) * 3, (0.25,) * 3, ["gradcam", "scorecam", "attention_rollout"],
+                         method_options={"scorecam": {"max_channels": 8}})
+    ExplainMaps.from_explanations(res, [0, 1], None, None).save(tmp_path)
+    meta = json.loads((tmp_path / "explain" / "explanations.json").read_text())["methods"]
     want = "tokens [B, 1+4x4, D] reshaped to [B, D, 4, 4] (1 prefix (class) token dropped)"
     assert meta["gradcam"]["layer"] == "blocks.1.norm1" and meta["gradcam"]["layer_transform"] == want
     assert _transform(meta["gradcam"]) == f" ({want})"

@@ -177,14 +177,24 @@ def test_rerunning_report_only_redraws(demo_run, tmp_path):
     assert page.stat().st_mtime_ns > old
 
 
-def test_report_computes_only_the_cheap_missing_descriptions(demo_run, tmp_path):
+def test_report_lists_missing_files_and_cli_report_makes_only_the_cheap_ones(demo_run, tmp_path):
     src, _ = demo_run
     run = tmp_path / "run"
     shutil.copytree(src, run)
     shutil.rmtree(run / "data")
     shutil.rmtree(run / "model")
     shutil.rmtree(run / "trust")
-    build_report(run)
+    (run / "explain" / "attribution_regions.json").unlink()
+    before = _files(run)
+    build_report(run)  # the page renders records: it computes nothing, and says what is missing
+    assert _files(run) == before
+    html = (run / "report" / "index.html").read_text()
+    assert '<section id="data">' not in html and '<section id="model">' not in html
+    for file, command in (("data/counts.json", "cnnlens report"), ("model/summary.json", "cnnlens report"),
+                          ("trust/scores.json", "cnnlens trust"),
+                          ("explain/attribution_regions.json", "cnnlens explain")):
+        assert f"<code>{file}</code>; <code>{command} " in html, file
+    cli("report", str(run))  # the command first writes the cheap records: counts, layer table, regions
     counts = read_json(run / "data" / "counts.json")
     from cnnlens.train import load_run
 
@@ -192,7 +202,9 @@ def test_report_computes_only_the_cheap_missing_descriptions(demo_run, tmp_path)
     for s, idx in ds.splits.items():  # independent count: bincount of the split's labels
         assert counts["counts"][s] == torch.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist()
     assert read_json(run / "model" / "summary.json")["total"] == read_json(run / "model.json")["params"]
+    assert (run / "explain" / "attribution_regions.json").is_file()
     html = (run / "report" / "index.html").read_text()
+    assert '<section id="data">' in html and '<section id="model">' in html
     assert '<section id="trust">' not in html and not (run / "trust").exists()  # never recomputed
 
 
@@ -234,6 +246,7 @@ def _rename_classes(run: Path, names: dict[str, str]) -> None:
         "explain/explanations.json",
         "explain/lime/lime.json",
         "explain/confused/confused.json",
+        "explain/attribution_regions.json",
     ):
         p = run / rel
         if p.exists():

@@ -21,6 +21,15 @@ from .importing import import_model  # noqa: E402
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
+def __getattr__(name: str):  # noqa: ANN202
+    # `cnnlens.run(...)` (what `cnnlens run` does) pulls in the pipeline and the report: loaded on first use
+    if name == "run":
+        from .workflow import run
+
+        return run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["Explanation", "Run", "count_params", "create_model", "evaluate", "explain", "explain_many",
            "Fill", "import_model", "load_dataset",
-           "load_run", "methods", "normalize_maps", "train"]
+           "load_run", "methods", "normalize_maps", "run", "train"]

@@ -67,8 +67,9 @@ def _add_lock_arg(p: argparse.ArgumentParser) -> None:
 def _written_runs(args: argparse.Namespace) -> list[Path]:
     """The run directories a command writes into, locked around it (``RUN/.cnnlens.lock``).
 
-    train/run/demo lock inside :func:`_train_from_args` (their folder is resolved there); predict
-    locks when it writes its numbers into the runs. ``explain --all --out-dir DIR`` locks RUN.
+    train/run/demo lock inside :func:`cnnlens.workflow.train_run` / :func:`cnnlens.run` (their folder
+    is resolved there); predict locks when it writes its numbers into the runs. ``explain --all
+    --out-dir DIR`` locks RUN.
     """
     cmd = args.command
     if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
@@ -286,53 +287,51 @@ def _model_options(pairs: list[str]) -> dict[str, object]:
     return parse_model_options(pairs)
 
 
-def _train_from_args(args: argparse.Namespace, progress: bool = True,
-                     hold: contextlib.ExitStack | None = None):
-    """Train as the flags say, holding the run's write lock; ``hold``: keep holding it in this stack."""
-    from .config import RunConfig, load_config, recipe
-    from .train import train
+def _train_kwargs(args: argparse.Namespace, progress: bool = True) -> dict[str, object]:
+    """The training flags as keywords of :func:`cnnlens.workflow.train_run` (and :func:`cnnlens.run`)."""
+    return dict(
+        data=args.data, model=args.model, out=args.out, recipe=getattr(args, "recipe", None), config=args.config,
+        val_fraction=args.val_fraction, image_size=args.image_size, skip_bad_rows=args.skip_bad_rows or None,
+        seed=args.seed, resume=args.resume, force=args.force, progress=progress,
+        model_options=_model_options(args.model_option) if args.model_option else None, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, scheduler=args.scheduler,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, early_stopping=args.early_stopping,
+        grad_clip=args.grad_clip, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
+        num_nodes=args.num_nodes, precision=args.precision, tensorboard=getattr(args, "tensorboard", False),
+        weights=args.weights, trust_code=args.trust_code, skip_nonfinite=args.skip_nonfinite or None,
+        normalize=getattr(args, "normalize", None), pretrained=getattr(args, "pretrained", False),
+        break_lock=getattr(args, "break_lock", False))
 
-    cfg = recipe(args.recipe) if getattr(args, "recipe", None) else RunConfig()
-    if args.config:
-        cfg = load_config(args.config, base=cfg)
-    data_over = {"val_fraction": args.val_fraction, "image_size": args.image_size,
-                 "skip_bad_rows": args.skip_bad_rows or None, "seed": args.seed}
-    model_name = args.model or cfg.model.name
-    opts = _model_options(args.model_option) if args.model_option else None
-    if args.weights:
-        opts = {**(opts if opts is not None else dict(cfg.model.options)), "weights": args.weights}
-    if getattr(args, "pretrained", False):
-        opts = {**(opts if opts is not None else dict(cfg.model.options)), "pretrained": True}
-    cfg = cfg.replace(data={"spec": args.data or cfg.data.spec, **data_over}, model={"name": model_name})
-    devices = args.devices
-    out = args.out or f"runs/{_slug(cfg.data.spec)}-{_slug(model_name)}"
-    log.info("training %s on %s -> %s", model_name, cfg.data.spec, out)
-    from .runlock import run_lock
 
-    own = contextlib.ExitStack()
-    lock = run_lock(out, break_lock=getattr(args, "break_lock", False))
-    (hold if hold is not None else own).enter_context(lock)
-    with own:
-        run = train(cfg.data.spec, model_name, out=out, config=cfg, resume=args.resume, force=args.force,
-                    progress=progress, model_options=opts, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, seed=args.seed, optimizer=args.optimizer, scheduler=args.scheduler,
-                    weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                    early_stopping=args.early_stopping, grad_clip=args.grad_clip, accelerator=args.accelerator,
-                    devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                    tensorboard=getattr(args, "tensorboard", False), trust_code=args.trust_code,
-                    skip_nonfinite=args.skip_nonfinite or None, normalize=getattr(args, "normalize", None))
+def _train_from_args(args: argparse.Namespace, progress: bool = True):
+    """Train as the flags say (:func:`cnnlens.workflow.train_run`, which holds the run's write lock)."""
+    from .workflow import train_run
+
+    run = train_run(**_train_kwargs(args, progress))
     if run is not None:
-        best = run.meta["best_val_acc"]
-        console.print(f"trained [b]{safe(model_name)}[/b] ({run.meta['params']:,} parameters): "
-                      "best val accuracy "
-                      f"{100 * best:.2f}% at epoch {run.meta['best_epoch']:d} -> {safe(run.path)}")
+        _print_trained(run)
     return run
 
 
-def _slug(s: str) -> str:
-    import re
+def _print_trained(run) -> None:
+    best = run.meta["best_val_acc"]
+    console.print(f"trained [b]{safe(run.config.model.name)}[/b] ({run.meta['params']:,} parameters): "
+                  "best val accuracy "
+                  f"{100 * best:.2f}% at epoch {run.meta['best_epoch']:d} -> {safe(run.path)}")
 
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).stem if "/" in s else s).strip("_") or "run"
+
+def _notify(event: str, value: object) -> None:
+    """Print what :func:`cnnlens.run` reports as each step finishes."""
+    if event == "trained":
+        _print_trained(value)
+    elif event == "evaluated":
+        _print_eval(value)
+    elif event == "compared":
+        _print_compare(value)
+    elif event == "submission":
+        console.print(f"submission file (unlabeled test split): {safe(value)}")
+    elif event == "report":
+        console.print(f"report: [b]{safe(value)}[/b]")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -518,9 +517,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .report.html import build_report
+    from .workflow import report_run
 
-    page = build_report(args.run, split=args.split, trust_code=args.trust_code)
+    page = report_run(args.run, split=args.split, trust_code=args.trust_code)
     console.print(f"report: {safe(page)}")
     if args.pdf:
         from .report.browser import print_pdf
@@ -538,60 +537,6 @@ def _device():
     return default_device()
 
 
-def _pipeline(args: argparse.Namespace, sizes, hold: contextlib.ExitStack | None = None) -> Path:
-    """train -> evaluate -> [baseline] -> every analysis stage -> report, each stage timed into RUN/timings.json.
-
-    ``hold``: the run's write lock, taken when training starts, stays in this stack."""
-    from .pipeline import analyze, evaluate_run, record_timing, reset_outputs, timed
-    from .report.html import build_report
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    run = _train_from_args(args, hold=hold)
-    if run is None:  # a data-parallel worker process: rank 0 carries on alone
-        raise SystemExit(0)
-    reset_outputs(run.path)  # the model is new: what earlier runs computed in this folder is stale
-    from .device import default_device
-
-    # train() hands the model back on the CPU (Lightning's teardown): the analysis runs where training ran
-    run.model.to(default_device(args.accelerator))
-    record_timing(run.path, "train", time.perf_counter() - t0, time.process_time() - c0)
-    with Progress("evaluating") as cb:
-        res = evaluate_run(run, getattr(args, "split", None), progress=cb)
-    _print_eval(res)
-    if getattr(args, "baseline", None):
-        with timed(run.path, f"baseline ({args.baseline}: train, evaluate, compare)"):
-            _baseline(args, run, res.split)
-    skip = tuple(s.strip() for s in (getattr(args, "skip", None) or "").split(",") if s.strip())
-    analyze(run, res, sizes, progress_for=Progress, skip=skip)
-    from .pipeline import submission_run
-
-    with Progress("predicting the unlabeled test split") as cb:
-        sub = submission_run(run, progress=cb)
-    if sub is not None:
-        console.print(f"submission file (unlabeled test split): {safe(sub)}")
-    with timed(run.path, "report"):
-        page = build_report(run.path)
-    console.print(f"report: [b]{safe(page)}[/b]")
-    return page
-
-
-def _baseline(args: argparse.Namespace, run, split: str | None = None) -> None:
-    """Train the DNN matched to the run's parameter count into RUN/baseline, evaluate, compare."""
-    from .models import count_params
-    from .pipeline import evaluate_run
-    from .report.compare import compare_runs
-    from .train import train
-
-    target = count_params(run.model)
-    log.info("training the %s baseline matched to %s parameters", args.baseline, f"{target:,}")
-    base = train(run.config.data.spec, args.baseline, out=run.path / "baseline", config=run.config.replace(
-        model={"name": args.baseline, "options": {}}), force=True, progress=True,
-        model_options={"match_params": target})
-    evaluate_run(base, split)
-    _print_compare(compare_runs([run.path, base.path], run.path / "compare",
-                                names=[f"CNN ({run.config.model.name})", f"DNN ({args.baseline})"]))
-
-
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = _parser_for(sub, "demo", "the whole pipeline on the bundled digits: train, evaluate, explain, visualize, "
                     "trust, report", "cnnlens demo --out runs/demo --fast")
@@ -602,17 +547,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .workflow import run
 
-    from .pipeline import SIZES
-
-    parser, _ = build_parser()
-    targs = parser.parse_args(["train", "--data", "digits", "--model", "compact", "--out", args.out, "--force"])
-    targs.epochs = 2 if args.fast else 12
-    targs.seed = 0
-    targs.break_lock = args.break_lock
-    with contextlib.ExitStack() as hold:  # the run's lock, from training to the report
-        _pipeline(targs, replace(SIZES["fast" if args.fast else "demo"]), hold)
+    run("digits", "compact", out=args.out, force=True, epochs=2 if args.fast else 12, seed=0,
+        sizes="fast" if args.fast else "demo", progress=True, break_lock=args.break_lock,
+        progress_for=Progress, notify=_notify)
     return 0
 
 
@@ -638,28 +577,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .workflow import run
 
-    from .pipeline import SIZES
-
-    sizes = SIZES[args.size]
-    if args.methods:
-        sizes = replace(sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
-    if args.per_class is not None:
-        if args.per_class < 1:
-            raise CnnlensError(f"--per-class must be >= 1; got {args.per_class}")
-        sizes = replace(sizes, per_class=args.per_class)
-    from .explain import METHODS
-    from .pipeline import STAGES
-
-    for m in sizes.methods:
-        METHODS.get(m)  # an unknown name fails now, listing the valid ones, not after training
-    for st in (args.skip or "").split(","):
-        if st.strip() and st.strip() not in STAGES:
-            raise CnnlensError(f"--skip: unknown stage {st.strip()!r}; stages: {', '.join(STAGES)}")
-    with contextlib.ExitStack() as hold:  # the run's lock, from training to the report
-        _pipeline(args, sizes, hold)
+    run(**_train_kwargs(args), sizes=args.size, methods=_names(args.methods), per_class=args.per_class,
+        skip=_names(args.skip) or (), baseline=args.baseline, split=args.split, progress_for=Progress,
+        notify=_notify)
     return 0
+
+
+def _names(csv: str | None) -> list[str] | None:
+    """A comma-separated flag as a list (``None`` when absent)."""
+    return None if csv is None else [v.strip() for v in csv.split(",") if v.strip()]
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -833,12 +761,13 @@ def _add_filters(sub: argparse._SubParsersAction) -> None:
 
 def _run_filters(args: argparse.Namespace) -> int:
     from .featureviz.runs import filters_run, parse_channels
+    from .rundir import save_viz
     from .train import load_run
 
     run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     with Progress("rendering filters") as cb:
-        info = filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps, lr=args.lr,
-                           seed=args.seed, examples=args.examples, progress=cb)
+        info = save_viz(run.path, filters_run(run, args.layer, parse_channels(args.channels), steps=args.steps,
+                                              lr=args.lr, seed=args.seed, examples=args.examples, progress=cb))
     console.print(f"{len(info['channels']):d} filters of {safe(info['layer'])}: "
                   f"{info['reached_dataset_max']:.0%} reach their dataset maximum")
     console.print(f"wrote {safe(run.path / 'featureviz' / info['figure'])}")
@@ -857,10 +786,11 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
 
 def _run_featuremaps(args: argparse.Namespace) -> int:
     from .featureviz.runs import featuremaps_run
+    from .rundir import save_viz
     from .train import load_run
 
     run = load_run(args.run, device=_device(), trust_code=args.trust_code)
-    info = featuremaps_run(run, args.layer, args.image)
+    info = save_viz(run.path, featuremaps_run(run, args.layer, args.image))
     fig = run.path / "featureviz" / info["figure"]
     console.print(f"wrote {safe(fig)} ({info['shape'][0]:d} maps of {safe(info['layer'])})")
     return 0
@@ -888,13 +818,15 @@ def _add_dream(sub: argparse._SubParsersAction) -> None:
 
 def _run_dream(args: argparse.Namespace) -> int:
     from .featureviz.runs import dream_run
+    from .rundir import save_viz
     from .train import load_run
 
     run = load_run(args.run, device=_device(), trust_code=args.trust_code)
     with Progress("dreaming") as cb:
-        info = dream_run(run, args.image, args.layer, args.channel, steps=args.steps, every=args.every,
-                         octaves=args.octaves, octave_scale=args.octave_scale, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed, progress=cb)
+        info = save_viz(run.path, dream_run(run, args.image, args.layer, args.channel, steps=args.steps,
+                                            every=args.every, octaves=args.octaves,
+                                            octave_scale=args.octave_scale, lr=args.lr,
+                                            weight_decay=args.weight_decay, seed=args.seed, progress=cb))
     obj = ", ".join(f"{v:.3g}" for v in info["octave_objective"])
     console.print(f"objective {info['initial_objective']:.3g} -> {safe(obj)} (per octave)")
     console.print(f"wrote {safe(', '.join(str(run.path / 'featureviz' / f) for f in info['files']))}")
@@ -943,32 +875,22 @@ def _add_trust(sub: argparse._SubParsersAction) -> None:
 
 def _run_trust(args: argparse.Namespace) -> int:
     from .data.splits import label_split
-    from .metrics import FAST, TrustConfig, run_trust
-    from .report.fig_trust import plot_trust
+    from .metrics import FAST, TrustConfig
+    from .pipeline import trust_run
     from .train import load_run
 
     run = load_run(args.run, device=_device(), trust_code=args.trust_code)
-    ds = run.dataset  # normalized as the model expects (model.json)
-    args.split = label_split(ds, args.split)
+    args.split = label_split(run.dataset, args.split)  # dataset normalized as the model expects (model.json)
     cfg = FAST if args.fast else TrustConfig()
-    cfg = cfg.replace(split=args.split, seed=args.seed, substrate=args.substrate,
-                      independent=args.independent,
+    cfg = cfg.replace(split=args.split, seed=args.seed, substrate=args.substrate, independent=args.independent,
                       **{k: getattr(args, k) for k in ("n_images", "steps", "max_cost")
                          if getattr(args, k) is not None})
-
-    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    if any(getattr(args, k) is not None for k in ("devices", "strategy", "accelerator", "num_nodes")):
-        from .metrics import trust_dataset
-
-        rep = trust_dataset(run.model, ds, methods, cfg, out_dir=run.path / "trust",
-                            accelerator=args.accelerator or "auto", devices=args.devices or 1,
-                            strategy=args.strategy or "auto", num_nodes=args.num_nodes or 1)
-        if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
-            return 0
-    else:
-        with Progress("scoring methods") as cb:
-            rep = run_trust(run.model, ds, methods, cfg, out_dir=run.path / "trust", progress=cb)
-    plot_trust(rep, run.path / "trust")
+    with Progress("scoring methods") as cb:  # trust_run writes RUN/trust/ and draws randomization.png
+        rep = trust_run(run, _names(args.methods), cfg.n_images, cfg.steps, progress=cb, split=args.split,
+                        config=cfg, devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
+                        num_nodes=args.num_nodes)
+    if rep is None:  # not global rank 0: rank 0 gathers, writes and prints
+        return 0
     header, rows = rep.table()
     t = Table(*[safe(h) for h in header[:-1]], title=f"trust: {rep.n_images:d} {safe(args.split)} images, "
               f"true class explained (model accuracy on them {100 * rep.accuracy:.0f}%)")

@@ -1,15 +1,15 @@
 """Which device cnnlens runs on when nobody says, and that device's name for people.
 
 The bottom layer (next to :mod:`cnnlens.io` and :mod:`cnnlens.config`): imports only torch,
-:mod:`cnnlens.errors` and :mod:`cnnlens.io`. Nothing is chosen at import time; every caller asks
+:mod:`cnnlens.errors`. Nothing is chosen at import time; every caller asks
 when it needs a device.
 
 * :func:`default_device` -- ``cuda`` when a CUDA device is present, else ``cpu``; the environment
   variable ``CNNLENS_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) overrides it, and a Lightning
   ``accelerator`` (``cpu``, ``gpu``, ...) given to ``cnnlens train``/``run`` is followed.
 * :func:`describe_device` -- ``"cpu (AMD EPYC 7B13, 2 threads)"`` or ``"cuda:0 (NVIDIA H200)"``:
-  what the report's timing section and the benchmarks print; :func:`record_device` writes it with
-  the torch and CUDA versions to ``RUN/device.json``.
+  what the report's timing section and the benchmarks print; :func:`device_record` gives it with
+  the torch and CUDA versions for ``RUN/device.json`` (:class:`cnnlens.rundir.DeviceRecord`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from .errors import CnnlensError
-from .io import write_json
 
 ENV = "CNNLENS_DEVICE"
 """Environment variable that overrides :func:`default_device` (e.g. ``CNNLENS_DEVICE=cpu``)."""
@@ -113,11 +112,3 @@ def device_record(device: str | torch.device) -> dict[str, str | None]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if dev.type == "cuda" else None,
     }
-
-
-def record_device(run_dir: str | os.PathLike[str], device: str | torch.device) -> dict[str, str | None]:
-    """Write :func:`device_record` to ``RUN/device.json`` (atomically); returns it. The analysis
-    stages (:func:`cnnlens.pipeline.analyze`) record where they ran; the report names it."""
-    rec = device_record(device)
-    write_json(Path(run_dir) / "device.json", rec)
-    return rec

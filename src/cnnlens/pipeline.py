@@ -12,7 +12,8 @@ and CPU time into ``RUN/timings.json``.
 
 :class:`StageSizes` says how big each stage is; :data:`SIZES` holds the presets the CLI uses
 (``fast`` for ``cnnlens demo --fast``, ``demo``, ``run``). The report (:mod:`cnnlens.report.html`)
-only reads what these stages wrote.
+only reads what these stages wrote. Every file goes through its record (:mod:`cnnlens.rundir`): a
+stage computes, the function here turns the result into records and saves them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .evaluate import EvalResult, evaluate, write_eval
+from .evaluate import EvalResult, evaluate
 from .explain.core import METHODS
-from .io import read_json, write_csv, write_json, write_npy
+from .rundir import (AttributionRegions, ConfusedMaps, DataCounts, DataSamples, DeviceRecord, ExplainMaps,
+                     FeaturevizIndex,
+                     LimeMaps, ModelSummaryFile, StagesRecord, Timings, TrustScores, file_name, save_eval,
+                     save_viz)
 from .train import Run
 from .errors import CnnlensError
 
@@ -135,13 +139,9 @@ SIZES: dict[str, StageSizes] = {
 
 def record_timing(run_dir: str | Path, stage: str, seconds: float, cpu_seconds: float | None = None) -> None:
     """Add ``stage`` to ``RUN/timings.json`` (``{stage: {"wall_s": .., "cpu_s": ..}}``, in stage order)."""
-    p = Path(run_dir) / "timings.json"
-    d = read_json(p) if p.exists() else {}
-    d.pop(stage, None)
-    d[stage] = {"wall_s": round(seconds, 2)} | (
-        {} if cpu_seconds is None else {"cpu_s": round(cpu_seconds, 2)}
-    )
-    write_json(p, d)
+    t = Timings.load(run_dir)
+    t.add(stage, seconds, cpu_seconds)
+    t.save(run_dir)
 
 
 @contextmanager
@@ -180,8 +180,7 @@ def evaluate_run(
     split = label_split(run.dataset, split)
     with timed(run.path, "evaluate"):
         res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std, progress=progress, tta=tta)
-        sub = run.path / "eval" if tta in (None, "none") else run.path / "eval" / f"tta-{tta}"
-        write_eval(res, sub, run.dataset.ids)
+        save_eval(res, run.path, run.dataset.ids, tta)
     log.info("%s accuracy %.4f on %d %s images", split, res.accuracy, len(res.labels), split)
     return res
 
@@ -191,10 +190,9 @@ def summarize_run(run: Run) -> dict[str, Any]:
     from .models.summary import summarize
 
     with timed(run.path, "model summary"):
-        s = summarize(run.model, run.input_shape)
-        s.to_json(run.path / "model" / "summary.json")
-        s.to_csv(run.path / "model" / "summary.csv")
-    return s.to_dict()
+        rec = ModelSummaryFile.from_summary(summarize(run.model, run.input_shape))
+        rec.save(run.path)
+    return rec.to_dict()
 
 
 def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]:
@@ -204,36 +202,12 @@ def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]
 
     with timed(run.path, "data"):
         ds = run.dataset
-        counts = ds.counts()
-        splits = list(ds.splits)
-        unlabeled = {s: int((ds.labels[ds.splits[s]] < 0).sum()) for s in splits}
-        info = {
-            "name": ds.name,
-            "source": str(ds.source),
-            "classes": list(ds.classes),
-            "splits": splits,
-            "counts": {s: [int(v) for v in counts[s]] for s in splits},
-            "unlabeled": unlabeled,
-            "size": {s: len(ds.splits[s]) for s in splits},
-            "shape": [ds.channels, *ds.size],
-            "mean": list(ds.mean),
-            "std": list(ds.std),
-            "normalization": run.normalization,
-            "skipped": len(ds.skipped),
-        }
-        out = run.path / "data"
-        write_json(out / "counts.json", info)
-        rows = [
-            [c, *[info["counts"][s][k] for s in splits], sum(info["counts"][s][k] for s in splits)]
-            for k, c in enumerate(ds.classes)
-        ]
-        write_csv(out / "counts.csv", ["class", *splits, "total"], rows)
+        counts = DataCounts.from_dataset(ds, run.normalization)
+        counts.save(run.path)
         split = "train" if "train" in ds.splits else None
         samples = [{"class": c, "indices": idx} for c, idx in pick_samples(ds, per_class, split, seed)]
-        write_json(
-            out / "samples.json", {"split": split, "seed": seed, "per_class": per_class, "rows": samples}
-        )
-    return info
+        DataSamples(split=split, seed=seed, per_class=per_class, rows=samples).save(run.path)
+    return counts.to_dict()
 
 
 # ---- explanations ---------------------------------------------------------------------------------
@@ -262,13 +236,15 @@ def explain_run(
 ) -> dict[str, Any]:
     """Explain chosen images of a run with each method (``layer``: the CAM layer, default the last conv;
     ``method_options``: per-method options, e.g. ``{"guided_backprop": {"force": True}}``);
-    writes ``RUN/explain/`` (one ``<method>.npy`` per method, ``explanations.json`` and ``grid.png``).
+    writes ``RUN/explain/`` (:class:`ExplainMaps`: one ``<method>.npy`` per method and
+    ``explanations.json``; :class:`AttributionRegions`: where each map's mass falls; ``grid.png``).
     Images default to ``per_class`` correctly classified images per class of ``split`` (from ``result``
     when given, else evaluated here; ``None``: test if labeled, else val). The JSON index also records
     how the images were chosen (``selection``: ``"correct"`` or ``"given"``), the split of each image
     (``splits``) and the ``target``. Returns the JSON index."""
     from .data.splits import split_of
     from .explain.batch import explain_images
+    from .report.fig_explain import explanation_grid
 
     with timed(run.path, "explain"):
         for m in methods:
@@ -292,26 +268,21 @@ def explain_run(
         tgt: Any = int(target) if isinstance(target, str) and target.isdigit() else target
         if tgt == "label" and (labels < 0).any():
             raise CnnlensError("target 'label' needs labeled images; some chosen images are unlabeled")
-        explain_images(
-            run.model,
-            ds.images[idx],
-            run.mean,
-            run.std,
-            methods,
-            targets=tgt,
-            labels=labels,
-            out_dir=run.path / "explain",
-            classes=ds.classes,
-            indices=indices,
-            progress=progress,
-            layer=layer,
-            method_options=method_options,
+        notes: list[str] = []  # zero maps, a coarse CAM layer (logged as warnings, kept for the report)
+        results = explain_images(
+            run.model, ds.images[idx], run.mean, run.std, methods, targets=tgt, labels=labels,
+            progress=progress, layer=layer, method_options=method_options, indices=indices, notes_out=notes,
         )
-        ipath = run.path / "explain" / "explanations.json"
-        index = read_json(ipath)
-        index.update(selection=selection, splits=split_of(ds, indices), target=str(target))
-        write_json(ipath, index)
-    return index
+        rec = ExplainMaps.from_explanations(results, indices, labels, ds.classes, notes=notes,
+                                            selection=selection, splits=split_of(ds, indices), target=str(target))
+        rec.save(run.path)
+        AttributionRegions.from_maps(rec).save(run.path)
+        k, out = len(ds.classes), run.path / "explain"
+        titles = [f"#{i} true: {ds.classes[lb] if 0 <= lb < k else lb}" if lb >= 0 else f"#{i}"
+                  for i, lb in zip(indices, labels.tolist())]
+        explanation_grid(ds.images[idx], results, titles, out / "grid.png", classes=ds.classes)
+        log.info("wrote %d method(s) for %d image(s) to %s", len(results), len(indices), out)
+    return rec.to_dict()
 
 
 def explain_confused(
@@ -323,10 +294,10 @@ def explain_confused(
     progress: Progress = None,
 ) -> dict[str, Any] | None:
     """The ``pairs`` most-confused (true A, predicted B) pairs: up to ``per_pair`` images of A (of the
-    evaluated split) taken for B, each explained by every method for A and for B. Writes ``RUN/explain/confused/``:
-    ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and ``confused.json``.
-    Returns the JSON, or ``None`` when the model made no mistake."""
-    from .explain.batch import _file_name, explain_confused_pairs
+    evaluated split) taken for B, each explained by every method for A and for B. Writes
+    ``RUN/explain/confused/``: ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and
+    ``confused.json`` (:class:`ConfusedMaps`). Returns the JSON, or ``None`` when the model made no mistake."""
+    from .explain.batch import explain_confused_pairs
 
     with timed(run.path, "explain confused pairs"):
         top = result.confused_pairs(pairs)
@@ -343,21 +314,21 @@ def explain_confused(
         images = ds.images[indices]
         lab, pred = result.labels[pos], result.preds[pos]
         out = run.path / "explain" / "confused"
-        meta: dict[str, Any] = {
-            "split": result.split,
-            "pairs": top,
-            "per_pair": per_pair,
-            "indices": indices.tolist(),
-            "labels": lab.tolist(),
-            "predicted": pred.tolist(),
-            "p_true": result.probs[pos].gather(1, lab.view(-1, 1)).view(-1).tolist(),
-            "p_pred": result.probs[pos].gather(1, pred.view(-1, 1)).view(-1).tolist(),
-            "probs": result.probs[pos].tolist(),
-            "classes": list(ds.classes),
-            "methods": {},
-        }
+        rec = ConfusedMaps(
+            pairs=top,
+            per_pair=per_pair,
+            indices=indices.tolist(),
+            labels=lab.tolist(),
+            predicted=pred.tolist(),
+            p_true=result.probs[pos].gather(1, lab.view(-1, 1)).view(-1).tolist(),
+            p_pred=result.probs[pos].gather(1, pred.view(-1, 1)).view(-1).tolist(),
+            probs=result.probs[pos].tolist(),
+            classes=list(ds.classes),
+            methods={},
+            split=result.split,
+        )
         for k, m in enumerate(methods):
-            name = _file_name(m)
+            name = file_name(m)
             res = explain_confused_pairs(
                 run.model,
                 images,
@@ -373,20 +344,11 @@ def explain_confused(
             )
             if res is None:  # cannot happen: every chosen image matches its pair
                 raise RuntimeError("confused-pair selection found no image")
-            ea, eb = res
-            _save_npy(out / f"{name}_true.npy", ea.maps)
-            _save_npy(out / f"{name}_pred.npy", eb.maps)
-            meta["methods"][m] = {
-                "true": f"{name}_true.npy",
-                "pred": f"{name}_pred.npy",
-                "signed": ea.signed,
-                "layer": ea.layer,
-                "layer_transform": ea.layer_transform,
-            }
+            rec.add(m, *res)
             if progress:
                 progress(k + 1, len(methods))
-        write_json(out / "confused.json", meta)
-    return meta
+        rec.save(run.path)
+    return rec.to_dict()
 
 
 def explain_lime(
@@ -398,9 +360,10 @@ def explain_lime(
     progress: Progress = None,
 ) -> dict[str, Any]:
     """LIME (superpixels) for ``per_class`` correctly classified images of each class (of the evaluated
-    split), for the predicted class. Writes ``RUN/explain/lime/``: ``lime.npy`` (``float32 [N, H, W]`` pixel maps),
-    ``segments.npy`` (``int32 [N, H, W]`` superpixel labels), ``lime.json`` (indices, per-image
-    superpixel weights, intercept, weighted R^2 of the surrogate, settings)."""
+    split), for the predicted class. Writes ``RUN/explain/lime/`` (:class:`LimeMaps`): ``lime.npy``
+    (``float32 [N, H, W]`` pixel maps), ``segments.npy`` (``int32 [N, H, W]`` superpixel labels),
+    ``lime.json`` (indices, per-image superpixel weights, intercept, weighted R^2 of the surrogate,
+    every setting it ran with, the split)."""
     from .explain.batch import explain_images
 
     with timed(run.path, "lime"):
@@ -409,39 +372,53 @@ def explain_lime(
             raise CnnlensError(f"no correctly classified {result.split} image to explain with LIME")
         ds = run.dataset
         idx = torch.as_tensor(indices)
+        options = {"n_samples": n_samples, "seed": seed, "mean": run.mean, "std": run.std}
         exp = explain_images(
             run.model,
             ds.images[idx],
             run.mean,
             run.std,
             ["lime"],
-            figure=False,
-            method_options={"lime": {"n_samples": n_samples, "seed": seed, "mean": run.mean, "std": run.std}},
+            method_options={"lime": options},
             progress=progress,
         )["lime"]
-        out = run.path / "explain" / "lime"
-        _save_npy(out / "lime.npy", exp.maps)
-        _save_npy(out / "segments.npy", exp.extras["segments"].to(torch.int32))
         ex = exp.extras
-        meta = {
-            "split": result.split,
-            "indices": indices,
-            "labels": ds.labels[idx].tolist(),
-            "targets": exp.targets.tolist(),
-            "probs": exp.probs.gather(1, exp.targets.view(-1, 1)).view(-1).tolist(),
-            "classes": list(ds.classes),
-            "n_samples": n_samples,
-            "seed": seed,
-            "weights": [w.tolist() for w in ex["weights"]],
-            "n_segments": list(ex["n_segments"]),
-            "intercept": _list(ex.get("intercept")),
-            "score": _list(ex.get("score")),
-            "segmentation": "slic",
-            "grid_fallback": _list(ex.get("grid_fallback")),
-            "output": ex.get("output", "prob"),
-        }
-        write_json(out / "lime.json", meta)
-    return meta
+        settings = method_settings("lime", options)
+        rec = LimeMaps(
+            indices=indices,
+            labels=ds.labels[idx].tolist(),
+            targets=exp.targets.tolist(),
+            probs=exp.probs.gather(1, exp.targets.view(-1, 1)).view(-1).tolist(),
+            classes=list(ds.classes),
+            n_samples=n_samples,
+            seed=seed,
+            weights=[w.tolist() for w in ex["weights"]],
+            n_segments=list(ex["n_segments"]),
+            intercept=_list(ex.get("intercept")),
+            score=_list(ex.get("score")),
+            segmentation=settings.get("segmentation"),
+            grid_fallback=_list(ex.get("grid_fallback")),
+            output=ex.get("output", "prob"),
+            settings=settings,
+            split=result.split,
+            maps=exp.maps.float().numpy(),
+            segments=exp.extras["segments"].to(torch.int32).numpy(),
+        )
+        rec.save(run.path)
+    return rec.to_dict()
+
+
+def method_settings(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every plain (str, number, bool) option ``method`` runs with: its signature's defaults
+    overridden by ``options`` (dataset statistics and tensors left out), so records name them."""
+    import inspect
+
+    plain = (str, int, float, bool, type(None))
+    sig = inspect.signature(METHODS.get(method).attribute)
+    out = {k: p.default for k, p in sig.parameters.items()
+           if p.default is not inspect.Parameter.empty and isinstance(p.default, plain)}
+    out.update({k: v for k, v in options.items() if isinstance(v, plain)})
+    return {k: v for k, v in out.items() if k not in ("mean", "std", "batch_size")}
 
 
 # ---- feature visualization ------------------------------------------------------------------------
@@ -492,19 +469,19 @@ def featureviz_run(
         for layer, lim in zip(layers, limits):
             k = run.model.get_submodule(layer).out_channels
             chans = None if lim is None or lim >= k else list(range(lim))
-            index["filters"].append(
-                filters_run(run, layer, chans, steps=sizes.filter_steps, examples=sizes.examples)
-            )
+            index["filters"].append(save_viz(
+                run.path, filters_run(run, layer, chans, steps=sizes.filter_steps, examples=sizes.examples)
+            ))
             done += 1
             if progress:
                 progress(done, total)
-            index["featuremaps"].append(featuremaps_run(run, layer, image))
+            index["featuremaps"].append(save_viz(run.path, featuremaps_run(run, layer, image)))
             done += 1
             if progress:
                 progress(done, total)
         index["notes"] = transformer_notes(run.model, convs)
         try:
-            index["dream"] = dream_run(
+            index["dream"] = save_viz(run.path, dream_run(
                 run,
                 image,
                 layers[-1],
@@ -512,14 +489,14 @@ def featureviz_run(
                 steps=sizes.dream_steps,
                 every=sizes.dream_every,
                 octaves=sizes.dream_octaves,
-            )
+            ))
         except CnnlensError as e:  # e.g. a ViT/Swin that takes only its own input size
             log.warning("Deep Dream left out: %s", e)
             index["notes"].append(f"Deep Dream is left out: it runs the model at smaller octave sizes, "
                                   f"and {e}")
         if progress:
             progress(total, total)
-        write_json(run.path / "featureviz" / "featureviz.json", index)
+        FeaturevizIndex.from_dict(index).save(run.path)
     return index
 
 
@@ -528,35 +505,53 @@ def featureviz_run(
 
 def trust_run(
     run: Run,
-    methods: list[str] | tuple[str, ...],
+    methods: list[str] | tuple[str, ...] | None,
     n_images: int = 32,
     steps: int = 50,
     progress: Progress = None,
     split: str | None = None,
-) -> dict[str, Any]:
+    *,
+    devices: int | str | None = None,
+    strategy: str | None = None,
+    accelerator: str | None = None,
+    num_nodes: int | None = None,
+    **options: Any,
+) -> Any:
     """The trust protocol (:func:`cnnlens.metrics.run_trust`) on ``n_images`` images of ``split``
-    (``None``: test if labeled, else val): writes ``RUN/trust/scores.json``, ``table.csv`` and
-    ``randomization.png``. Returns the scores JSON."""
+    (``None``: test if labeled, else val; fewer when it is smaller; ``options``: any other
+    :func:`run_trust` keyword, e.g. ``seed``, ``substrate``, ``cascade``, ``independent``,
+    ``max_cost``). With ``devices``/``strategy``/``accelerator``/``num_nodes`` the images are split across processes (:func:`trust_dataset`).
+    Writes ``RUN/trust/`` (:class:`TrustScores`: ``scores.json``, ``table.csv``; ``randomization.png``);
+    like ``cnnlens trust``, it records no timing (:func:`analyze` times it as the stage ``trust``).
+    Returns the :class:`cnnlens.metrics.TrustReport`, or ``None`` in a data-parallel process other
+    than global rank 0 (rank 0 gathers and writes)."""
     from .data.splits import label_split
-    from .metrics import run_trust
+    from .metrics import run_trust, trust_dataset
+
+    ds = run.dataset  # normalized as the model expects (model.json)
+    split = label_split(ds, split)
+    n = min(n_images, len(ds.indices(split)))
+    methods = None if methods is None else list(methods)
+    if any(v is not None for v in (devices, strategy, accelerator, num_nodes)):
+        rep = trust_dataset(run.model, ds, methods, n_images=n, steps=steps,
+                            shard_dir=run.path / "trust" / ".shards", accelerator=accelerator or "auto",
+                            devices=devices or 1, strategy=strategy or "auto", num_nodes=num_nodes or 1,
+                            split=split, **options)
+        if rep is None:  # another rank: global rank 0 gathers and writes everything
+            return None
+    else:
+        rep = run_trust(run.model, ds, methods, n_images=n, steps=steps, progress=progress, split=split,
+                        **options)
+    save_trust(run, rep)
+    return rep
+
+
+def save_trust(run: Run, report: Any) -> None:
+    """``RUN/trust/``: the record of a :class:`TrustReport` and its cascading-randomization figure."""
     from .report.fig_trust import plot_trust
 
-    with timed(run.path, "trust"):
-        ds = run.dataset  # normalized as the model expects (model.json)
-        split = label_split(ds, split)
-        n = min(n_images, len(ds.indices(split)))
-        rep = run_trust(
-            run.model,
-            ds,
-            list(methods),
-            n_images=n,
-            split=split,
-            out_dir=run.path / "trust",
-            steps=steps,
-            progress=progress,
-        )
-        plot_trust(rep, run.path / "trust")
-    return read_json(run.path / "trust" / "scores.json")
+    TrustScores.from_report(report).save(run.path)
+    plot_trust(report, run.path / "trust")
 
 
 # ---- submission -----------------------------------------------------------------------------------
@@ -632,10 +627,10 @@ def analyze(
                 yield cb
 
     done = ["model summary", "data"]
-    from .device import record_device
+    from .device import device_record
     from .explain.core import model_device
 
-    record_device(run.path, model_device(run.model))  # RUN/device.json: the report names the device
+    DeviceRecord(**device_record(model_device(run.model))).save(run.path)  # RUN/device.json: the report names it
     summarize_run(run)
     describe_data(run)
     if "explain" not in skip:
@@ -655,10 +650,10 @@ def analyze(
             featureviz_run(run, result, sizes, cb)
         done.append("featureviz")
     if "trust" not in skip:
-        with bar("trust scores") as cb:
+        with bar("trust scores") as cb, timed(run.path, "trust"):
             trust_run(run, sizes.trust_methods, sizes.trust_images, sizes.trust_steps, cb, split=result.split)
         done.append("trust")
-    write_json(run.path / "stages.json", {"sizes": sizes.to_dict(), "stages": done})
+    StagesRecord(sizes=sizes.to_dict(), stages=done).save(run.path)
     return done
 
 
@@ -689,10 +684,6 @@ def _load_or_evaluate(run: Run, split: str | None) -> EvalResult:
 
     split = label_split(run.dataset, split)
     return evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)
-
-
-def _save_npy(path: Path, t: torch.Tensor) -> Path:
-    return write_npy(path, t.float() if t.is_floating_point() else t)
 
 
 def _list(v: Any) -> list[float] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +13,6 @@ from torch import nn
 
 from ..data.base import ImageDataset, normalize
 from ..explain.core import forward_logits, model_device
-from ..io import write_csv, write_json
 from ..errors import CnnlensError
 
 
@@ -153,19 +151,3 @@ def evaluate(model: nn.Module, dataset: ImageDataset, split: str = "test", batch
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
     return EvalResult(split=split, indices=idx, labels=labels, preds=preds, probs=probs,
                       confusion=confusion, classes=list(dataset.classes))
-
-
-def write_eval(result: EvalResult, out_dir: str | Path, ids: list[str] | None = None) -> Path:
-    """``metrics.json``, ``predictions.csv`` (index, id, label, pred, p per class), ``confusion.csv``."""
-    out = Path(out_dir)
-    write_json(out / "metrics.json", result.to_dict())
-    header = ["index", "id", "label", "pred", *[f"p_{c}" for c in result.classes]]
-    rows = []
-    for j in range(len(result.labels)):
-        i = int(result.indices[j])
-        rows.append([i, ids[i] if ids else i, result.classes[int(result.labels[j])],
-                     result.classes[int(result.preds[j])], *[f"{v:.6f}" for v in result.probs[j].tolist()]])
-    write_csv(out / "predictions.csv", header, rows)
-    write_csv(out / "confusion.csv", ["true\\pred", *result.classes],
-              [[c, *row] for c, row in zip(result.classes, result.confusion.tolist())])
-    return out / "metrics.json"

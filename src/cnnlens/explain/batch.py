@@ -1,9 +1,9 @@
-"""Explain raw dataset images and write the results: what ``cnnlens explain RUN`` calls.
+"""Explain raw dataset images: what ``cnnlens explain RUN`` computes.
 
-``explain_images`` normalizes ``uint8`` images, runs :func:`explain_many` and, given ``out_dir``,
-writes one ``<method>.npy`` per method (``float32 [N, H, W]`` raw maps), ``explanations.json``
-(indices, targets, probabilities, layer, per-method scalar extras such as IG's completeness gap) and
-``grid.png`` (rows = images, columns = original + one per method).
+``explain_images`` normalizes ``uint8`` images and runs :func:`explain_many`; it returns the
+explanations and writes nothing. The run directory's files (``explain/<method>.npy``,
+``explanations.json``) are the record :class:`cnnlens.rundir.ExplainMaps`, saved by
+:func:`cnnlens.pipeline.explain_run`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..io import write_json, write_npy
 from .core import Explanation, TargetSpec
 from .many import explain_many
 from .notes import map_notes
@@ -68,24 +66,22 @@ def _scalars(extras: dict[str, Any]) -> dict[str, Any]:
 
 def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    methods: Sequence[str], targets: TargetSpec = None,
-                   labels: torch.Tensor | Sequence[int] | None = None,
-                   out_dir: str | os.PathLike[str] | None = None, *, layer: str | nn.Module | None = None,
-                   classes: Sequence[str] | None = None, indices: Sequence[int] | torch.Tensor | None = None,
-                   device: str | torch.device | None = None, chunk_size: int | None = None,
-                   progress: Callable[[int, int], None] | None = None,
-                   method_options: dict[str, dict[str, Any]] | None = None, figure: bool = True,
+                   labels: torch.Tensor | Sequence[int] | None = None, *,
+                   layer: str | nn.Module | None = None, device: str | torch.device | None = None,
+                   chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+                   method_options: dict[str, dict[str, Any]] | None = None,
+                   indices: Sequence[int] | None = None, notes_out: list[str] | None = None,
                    **options: Any) -> dict[str, Explanation]:
-    """Explain raw images with several methods and (optionally) write maps, metadata and a grid.
+    """Explain raw images with several methods (shared passes), on the CPU afterwards.
 
     Args:
         model: the classifier (returned untouched).
         images_uint8: ``uint8 [N, C, H, W]`` raw pixels; ``mean``/``std`` the model's normalization.
         methods: method names (shared passes via :func:`explain_many`).
         targets: ``None``/``"pred"`` (predicted), ``"label"`` (needs ``labels``), an int or one per image.
-        out_dir: where to write ``<method>.npy``, ``explanations.json`` and ``grid.png``; nothing is
-            written when ``None``.
-        classes: class names for titles; ``indices``: the images' dataset indices (for the JSON and
-            the row titles); ``device``: where to compute (default: the model's device).
+        device: where to compute (default: the model's device).
+        indices: the images' names in the notes (:func:`cnnlens.explain.notes.map_notes`, logged as
+            warnings); ``notes_out``: a list the notes are appended to (the pipeline records them).
 
     Returns:
         ``{method: Explanation}`` with maps ``float32 [N, H, W]`` on the CPU.
@@ -93,49 +89,14 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
     x = normalize_images(images_uint8, mean, std)
     if device is not None:
         x = x.to(device)
-    n = x.shape[0]
-    if indices is None:
-        idx = list(range(n))
-    else:
-        idx = [int(i) for i in torch.as_tensor(indices).view(-1).tolist()]
-        if len(idx) != n:
-            raise CnnlensError(f"indices must have one entry per image ({n}); got {len(idx)}")
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     results = explain_many(model, x, list(methods), target=targets, layer=layer, labels=lab,
                            chunk_size=chunk_size, progress=progress, method_options=method_options, **options)
     results = {m: _to_cpu(e) for m, e in results.items()}
-    notes = map_notes(model, x, results, idx)  # zero maps, coarse CAM layer: logged, and kept for the report
-    if out_dir is None:
-        return results
-    out = Path(out_dir)
-    first = next(iter(results.values()))
-    meta: dict[str, Any] = {
-        "indices": idx,
-        "labels": None if lab is None else lab.tolist(),
-        "targets": first.targets.tolist(),
-        "predicted": first.probs.argmax(1).tolist(),
-        "target_prob": first.probs.gather(1, first.targets.view(-1, 1)).squeeze(1).tolist(),
-        "probs": first.probs.tolist(),
-        "classes": list(classes) if classes is not None else None,
-        "methods": {},
-        "notes": notes,
-    }
-    for m, e in results.items():
-        name = _file_name(m)
-        write_npy(out / f"{name}.npy", e.maps.float())
-        meta["methods"][m] = {"file": f"{name}.npy", "shape": list(e.maps.shape), "signed": e.signed,
-                              "layer": e.layer, "layer_transform": e.layer_transform,
-                              "extras": _scalars(e.extras)}
-    write_json(out / "explanations.json", meta)
-    if figure:
-        from ..report.fig_explain import explanation_grid
-
-        titles = []
-        for j, i in enumerate(idx):
-            true = "" if lab is None else f" true: {_name(int(lab[j]), classes)}"
-            titles.append(f"#{i}{true}")
-        explanation_grid(images_uint8.cpu(), results, titles, out / "grid.png", classes=classes)
-    log.info("wrote %d method(s) for %d image(s) to %s", len(results), n, out)
+    # zero maps, a coarse CAM layer: logged here; the pipeline keeps them in the ExplainMaps record
+    notes = map_notes(model, x, results, indices)
+    if notes_out is not None:
+        notes_out.extend(notes)
     return results
 
 
@@ -183,7 +144,3 @@ def _to_cpu(e: Explanation) -> Explanation:
 
 def _file_name(method: str) -> str:
     return method.replace(":", "_").replace("/", "_")
-
-
-def _name(c: int, classes: Sequence[str] | None) -> str:
-    return classes[c] if classes is not None and 0 <= c < len(classes) else str(c)

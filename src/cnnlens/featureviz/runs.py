@@ -1,7 +1,8 @@
 """Feature visualization on a run directory: what ``cnnlens filters | featuremaps | dream`` do.
 
-Each function takes a loaded :class:`cnnlens.train.Run` and writes under ``RUN/featureviz/``:
-figures (PNG, GIF), the raw 8-bit images (``.npy``) and a JSON summary with the numbers.
+Each function takes a loaded :class:`cnnlens.train.Run`, draws its figures (PNG, GIF) under
+``RUN/featureviz/`` and returns a :class:`Viz`: the JSON summary with the numbers and the raw array,
+which the caller saves as a record (:func:`cnnlens.rundir.save_viz`: ``<stem>.json`` + ``<stem>.npy``).
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..io import write_json, write_npy
 from .dream import deep_dream
 from .examples import dataset_examples
 from .featuremaps import feature_maps
@@ -32,8 +33,15 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> Path:
-    return write_npy(path, arr)
+@dataclass(frozen=True)
+class Viz:
+    """One visualization: ``stem`` (its file name without suffix, under ``RUN/featureviz/``), ``info``
+    (the JSON summary; ``info["figure"]`` or ``info["files"]`` name the figures drawn) and ``array``
+    (the raw images or maps, or ``None``)."""
+
+    stem: str
+    info: dict[str, Any]
+    array: np.ndarray | None = None
 
 
 def _u8(img: torch.Tensor) -> np.ndarray:
@@ -52,10 +60,11 @@ def filters_run(
     split: str = "train",
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> Viz:
     """Visualize filters of ``layer`` (all by default, ``batch_size`` at a time) and find their top
     ``examples`` dataset patches in ``split``. Writes ``filters_<layer>.png`` (grid: synthetic image,
-    then the real patches), ``filters_<layer>.npy`` (uint8 ``[n, C, H, W]``) and ``filters_<layer>.json``."""
+    then the real patches); returns the :class:`Viz` for ``filters_<layer>.npy`` (uint8 ``[n, C, H, W]``)
+    and ``filters_<layer>.json``."""
     c, h, w = run.input_shape
     v = visualize_filters(
         run.model,
@@ -87,7 +96,6 @@ def filters_run(
         patches,
         title=f"{v.layer}: synthetic image, then the top {real.indices.shape[1]} {split} patches",
     )
-    _save_npy(out / f"{stem}.npy", _u8(v.images))
     top = real.values[:, 0]
     info = {
         "layer": v.layer,
@@ -102,7 +110,6 @@ def filters_run(
         "seed": seed,
         "figure": fig.name,
     }
-    write_json(out / f"{stem}.json", info)
     log.debug(
         "%d filters of %s: %.0f%% reach their %s maximum",
         len(v.channels),
@@ -110,10 +117,10 @@ def filters_run(
         100 * info["reached_dataset_max"],
         split,
     )
-    return info
+    return Viz(stem, info, _u8(v.images))
 
 
-def featuremaps_run(run: Run, layer: str | int, image: int) -> dict[str, Any]:
+def featuremaps_run(run: Run, layer: str | int, image: int) -> Viz:
     """Every filter's output of ``layer`` for dataset image ``image``: ``featuremaps_<layer>_<i>.png``
     and ``.npy`` (float32 ``[K, h, w]``)."""
     ds = run.dataset
@@ -135,7 +142,6 @@ def featuremaps_run(run: Run, layer: str | int, image: int) -> dict[str, Any]:
         ds.images[image],
         title=f"{fm.layer} on image {image} ({cls}), {fm.maps.shape[1]} filters",
     )
-    _save_npy(out / f"{stem}.npy", fm.maps[0].numpy().astype(np.float32))
     from ..data.splits import split_of
 
     info = {
@@ -147,8 +153,7 @@ def featuremaps_run(run: Run, layer: str | int, image: int) -> dict[str, Any]:
         "mean_activation": fm.maps[0].mean((1, 2)).tolist(),
         "figure": fig.name,
     }
-    write_json(out / f"{stem}.json", info)
-    return info
+    return Viz(stem, info, fm.maps[0].numpy().astype(np.float32))
 
 
 def dream_run(
@@ -165,7 +170,7 @@ def dream_run(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> Viz:
     """Deep Dream on a dataset image (index) or an image file (resized to the model's input).
     Writes ``dream_<layer>_<channel>.png`` (strip of snapshots), ``.gif``, ``_final.png`` and ``.json``."""
     c, h, w = run.input_shape
@@ -231,8 +236,7 @@ def dream_run(
         "seed": seed,
         "files": [f"{stem}.png", f"{stem}.gif", f"{stem}_final.png"],
     }
-    write_json(out / f"{stem}.json", info)
-    return info
+    return Viz(stem, info)
 
 
 def parse_channels(s: str | None) -> list[int] | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..io import read_json, write_json, write_text
+from ..io import write_text
+from ..rundir import CompareRecord, EvalMetrics, History, ModelMeta
 from .figures import plt, save_figure
 from ..errors import CnnlensError
 
@@ -26,7 +27,7 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
     (for evaluation) a model that is user code (see :func:`cnnlens.load_run`).
     """
     from ..pipeline import evaluate_run
-    from ..train import load_run, read_history
+    from ..train import load_run
 
     if len(run_dirs) < 2:
         raise CnnlensError(f"compare needs at least two runs; got {len(run_dirs)}")
@@ -35,18 +36,15 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
     classes: list[str] | None = None
     for i, rd in enumerate(run_dirs):
         rd = Path(rd)
-        meta = read_json(rd / "model.json") if (rd / "model.json").exists() else None
-        if meta is None:
-            raise FileNotFoundError(f"{rd} is not a cnnlens run (model.json missing)")
+        meta = ModelMeta.load(rd).to_dict()
         if classes is None:
             classes = meta["classes"]
         elif meta["classes"] != classes:
             raise CnnlensError(f"runs are on different classes: {run_dirs[0]} has {classes}, {rd} has {meta['classes']}")
-        mpath = rd / "eval" / "metrics.json"
-        if not mpath.exists():
+        if not EvalMetrics.exists(rd):
             evaluate_run(load_run(rd, trust_code=trust_code))
-        metrics = read_json(mpath)
-        hist = read_history(rd / "history.csv")
+        metrics = EvalMetrics.load(rd).to_dict()
+        hist = History.load(rd).rows
         name = names[i] if names else f"{meta['model']['name']} ({rd.name})"
         cm = np.array(metrics["confusion"], dtype=float)
         per_class_acc = (np.diag(cm) / np.maximum(cm.sum(1), 1)).tolist()
@@ -65,7 +63,7 @@ def compare_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[
     _confusions(rows, classes, out / "confusions.png")
     result = {"classes": classes, "runs": [{k: v for k, v in r.items() if k != "history"} for r in rows],
               "findings": _findings(rows)}
-    write_json(out / "compare.json", result)
+    CompareRecord.from_dict(result).save(out)
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("cnnlens", "report/templates"),

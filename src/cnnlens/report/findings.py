@@ -11,11 +11,9 @@ import math
 from typing import Any
 
 import numpy as np
-from ..errors import CnnlensError
+from ..explain.regions import REGIONS, region_bounds, region_mass  # noqa: F401  (computed by the explain stage)
 
 Finding = dict[str, str]
-
-REGIONS = ("top", "middle", "bottom", "left", "centre_col", "right", "centre_box")
 
 
 def _f(text: str, source: str) -> Finding:
@@ -37,50 +35,6 @@ def _pct(v: float, digits: int = 1) -> str:
 # ---- where attribution mass falls -------------------------------------------------------------------
 
 
-def region_bounds(h: int, w: int) -> dict[str, tuple[int, int, int, int]]:
-    """Regions as ``(top, bottom, left, right)`` pixel bounds (exclusive): row thirds, column thirds,
-    and the central box (the middle half of the height and of the width, a quarter of the area)."""
-    r1, r2 = round(h / 3), round(2 * h / 3)
-    c1, c2 = round(w / 3), round(2 * w / 3)
-    return {
-        "top": (0, r1, 0, w),
-        "middle": (r1, r2, 0, w),
-        "bottom": (r2, h, 0, w),
-        "left": (0, h, 0, c1),
-        "centre_col": (0, h, c1, c2),
-        "right": (0, h, c2, w),
-        "centre_box": (round(h / 4), round(3 * h / 4), round(w / 4), round(3 * w / 4)),
-    }
-
-
-def region_mass(maps: np.ndarray) -> list[dict[str, float]]:
-    """Share of each map's absolute attribution ``|m|`` in every region of :func:`region_bounds`.
-
-    Args:
-        maps: ``float [N, H, W]`` raw maps.
-
-    Returns:
-        one dict per map: region -> share in [0, 1] (``nan`` for an all-zero map), plus
-        ``centre_box_area``, the share of pixels the central box covers (what a uniform map gets).
-    """
-    a = np.abs(np.asarray(maps, dtype=np.float64))
-    if a.ndim != 3:
-        raise CnnlensError(f"maps must be [N, H, W]; got shape {a.shape}")
-    n, h, w = a.shape
-    bounds = region_bounds(h, w)
-    t, b, l_, r = bounds["centre_box"]
-    area = (b - t) * (r - l_) / (h * w)
-    out = []
-    for i in range(n):
-        tot = a[i].sum()
-        row: dict[str, float] = {}
-        for name, (t0, b0, l0, r0) in bounds.items():
-            row[name] = float(a[i, t0:b0, l0:r0].sum() / tot) if tot > 0 else math.nan
-        row["centre_box_area"] = area
-        out.append(row)
-    return out
-
-
 _ROW_NAMES = {"top": "top third", "middle": "middle third", "bottom": "bottom third"}
 _COL_NAMES = {"left": "left third", "centre_col": "centre third", "right": "right third"}
 
@@ -91,27 +45,37 @@ def looks_findings(
     """One sentence per class: the row third and column third holding most of ``method``'s
     |attribution|, and the share inside the central box against its share of the area.
 
-    ``per_class``: ``(class index, region shares)`` for each explained image (averaged per class here).
+    ``per_class``: ``(class index, region shares)`` for each explained image (averaged per class here;
+    the report reads the averages the explain stage stored, :func:`looks_findings_per_class`).
     """
     by_class: dict[int, list[dict[str, float]]] = {}
     for k, row in per_class:
         by_class.setdefault(k, []).append(row)
-    out = []
+    means = []
     for k in sorted(by_class):
         rows = [r for r in by_class[k] if not math.isnan(r["top"])]
-        if not rows:
-            out.append(
-                _f(f"{classes[k]}: the {method} map is zero everywhere (no attribution to locate).", source)
-            )
+        m = {key: float(np.mean([r[key] for r in rows])) if rows else math.nan
+             for key in (*REGIONS, "centre_box_area")}
+        means.append({"class": classes[k], "n": len(rows), **m})
+    return looks_findings_per_class(method, means, source)
+
+
+def looks_findings_per_class(method: str, per_class: list[dict[str, Any]], source: str) -> list[Finding]:
+    """:func:`looks_findings` from per-class means: one dict per class with ``class``, ``n`` (images
+    with a non-zero map) and the mean share of every region (and ``centre_box_area``)."""
+    out = []
+    for m in per_class:
+        name = m["class"]
+        if not m["n"]:
+            out.append(_f(f"{name}: the {method} map is zero everywhere (no attribution to locate).", source))
             continue
-        m = {key: float(np.mean([r[key] for r in rows])) for key in (*REGIONS, "centre_box_area")}
         rbest = max(_ROW_NAMES, key=lambda x: m[x])
         cbest = max(_COL_NAMES, key=lambda x: m[x])
         where = "inside" if m["centre_box"] > m["centre_box_area"] else "outside"
-        n = f" ({len(rows)} images)" if len(rows) > 1 else ""
+        n = f" ({m['n']} images)" if m["n"] > 1 else ""
         out.append(
             _f(
-                f"{classes[k]}{n}: {_pct(m[rbest], 0)} of the {method} attribution lies in the "
+                f"{name}{n}: {_pct(m[rbest], 0)} of the {method} attribution lies in the "
                 f"{_ROW_NAMES[rbest]} "
                 f"and {_pct(m[cbest], 0)} in the {_COL_NAMES[cbest]}; {_pct(m['centre_box'], 0)} falls in "
                 "the central "

@@ -1,11 +1,12 @@
 """``RUN/report/index.html``: one self-contained page drawn from what the run directory holds.
 
-The page only redraws from saved numbers (``history.csv``, ``eval/metrics.json``, ``model/``,
-``data/``, ``explain/``, ``featureviz/``, ``trust/``, ``compare/``); it never retrains and never
-reruns an explanation, a feature visualization or the trust protocol. Only the two cheap
-descriptions (model layer table, class counts) are computed when a run predates them. Figures are
-PNG files beside the page, the numbers behind them JSON/CSV files in the run; every user string is
-escaped by Jinja2's autoescaping (and matplotlib draws text, never markup).
+The page only loads the run directory's records (:mod:`cnnlens.rundir`: ``history.csv``,
+``eval/metrics.json``, ``model/``, ``data/``, ``explain/``, ``featureviz/``, ``trust/``, ``compare/``)
+and renders them; it computes no statistic and runs no stage. A section whose file is missing is left
+out, and the page names the file and the command that makes it (``cnnlens report RUN`` first writes
+the cheap descriptions a run may lack: :func:`cnnlens.workflow.report_run`). Figures are PNG files
+beside the page, the numbers behind them JSON/CSV files in the run; every user string is escaped by
+Jinja2's autoescaping (and matplotlib draws text, never markup).
 
 Sections (``<section id=...>``): data, model, training, compare (when a baseline was trained),
 failures, looks, trust, filters, timings. Each opens with findings generated from the numbers
@@ -22,11 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .. import __version__
-from ..io import read_json, write_csv, write_json, write_text
+from ..io import write_text
+from ..rundir import (AttributionRegions, CompareRecord, ConfigFile, ConfusedMaps, DataCounts, DataSamples,
+                      DeviceRecord,
+                      EvalMetrics, ExplainMaps, FeaturevizIndex, Findings, History, LimeMaps, ModelMeta,
+                      ModelSummaryFile, StagesRecord, Timings, TrustScores)
 from . import findings as F
 from . import sources
 
@@ -60,6 +64,15 @@ class _Run:
     def __init__(self, path: Path, trust_code: bool = False) -> None:
         self.path = path
         self.trust_code = trust_code
+        self.missing: list[dict[str, str]] = []
+
+    def load(self, record: Any, what: str) -> Any:
+        """The record, or ``None`` (noted for the page: what is left out, the file, the command)."""
+        if record.exists(self.path):
+            return record.load(self.path)
+        self.missing.append({"what": what, "file": str(record.path(self.path).relative_to(self.path)),
+                             "command": record.maker(self.path)})
+        return None
 
     @cached_property
     def loaded(self):  # noqa: ANN201 (cnnlens.train.Run)
@@ -89,26 +102,23 @@ def describe_normalization(meta: dict[str, Any]) -> str:
     return f"the dataset's train-split statistics, {nums}"
 
 
-def build_report(run_dir: str | os.PathLike[str], split: str | None = None, *, trust_code: bool = False) -> Path:
-    """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json`` and the region
-    table ``attribution_regions.csv``). Returns the page's path. ``trust_code``: allow loading a
-    model that is user code (see :func:`cnnlens.load_run`).
+def build_report(run_dir: str | os.PathLike[str], split: str | None = None, *,
+                 trust_code: bool = False) -> Path:
+    """Draw the figures and write ``RUN/report/index.html`` (plus ``findings.json``, and a copy of the
+    region table ``attribution_regions.csv`` beside the page). Returns the page's path. ``trust_code``:
+    allow loading a model that is user code (see :func:`cnnlens.load_run`).
 
     ``split``: the labeled split of the "Where it fails" section. ``None`` shows the run's evaluation
     (``RUN/eval/metrics.json``, if any). A split the run holds no evaluation of is evaluated now
     (cheap) into ``RUN/eval/`` (or ``RUN/eval/split-<name>/`` beside an evaluation of another split)."""
     run = Path(run_dir)
-    if not (run / "model.json").exists():
-        raise FileNotFoundError(
-            f"{run} is not a cnnlens run (model.json missing); train one with "
-            "`cnnlens train` or `cnnlens run`"
-        )
+    meta = ModelMeta.load(run).to_dict()
     out = run / "report"
     out.mkdir(parents=True, exist_ok=True)
     r = _Run(run, trust_code)
     from ..train.run import check_format
 
-    meta = check_format(read_json(run / "model.json"), run / "model.json")
+    meta = check_format(meta, ModelMeta.path(run))
     ctx: dict[str, Any] = {
         "version": __version__,
         "run_name": run.resolve().name,
@@ -129,7 +139,8 @@ def build_report(run_dir: str | os.PathLike[str], split: str | None = None, *, t
     ctx["filters"] = _filters(r, out)
     ctx["timings"] = _timings(r)
     ctx["present"] = [(k, t) for k, t in SECTIONS if ctx.get(k)]
-    write_json(out / "findings.json", {k: ctx[k].get("findings", []) for k, _ in SECTIONS if ctx.get(k)})
+    ctx["missing"] = r.missing
+    Findings({k: ctx[k].get("findings", []) for k, _ in SECTIONS if ctx.get(k)}).save(run)
     html = _env().get_template("report.html.j2").render(**ctx)
     page = write_text(out / "index.html", html)
     log.info("report written to %s", page)
@@ -158,15 +169,15 @@ def _transform(info: dict[str, Any]) -> str:
 
 
 def _data(r: _Run, out: Path) -> dict[str, Any] | None:
-    from ..pipeline import describe_data
     from . import plots
     from .fig_data import sample_grid
 
-    p = r.path / "data" / "counts.json"
-    info = read_json(p) if p.exists() else describe_data(r.loaded)  # cheap; runs that predate it
-    samples = (
-        read_json(r.path / "data" / "samples.json") if (r.path / "data" / "samples.json").exists() else None
-    )
+    rec = r.load(DataCounts, "the data section")
+    if rec is None:
+        return None
+    info = rec.to_dict()
+    s = DataSamples.load_or_none(r.path)
+    samples = s.to_dict() if s else None
     plots.class_counts(info["counts"], info["classes"], out / "data_counts.png")
     figs = [
         _fig(
@@ -207,10 +218,10 @@ def _data(r: _Run, out: Path) -> dict[str, Any] | None:
 
 
 def _model(r: _Run) -> dict[str, Any] | None:
-    from ..pipeline import summarize_run
-
-    p = r.path / "model" / "summary.json"
-    s = read_json(p) if p.exists() else summarize_run(r.loaded)
+    rec = r.load(ModelSummaryFile, "the model's layer table")
+    if rec is None:
+        return None
+    s = rec.to_dict()
     rows = [
         {**row, "shape": "—" if row["output_shape"] is None else "×".join(map(str, row["output_shape"]))}
         for row in s["rows"]
@@ -224,10 +235,9 @@ def _model(r: _Run) -> dict[str, Any] | None:
 
 
 def _training(r: _Run, out: Path) -> dict[str, Any] | None:
-    from ..train.run import read_history
     from . import plots
 
-    history = read_history(r.path / "history.csv")
+    history = History.load(r.path).rows
     if not history:
         return None
     plots.training_curves(history, out / "training_curves.png")
@@ -246,10 +256,10 @@ def _training(r: _Run, out: Path) -> dict[str, Any] | None:
         ],
         "raw": ["history.csv", "config.yaml"],
     }
-    cfg = r.path / "config.yaml"
-    if cfg.exists():
-        d["config_yaml"] = cfg.read_text(encoding="utf-8")
-        d["config"] = yaml.safe_load(d["config_yaml"])
+    if ConfigFile.exists(r.path):
+        cfg = ConfigFile.load(r.path)
+        d["config_yaml"] = cfg.text
+        d["config"] = cfg.data
     return d
 
 
@@ -261,13 +271,13 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
-    cpath = r.path / "compare" / "compare.json"
-    if not cpath.exists():
+    rec = CompareRecord.load_or_none(r.path / "compare")
+    if rec is None:
         return None
     for f in ("curves.png", "per_class.png", "confusions.png"):
         if (r.path / "compare" / f).exists():
             _copy(r.path / "compare" / f, out / f"compare_{f}")
-    c = read_json(cpath)
+    c = rec.to_dict()
     src = "compare/compare.json"
     return {
         "findings": [F._f(s, src + ": runs") for s in c.get("findings", [])],
@@ -279,9 +289,11 @@ def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
 def _failures(r: _Run, out: Path, mpath: Path | None = None) -> dict[str, Any] | None:
     from . import plots
 
-    if mpath is None or not mpath.exists():
+    if mpath is None:
+        r.load(EvalMetrics, "the evaluation")  # names the missing file (and its command) on the page
         return None
-    m = read_json(mpath)
+    rec = EvalMetrics.load(r.path, folder=mpath.parent.relative_to(r.path).as_posix())
+    m = rec.to_dict()
     classes = m["classes"]
     plots.confusion_matrix(m["confusion"], classes, out / "confusion_counts.png")
     plots.confusion_matrix(m["confusion"], classes, out / "confusion_normalized.png", normalized=True)
@@ -347,10 +359,10 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
     from .fig_explain import confused_pairs_figure
     from . import plots
 
-    p = r.path / "explain" / "confused" / "confused.json"
-    if not p.exists():
+    rec = ConfusedMaps.load_or_none(r.path)
+    if rec is None:
         return None
-    meta = read_json(p)
+    meta = rec.to_dict()
     classes = meta["classes"]
     imgs = r.images(meta["indices"])
     titles = [
@@ -371,25 +383,14 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
             "(true → predicted), with the predicted class's softmax probability.",
         )
     ]
-    if "probs" in meta:
-        probs = torch.tensor(meta["probs"])
-    else:  # only the two probabilities the figure shows
-        probs = torch.zeros(len(meta["indices"]), len(classes))
-        for i, (a, b, pa, pb) in enumerate(
-            zip(meta["labels"], meta["predicted"], meta["p_true"], meta["p_pred"])
-        ):
-            probs[i, a], probs[i, b] = pa, pb
+    probs = rec.probabilities()
     targets_a, targets_b = torch.tensor(meta["labels"]), torch.tensor(meta["predicted"])
-    mass: dict[str, list[float]] = {}
     for method, info in meta["methods"].items():
-        ma = np.load(r.path / "explain" / "confused" / info["true"], allow_pickle=False)
-        mb = np.load(r.path / "explain" / "confused" / info["pred"], allow_pickle=False)
+        ma, mb = rec.maps_true[method], rec.maps_pred[method]
         ea = Explanation(torch.from_numpy(ma), method, targets_a, probs, info.get("layer"), info["signed"])
         eb = Explanation(torch.from_numpy(mb), method, targets_b, probs, info.get("layer"), info["signed"])
         name = f"confused_{method.replace(':', '_')}.png"
         confused_pairs_figure(imgs, ea, eb, classes, out / name, row_titles=titles)
-        a, b = np.abs(ma).sum((1, 2)), np.abs(mb).sum((1, 2))
-        mass[method] = [float(y / (x + y)) for x, y in zip(a, b) if x + y > 0]
         layer = f" at layer {info['layer']}{_transform(info)}" if info.get("layer") else ""
         figs.append(
             _fig(
@@ -401,7 +402,7 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
             )
         )
     return {
-        "findings": F.confused_findings(meta, mass),
+        "findings": F.confused_findings(meta, rec.pred_share or {}),
         "figures": figs,
         "pairs": meta["pairs"],
         "raw": ["explain/confused/confused.json"],
@@ -409,46 +410,31 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
 
 
 def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
-    from ..explain.core import Explanation
     from .fig_explain import explanation_grid
     from . import plots
 
-    ipath = r.path / "explain" / "explanations.json"
-    lpath = r.path / "explain" / "lime" / "lime.json"
-    if not ipath.exists() and not lpath.exists():
+    index = r.load(ExplainMaps, "the per-class explanations")
+    lime = r.load(LimeMaps, "LIME")
+    if index is None and lime is None:
         return None
     d: dict[str, Any] = {"findings": [], "figures": [], "raw": []}
-    if ipath.exists():
-        index = read_json(ipath)
-        classes = index["classes"]
-        targets = torch.as_tensor(index["targets"])
-        probs = torch.as_tensor(index["probs"])
-        exps, raw_maps = {}, {}
-        for m, info in index["methods"].items():
-            maps = np.load(r.path / "explain" / info["file"], allow_pickle=False)
-            raw_maps[m] = maps
-            exps[m] = Explanation(
-                maps=torch.from_numpy(maps),
-                method=m,
-                targets=targets,
-                probs=probs,
-                layer=info["layer"],
-                signed=info["signed"],
-            )
-        images = r.images(index["indices"])
-        labels = index.get("labels") or [None] * len(index["indices"])
+    if index is not None:
+        classes = index.classes or [str(k) for k in range(len(index.probs[0]))]
+        exps = index.explanations()
+        images = r.images(index.indices)
+        labels = index.labels or [None] * len(index.indices)
         titles = [
             f"#{i}" + (f" true: {classes[lb]}" if lb is not None else "")
-            for i, lb in zip(index["indices"], labels)
+            for i, lb in zip(index.indices, labels)
         ]
         explanation_grid(images, exps, titles, out / "explanations.png", classes=classes)
         layers = "; ".join(
-            f"{m} at layer {v['layer']}{_transform(v)}" for m, v in index["methods"].items() if v.get("layer")
+            f"{m} at layer {v['layer']}{_transform(v)}" for m, v in index.methods.items() if v.get("layer")
         )
         rollouts = "; ".join(
             f"{m} over {ex['blocks']} attention blocks (head fusion {ex.get('head_fusion')}, discard ratio "
             f"{ex.get('discard_ratio')}; class-agnostic)"
-            for m, v in index["methods"].items()
+            for m, v in index.methods.items()
             if "blocks" in (ex := v.get("extras") or {}) and "head_fusion" in ex
         )
         layers = "; ".join(s for s in (layers, rollouts) if s)
@@ -456,101 +442,62 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 "explanations.png",
                 "explanations per class, every method side by side",
-                F.explained_images(index)
+                F.explained_images(index.to_dict())
                 + f" by {len(exps)} methods (columns: {', '.join(exps)}). Titles give the explained class and "
                 "its softmax probability. "
                 + (f"Layers: {layers}. " if layers else "")
                 + "Unsigned maps: jet colormap, divided per image by the 99.5th percentile of the map and "
                 "clipped; signed maps: red = evidence for the class, blue = against, divided by the 99.5th "
                 "percentile of |value| and clipped to ±1."
-                + "".join(f" Note: {n}" for n in index.get("notes", [])),
+                + "".join(f" Note: {n}" for n in index.notes or []),
             )
         )
-        # where the mass falls, per class and method
-        lab = [lb if lb is not None else t for lb, t in zip(labels, index["targets"])]
-        table_rows, by_method = [], {}
-        for m, maps in raw_maps.items():
-            shares = F.region_mass(maps)
-            by_method[m] = shares
-            for i, (k, s) in enumerate(zip(lab, shares)):
-                table_rows.append([m, index["indices"][i], classes[k], *[f"{s[x]:.4f}" for x in F.REGIONS]])
-        write_csv(out / "attribution_regions.csv", ["method", "index", "class", *F.REGIONS], table_rows)
-        write_json(
-            out / "attribution_regions.json",
-            {
-                "regions": F.region_bounds(*next(iter(raw_maps.values())).shape[1:]),
-                "methods": {
-                    m: [{"index": i, "class": classes[k], **s} for i, k, s in zip(index["indices"], lab, v)]
-                    for m, v in by_method.items()
-                },
-            },
-        )
-        primary = "gradcam" if "gradcam" in by_method else next(iter(by_method))
-        d["findings"] += F.looks_findings(
-            primary, classes, list(zip(lab, by_method[primary])), "report/attribution_regions.csv"
-        )
-        # one row per class (mean over its images) for the primary method
-        per_class = []
-        for k in sorted(set(lab)):
-            rows = [s for kk, s in zip(lab, by_method[primary]) if kk == k]
-            ok = [s for s in rows if not np.isnan(s["top"])]  # an all-zero map has no shares
-            per_class.append(
-                {x: float(np.mean([s[x] for s in ok])) if ok else float("nan") for x in F.REGIONS}
+        d["raw"] += ["explain/explanations.json", "explain/*.npy"]
+        regions = r.load(AttributionRegions, "where the attribution falls (regions)")
+        if regions is not None:
+            # the page links the table beside itself, under the name the findings cite
+            for suffix in (".csv", ".json"):
+                _copy(regions.path(r.path).with_suffix(suffix), out / f"attribution_regions{suffix}")
+            primary = regions.primary
+            d["findings"] += F.looks_findings_per_class(
+                primary, regions.per_class, "report/attribution_regions.csv"
             )
-        plots.region_mass_figure(
-            per_class, [classes[k] for k in sorted(set(lab))], out / "attribution_regions.png", primary
-        )
-        area = by_method[primary][0]["centre_box_area"]
-        d["figures"].append(
-            _fig(
-                "attribution_regions.png",
-                "share of attribution per region",
-                f"Where {primary}'s attribution falls, per class: the share of the map's absolute value |m| "
-                "in each row "
-                "third, column third and the central box (the middle half of height and width, "
-                f"{100 * area:.0f}% of the "
-                "area; a uniform map puts that share there). Every method's numbers: "
-                "attribution_regions.csv.",
+            plots.region_mass_figure(
+                regions.per_class, [c["class"] for c in regions.per_class], out / "attribution_regions.png",
+                primary,
             )
-        )
-        d["raw"] += ["explain/explanations.json", "explain/*.npy", "report/attribution_regions.csv"]
-    if lpath.exists():
-        lime = read_json(lpath)
-        seg = torch.from_numpy(np.load(r.path / "explain" / "lime" / "segments.npy", allow_pickle=False))
-        classes = lime["classes"]
+            d["figures"].append(
+                _fig(
+                    "attribution_regions.png",
+                    "share of attribution per region",
+                    f"Where {primary}'s attribution falls, per class: the share of the map's absolute value "
+                    "|m| in each row "
+                    "third, column third and the central box (the middle half of height and width, "
+                    f"{100 * regions.centre_box_area:.0f}% of the "
+                    "area; a uniform map puts that share there). Every method's numbers: "
+                    "attribution_regions.csv.",
+                )
+            )
+            d["raw"] += ["explain/attribution_regions.json", "report/attribution_regions.csv"]
+    if lime is not None:
+        classes = lime.classes
         titles = [
             f"#{i} {classes[t]} ({100 * p:.0f}%)"
-            for i, t, p in zip(lime["indices"], lime["targets"], lime["probs"])
+            for i, t, p in zip(lime.indices, lime.targets, lime.probs)
         ]
         from .fig_lime import plot_superpixel_evidence
 
         plot_superpixel_evidence(
-            r.images(lime["indices"]),
-            seg,
-            [torch.tensor(w) for w in lime["weights"]],
+            r.images(lime.indices),
+            torch.from_numpy(lime.segments),
+            [torch.tensor(w) for w in lime.weights],
             out / "lime.png",
             k=5,
             titles=titles,
             method="LIME",
         )
-        d["lime_figure"] = _fig(
-            "lime.png",
-            "LIME with superpixel boundaries",
-            f"LIME per class ({len(lime['indices'])} correctly classified {lime.get('split', 'test')} images, "
-            "explained for the "
-            "predicted "
-            "class). Columns: the image with its superpixel boundaries (yellow; "
-            f"{int(np.median(lime['n_segments']))} "
-            "superpixels, median); the 5 superpixels with the largest positive weight (evidence for the "
-            "class, "
-            "green tint, the rest dimmed); the 5 with the most negative weight (against, red tint); every "
-            "superpixel coloured by its weight (red = for, blue = against, scale on the colour bar). "
-            "Weights: a "
-            f"ridge regression (α = 1, kernel width 0.25) of the class probability on {lime['n_samples']:,} "
-            "random "
-            f"superpixel on/off samples (seed {lime['seed']}; off = the superpixel's mean colour).",
-        )
-        d["lime_findings"] = F.lime_findings(lime)
+        d["lime_figure"] = _fig("lime.png", "LIME with superpixel boundaries", _lime_caption(lime))
+        d["lime_findings"] = F.lime_findings(lime.to_dict())
         d["raw"] += ["explain/lime/lime.json", "explain/lime/lime.npy", "explain/lime/segments.npy"]
     return d
 
@@ -559,11 +506,42 @@ def _cell(word: str) -> str:
     return "—" if word == "-" else word
 
 
+def _lime_caption(lime: LimeMaps) -> str:
+    """The LIME figure's caption; every setting named comes from ``lime.json``."""
+    st = lime.settings
+    seg = lime.segmentation or st.get("segmentation")
+    seg_text = f"{seg} superpixels" if seg else "superpixels"
+    fit = []
+    if "alpha" in st:
+        fit.append(f"α = {st['alpha']:g}")
+    if "kernel_width" in st:
+        fit.append(f"kernel width {st['kernel_width']:g}")
+    fill = st.get("baseline")
+    off = {"mean": "the superpixel's mean colour", "zero": "the dataset mean colour",
+           "blur": "a blurred copy of the image"}.get(fill, f"{fill}" if fill is not None else "")
+    return (
+        f"LIME per class ({len(lime.indices)} correctly classified {lime.split or 'test'} images, "
+        "explained for the "
+        "predicted "
+        "class). Columns: the image with its superpixel boundaries (yellow; "
+        f"{int(np.median(lime.n_segments))} "
+        f"{seg_text}, median); the 5 superpixels with the largest positive weight (evidence for the "
+        "class, "
+        "green tint, the rest dimmed); the 5 with the most negative weight (against, red tint); every "
+        "superpixel coloured by its weight (red = for, blue = against, scale on the colour bar). "
+        "Weights: a "
+        f"ridge regression{' (' + ', '.join(fit) + ')' if fit else ''} of the class "
+        f"{'probability' if lime.output == 'prob' else lime.output} on {lime.n_samples:,} "
+        "random "
+        f"superpixel on/off samples (seed {lime.seed}{'; off = ' + off if off else ''})."
+    )
+
+
 def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
-    p = r.path / "trust" / "scores.json"
-    if not p.exists():
+    rec = r.load(TrustScores, "the trust scores")
+    if rec is None:
         return None
-    s = read_json(p)
+    s = rec.to_dict()
     from ..metrics.results import declarations, verdict_word
 
     decl = declarations(s)
@@ -624,6 +602,7 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
     fv = r.path / "featureviz"
     idx = sources.featureviz_index(fv)
     if idx is None:
+        r.load(FeaturevizIndex, "the feature visualization")  # names the missing file on the page
         return None
     figs = []
     for f in idx["filters"]:
@@ -687,29 +666,23 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
 
 
 def _timings(r: _Run) -> dict[str, Any] | None:
-    p = r.path / "timings.json"
-    if not p.exists():
+    t = Timings.load(r.path).stages
+    if not t:
         return None
-    t = read_json(p)
-    rows = []
-    for stage, v in t.items():
-        if isinstance(v, dict):
-            rows.append({"stage": stage, "wall": v.get("wall_s"), "cpu": v.get("cpu_s")})
-        else:
-            rows.append({"stage": stage, "wall": float(v), "cpu": None})
+    rows = [{"stage": stage, "wall": v.get("wall_s"), "cpu": v.get("cpu_s")} for stage, v in t.items()]
     total = sum(x["wall"] or 0 for x in rows)
-    stages = read_json(r.path / "stages.json") if (r.path / "stages.json").exists() else None
-    dev = read_json(r.path / "device.json") if (r.path / "device.json").exists() else None
-    device = dev.get("name") if isinstance(dev, dict) and isinstance(dev.get("name"), str) else None
+    stages = StagesRecord.load_or_none(r.path)
+    dev = DeviceRecord.load_or_none(r.path)
+    device = dev.name if dev is not None else None
     on = ""
-    if device:
-        versions = f"torch {dev.get('torch')}" + (f", CUDA {dev['cuda']}" if dev.get("cuda") else "")
+    if dev is not None:
+        versions = f"torch {dev.torch}" + (f", CUDA {dev.cuda}" if dev.cuda else "")
         on = f" The analysis stages ran on {device} ({versions})."
     return {
         "device": device,
         "rows": rows,
         "total": total,
-        "sizes": stages["sizes"] if stages else None,
+        "sizes": stages.sizes if stages else None,
         "findings": [
             F._f(
                 f"All stages together took {total:.1f} s of wall-clock time; the longest was "

@@ -19,21 +19,24 @@ def metrics_path(r: Any, split: str | None) -> Path | None:
     evaluated first if the run holds none of it. ``r``: the report's lazily loaded run (``.path``,
     ``.dataset``, ``.loaded``)."""
     from ..data.splits import label_split
+    from ..rundir import EvalMetrics, save_eval
 
-    main = r.path / "eval" / "metrics.json"
-    held = read_json(main)["split"] if main.exists() else None
+    held_rec = EvalMetrics.load_or_none(r.path)
+    held = held_rec.split if held_rec is not None else None
     if split is None:
-        return main if held is not None else None  # the report evaluates only when asked to
+        # the report evaluates only when asked to
+        return EvalMetrics.path(r.path) if held is not None else None
     split = label_split(r.dataset, split)
     if split == held:
-        return main
-    sub = main if held is None else r.path / "eval" / f"split-{split}" / "metrics.json"
-    if not sub.exists() or read_json(sub).get("split") != split:
-        from ..evaluate import evaluate, write_eval
+        return EvalMetrics.path(r.path)
+    folder = "eval" if held is None else f"eval/split-{split}"
+    sub = EvalMetrics.path(r.path, folder=folder)
+    if not sub.exists() or EvalMetrics.load(r.path, folder=folder).split != split:
+        from ..evaluate import evaluate
 
         run = r.loaded
         res = evaluate(run.model, run.dataset, split, mean=run.mean, std=run.std)
-        write_eval(res, sub.parent, run.dataset.ids)
+        save_eval(res, r.path, run.dataset.ids, folder=folder)
         log.info("evaluated the %s split for the report: %s", split, sub)
     return sub
 
