@@ -14,6 +14,7 @@ from torch import nn
 from cnnlens.config import RECIPES, RunConfig, TrainConfig, recipe
 from cnnlens.errors import CnnlensError
 from cnnlens.models.heads import classifier_head
+from cnnlens.train import read_history
 
 from conftest import cli
 
@@ -140,6 +141,6 @@ def test_finetuning_is_real_transfer(tmp_path):
     assert ft["initial_weights"] == str(weights.resolve())
     # the head's learning rate per epoch (history.csv): 2 frozen epochs at lr, 1 warmup epoch at lr / 2,
     # then cosine over the 1 remaining epoch, which starts at lr
-    lrs = [float(r.split(",")[-1]) for r in (tmp_path / "ft" / "history.csv").read_text().splitlines()[1:]]
+    lrs = [r["lr"] for r in read_history(tmp_path / "ft" / "history.csv")]
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.01], rel=1e-6)
     assert ft["best_val_acc"] > scratch["best_val_acc"] + 0.15, (ft["best_val_acc"], scratch["best_val_acc"])
