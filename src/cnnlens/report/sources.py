@@ -86,4 +86,8 @@ def featureviz_index(fv: Path) -> dict[str, list[dict[str, Any]]] | None:
         rank = {f: i for i, f in enumerate(first)}
         items.sort(key=lambda d: rank.get(d["files"][0] if key == "dreams" else d["figure"], len(rank)))
         found[key] = items
-    return found if any(found.values()) else None
+    notes = list(idx.get("notes", []))  # what `cnnlens run` left out, and why (e.g. a ViT's attention blocks)
+    if not any(found.values()) and not notes:
+        return None
+    found["notes"] = notes
+    return found
