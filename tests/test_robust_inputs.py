@@ -133,7 +133,7 @@ PY_CASES: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
      r"must return logits \[B, num_classes\].*returned \(2, 3, 1, 1\)"),
     ("evaluate-4d-output", lambda t: cnnlens.evaluate(Spatial(), _ds()), ValueError, r"must return logits"),
     ("create_model-4d-output", lambda t: (t / "bad.py").write_text(BAD_PY) and cnnlens.create_model(
-        f"{t / 'bad.py'}:Bad", in_channels=1, num_classes=3, input_size=8), ValueError,
+        f"{t / 'bad.py'}:Bad", in_channels=1, num_classes=3, input_size=8, trust_code=True), ValueError,
      r"must return logits \[B, 3\].*returned \(2, 3, 8, 8\)"),
     # a target class out of range
     ("explain-target-3", lambda t: cnnlens.explain(Tiny(), _x(), "saliency", target=3), ValueError,
@@ -217,7 +217,8 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("train-inf", lambda t: ["train", "--data", f"fer2013:{_fer_csv(t, 'inf')}", "--out", str(t / "r")],
      ["line 7: pixel 101 is 'inf'"]),
     ("models-summary-4d-output", lambda t: [(t / "bad.py").write_text(BAD_PY) and "models", "summary",
-                                            f"{t / 'bad.py'}:Bad", "--input", "1x8x8", "--classes", "3"],
+                                            f"{t / 'bad.py'}:Bad", "--input", "1x8x8", "--classes", "3",
+                                            "--trust-code"],
      ["must return logits [B, 3]", "returned (2, 3, 8, 8)"]),
     ("explain-target", lambda t: ["explain", str(make_run(t / "r")), "--images", "0,1", "--target", "99"],
      ["target class 99 is out of range: the model has 10 classes (0..9)"]),
