@@ -368,7 +368,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                    help="names of the model's outputs in order (default: the dataset's classes)")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
-    p.add_argument("--val-fraction", type=float, help="validation share where the data has no val split")
+    p.add_argument("--val-fraction", type=_finite_float, help="validation share where the data has no val split")
     p.add_argument("--image-size", type=int, help="resize images on load (Food-11, folders)")
     p.add_argument("--seed", type=int, help="seed of the data split (default 0)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows/files and list them")
