@@ -40,11 +40,12 @@ def _finish(p: subprocess.Popen[str], timeout: float = 600) -> tuple[int, str, s
 
 
 def _wait_first_epoch(p: subprocess.Popen[str], out: Path, timeout: float = 300) -> None:
-    """Until history.csv has a data row or last.ckpt exists (the first epoch is on disk)."""
+    """Until history.csv has a data row and last.ckpt exists (the first epoch is on disk: the history
+    row is written before the checkpoint, so either alone can be a moment early)."""
     t0 = time.monotonic()
     hist, last = out / "history.csv", out / "checkpoints" / "last.ckpt"
     while time.monotonic() - t0 < timeout:
-        if last.exists() or (hist.exists() and len(hist.read_text().strip().splitlines()) >= 2):
+        if last.exists() and hist.exists() and len(hist.read_text().strip().splitlines()) >= 2:
             return
         if p.poll() is not None:
             raise AssertionError(f"training ended before its first epoch was saved: {p.communicate()}")
