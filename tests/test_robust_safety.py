@@ -57,7 +57,8 @@ def test_weights_file_needing_unpickling_is_refused_python_and_cli(content, tmp_
         read_state_dict(evil)
     assert str(evil) in str(ei.value)
     (tmp_path / "net.py").write_text(NET)
-    p = run_cli("models", "summary", f"{tmp_path / 'net.py'}:Net", "--input", "1x16x16", "--weights", str(evil))
+    p = run_cli("models", "summary", f"{tmp_path / 'net.py'}:Net", "--input", "1x16x16", "--weights", str(evil),
+                "--trust-code")
     assert_clean_cli_error(p, str(evil), "needs arbitrary unpickling")
     assert not marker.exists()  # the payload never ran
 
