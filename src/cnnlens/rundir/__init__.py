@@ -15,13 +15,14 @@ from .base import JsonRecord, MissingRecord
 from .describe import ConfigFile, DataCounts, DataSamples, History, ModelMeta, ModelSummaryFile
 from .evaluation import Confusion, EvalMetrics, Predictions, eval_folder, save_eval
 from .explain import AttributionRegions, ConfusedMaps, ExplainMaps, LimeMaps, file_name
+from .explore import ExploreMaps, dequantize, quantize
 from .featureviz import DreamViz, FeatureMapsViz, FeaturevizIndex, FilterViz, save_viz
 from .progress import CompareRecord, DeviceRecord, Findings, StagesRecord, Timings
 from .trust import TrustScores
 
 __all__ = [
     "AttributionRegions", "CompareRecord", "ConfigFile", "Confusion", "ConfusedMaps", "DataCounts",
-    "DataSamples", "DreamViz", "EvalMetrics", "ExplainMaps", "FeatureMapsViz", "FeaturevizIndex",
+    "DataSamples", "DreamViz", "EvalMetrics", "ExplainMaps", "ExploreMaps", "dequantize", "quantize", "FeatureMapsViz", "FeaturevizIndex",
     "FilterViz", "Findings", "History", "JsonRecord", "LimeMaps", "MissingRecord", "ModelMeta",
     "DeviceRecord", "ModelSummaryFile", "Predictions", "StagesRecord", "Timings", "TrustScores", "eval_folder",
     "file_name", "save_eval", "save_viz",
