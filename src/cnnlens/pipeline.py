@@ -233,6 +233,7 @@ def explain_run(
     result: EvalResult | None = None,
     layer: str | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
+    notes: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Explain chosen images of a run with each method (``layer``: the CAM layer, default the last conv;
     ``method_options``: per-method options, e.g. ``{"guided_backprop": {"force": True}}``);
@@ -268,7 +269,7 @@ def explain_run(
         tgt: Any = int(target) if isinstance(target, str) and target.isdigit() else target
         if tgt == "label" and (labels < 0).any():
             raise CnnlensError("target 'label' needs labeled images; some chosen images are unlabeled")
-        notes: list[str] = []  # zero maps, a coarse CAM layer (logged as warnings, kept for the report)
+        notes = list(notes)  # + zero maps, a coarse CAM layer (logged as warnings, kept for the report)
         results = explain_images(
             run.model, ds.images[idx], run.mean, run.std, methods, targets=tgt, labels=labels,
             progress=progress, layer=layer, method_options=method_options, indices=indices, notes_out=notes,
@@ -609,11 +610,14 @@ def analyze(
     sizes: StageSizes,
     progress_for: ProgressFor | None = None,
     skip: tuple[str, ...] = (),
+    notes: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
     """Every stage after evaluation, in report order: model summary, data, per-class explanations,
     confused pairs, LIME, feature visualization, trust. ``progress_for(label)`` (e.g. the CLI's
     progress bar) gives each long stage a ``(done, total)`` callback; ``skip`` names stages to leave
-    out (``"explain"``, ``"confused"``, ``"lime"``, ``"featureviz"``, ``"trust"``). Returns the stages run."""
+    out (``"explain"``, ``"confused"``, ``"lime"``, ``"featureviz"``, ``"trust"``); ``notes``: what the
+    caller left out of ``sizes`` and why (kept in ``explain/explanations.json`` and ``stages.json``, so
+    the report says it). Returns the stages run."""
     bad = [s for s in skip if s not in STAGES]
     if bad:
         raise CnnlensError(f"unknown stage {bad[0]!r} in skip; stages: {', '.join(STAGES)}")
@@ -635,7 +639,8 @@ def analyze(
     describe_data(run)
     if "explain" not in skip:
         with bar("explaining (per class)") as cb:
-            explain_run(run, list(sizes.methods), per_class=sizes.per_class, progress=cb, result=result)
+            explain_run(run, list(sizes.methods), per_class=sizes.per_class, progress=cb, result=result,
+                        notes=notes)
         done.append("explain")
     if "confused" not in skip:
         with bar("explaining confused pairs") as cb:
@@ -653,7 +658,7 @@ def analyze(
         with bar("trust scores") as cb, timed(run.path, "trust"):
             trust_run(run, sizes.trust_methods, sizes.trust_images, sizes.trust_steps, cb, split=result.split)
         done.append("trust")
-    StagesRecord(sizes=sizes.to_dict(), stages=done).save(run.path)
+    StagesRecord(sizes=sizes.to_dict(), stages=done, notes=list(notes)).save(run.path)
     return done
 
 

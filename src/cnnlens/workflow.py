@@ -181,7 +181,8 @@ def run(data: str | None = "digits", model: str | None = "compact", *,
         if baseline:
             with timed(r.path, f"baseline ({baseline}: train, evaluate, compare)"):
                 tell("compared", train_baseline(r, baseline, res.split))
-        analyze(r, res, sizes, progress_for=progress_for, skip=skip)
+        sizes, notes = _without_unsupported_guided(r, sizes, explicit=methods)
+        analyze(r, res, sizes, progress_for=progress_for, skip=skip, notes=notes)
         from .pipeline import submission_run
 
         with _bar(progress_for, "predicting the unlabeled test split") as cb:
@@ -191,8 +192,37 @@ def run(data: str | None = "digits", model: str | None = "compact", *,
         with timed(r.path, "report"):
             from .report.html import build_report
 
-            tell("report", build_report(r.path))
+            tell("report", build_report(r.path, trust_code=bool(train_options.get("trust_code"))))
     return r
+
+
+def _without_unsupported_guided(run: Run, sizes: StageSizes,
+                                explicit: list[str] | tuple[str, ...] | None = None) -> tuple[StageSizes, list[str]]:
+    """The stage sizes without the guided methods when the model applies its activations as
+    functions (``F.relu``): those methods would silently be (partly) a plain gradient. Methods the
+    caller named (``explicit``) are kept, so asking for one still fails with the fix. Returns the
+    sizes and the notes saying what was left out and why (logged, and shown in the report)."""
+    from .explain.batch import normalize_images
+    from .explain.core import model_device
+    from .explain.guided import GUIDED_METHODS, guided_unsupported
+
+    keep = set(explicit or ())
+    fields = {"methods": sizes.methods, "confused_methods": sizes.confused_methods,
+              "trust_methods": sizes.trust_methods}
+    if explicit is not None:
+        fields.pop("methods")
+    dropped = sorted({m for v in fields.values() for m in v if m in GUIDED_METHODS and m not in keep})
+    if not dropped or len(run.dataset) == 0:
+        return sizes, []
+    x = normalize_images(run.dataset.images[:1], run.mean, run.std).to(model_device(run.model))
+    why = guided_unsupported(run.model, x)
+    if why is None:
+        return sizes, []
+    note = (f"{', '.join(dropped)} left out: {why}. To compute them anyway (a mixed result): "
+            f"cnnlens explain RUN --methods {','.join(dropped)} --force-guided")
+    log.warning("%s", note)
+    new = {k: tuple(m for m in v if m not in dropped) for k, v in fields.items()}
+    return replace(sizes, **new), [note]
 
 
 def train_baseline(run: Run, name: str = "mlp", split: str | None = None) -> dict[str, Any]:

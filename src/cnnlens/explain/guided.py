@@ -171,3 +171,23 @@ def activation_rule(model: nn.Module, rule: str, handles: list[Any] | None = Non
         if not force:
             raise CnnlensError(msg)
         log.warning("%s (forced)", msg)
+
+
+GUIDED_METHODS = ("guided_backprop", "deconvnet", "guided_gradcam")
+"""The methods that modify the activations' backward pass (they need activation modules)."""
+
+
+def guided_unsupported(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Why the guided methods cannot run faithfully on ``model`` (one forward pass of ``x``, a
+    normalized batch), or ``None`` when they can. The model comes back untouched (its mode, its
+    parameters' ``requires_grad``; the probe's hooks are removed)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), activation_rule(model, "guided"):
+            model(x.detach().clone().requires_grad_(True))
+    except CnnlensError as e:
+        return str(e).split("; the result would be")[0]
+    finally:
+        model.train(was_training)
+    return None

@@ -80,9 +80,12 @@ class _Run:
 
         return load_run(self.path, trust_code=self.trust_code)
 
-    @property
+    @cached_property
     def dataset(self):  # noqa: ANN201
-        return self.loaded.dataset
+        """The images the figures show: read from the data spec alone, no model built (no user code runs)."""
+        from ..train import load_run_dataset
+
+        return load_run_dataset(self.path)
 
     def images(self, indices: list[int]) -> torch.Tensor:
         return self.dataset.images[torch.as_tensor(indices, dtype=torch.long)]

@@ -51,6 +51,7 @@ class StagesRecord(JsonRecord):
 
     sizes: dict[str, Any]
     stages: list[str]
+    notes: list[str] = field(default_factory=list)  # what was left out of the sizes, and why
 
 
 @dataclass

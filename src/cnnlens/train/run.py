@@ -483,18 +483,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", *, trust_code
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"run directory {p} does not exist")
+    p, meta, cfg = _run_files(path)
     mj = p / "model.json"
-    if not mj.exists():
-        raise FileNotFoundError(f"{p} is not a cnnlens run: {mj.name} is missing (train one with `cnnlens train`)")
-    meta = check_format(read_json(mj), mj)
-    cfg_path = p / "config.yaml"
-    cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
-        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(name=meta["model"]["name"],
-                                                            options=meta["model"].get("options", {})),
-        train=TrainConfig())
     c, h, w = meta["input_shape"]
     name = meta["model"]["name"]
     if name.startswith("custom:"):
@@ -519,3 +509,28 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", *, trust_code
     net.to(device).eval()
     return Run(path=p, model=net, classes=list(meta["classes"]), config=cfg, meta=meta,
                history=read_history(p / "history.csv"))
+
+
+def load_run_dataset(path: str | Path) -> ImageDataset:
+    """The run's dataset as its model sees it (classes, normalization; :attr:`Run.dataset`), read
+    from ``model.json`` and ``config.yaml`` alone: no model is built, so no user code runs."""
+    p, meta, cfg = _run_files(path)
+    return Run(path=p, model=nn.Module(), classes=list(meta["classes"]), config=cfg, meta=meta,
+               history=[]).dataset
+
+
+def _run_files(path: str | Path) -> tuple[Path, dict[str, Any], RunConfig]:
+    """(the run directory, its ``model.json``, its config) with the checks every loader makes."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"run directory {p} does not exist")
+    mj = p / "model.json"
+    if not mj.exists():
+        raise FileNotFoundError(f"{p} is not a cnnlens run: {mj.name} is missing (train one with `cnnlens train`)")
+    meta = check_format(read_json(mj), mj)
+    cfg_path = p / "config.yaml"
+    cfg = load_config(cfg_path) if cfg_path.exists() else RunConfig(
+        data=DataConfig(spec=meta["dataset"]["spec"]), model=ModelConfig(name=meta["model"]["name"],
+                                                            options=meta["model"].get("options", {})),
+        train=TrainConfig())
+    return p, meta, cfg
