@@ -13,7 +13,8 @@ from PIL import Image
 
 from cnnlens.cli import main
 from cnnlens.data.fer2013 import FER_CLASSES, load_fer2013
-from cnnlens.report.fig_data import pick_samples, sample_grid
+from cnnlens.data.samples import pick_samples
+from cnnlens.report.fig_data import sample_grid
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

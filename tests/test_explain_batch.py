@@ -1,4 +1,4 @@
-"""explain_images (maps as .npy, JSON, grid) and the explanation figures."""
+"""explain_images (maps as .npy and JSON) and the explanation figures."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def gray():
     return gray_compact().eval(), images, labels
 
 
-def test_explain_images_writes_maps_json_and_grid(tmp_path, gray):
+def test_explain_images_writes_maps_and_json(tmp_path, gray):
     model, images, labels = gray
     methods = ["saliency", "gradcam", "integrated_gradients"]
     res = explain_images(model, images, MEAN, STD, methods, targets="label", labels=labels, out_dir=tmp_path,
@@ -56,8 +56,8 @@ def test_explain_images_writes_maps_json_and_grid(tmp_path, gray):
     assert meta["methods"]["gradcam"]["layer"] == "cnn.4"
     assert len(meta["methods"]["integrated_gradients"]["extras"]["completeness_gap"]) == 5
     assert meta["methods"]["gradcam"]["extras"]["zero_maps"] == res["gradcam"].extras["zero_maps"].tolist()
-    h, w = png_shape(tmp_path / "grid.png")[:2]
-    assert h > w  # 5 rows x 4 columns
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["explanations.json", *(f"{m}.npy" for m in methods)])  # figures are drawn above this layer
     # nothing written without out_dir
     res2 = explain_images(model, images, MEAN, STD, ["saliency"], out_dir=None)
     assert res2["saliency"].maps.shape == (5, 16, 16)
@@ -115,19 +115,19 @@ def test_confused_pairs(tmp_path):
     labels = (pred + 1) % 3  # every image is misclassified
     a, b = int(labels[0]), int(pred[0])
     res = explain_confused_pairs(model, images, (0.5,) * 3, (0.25,) * 3, labels, pred, [(a, b)],
-                                 ["x", "y", "z"], tmp_path / "pairs.png", method="gradcam", per_pair=2)
+                                 method="gradcam", per_pair=2)
     assert res is not None
-    ea, eb = res
-    n = int(((labels == a) & (pred == b)).sum().clamp(max=2))
-    assert ea.maps.shape[0] == n and (ea.targets == a).all() and (eb.targets == b).all()
-    assert png_shape(tmp_path / "pairs.png")[0] > 0
-    # the maps for A and for B are the two targets' Grad-CAMs
+    chosen, ea, eb = res
     sel = ((labels == a) & (pred == b)).nonzero().view(-1)[:2]
+    assert chosen == sel.tolist()
+    assert ea.maps.shape[0] == len(sel) and (ea.targets == a).all() and (eb.targets == b).all()
+    # the maps for A and for B are the two targets' Grad-CAMs
+    torch.testing.assert_close(ea.maps, cnnlens.explain(model, x[sel], "gradcam", target=a).maps)
     torch.testing.assert_close(eb.maps, cnnlens.explain(model, x[sel], "gradcam").maps)
-    # no image for a pair: nothing written
-    assert explain_confused_pairs(model, images, (0.5,) * 3, (0.25,) * 3, labels, pred, [(a, a)],
-                                  ["x", "y", "z"], tmp_path / "none.png") is None
-    assert not (tmp_path / "none.png").exists()
+    p = confused_pairs_figure(images[chosen], ea, eb, ["x", "y", "z"], tmp_path / "pairs.png")
+    assert png_shape(p)[0] > 0
+    # no image for a pair
+    assert explain_confused_pairs(model, images, (0.5,) * 3, (0.25,) * 3, labels, pred, [(a, a)]) is None
     with pytest.raises(ValueError, match="same images"):
         confused_pairs_figure(images[:2], ea, cnnlens.explain(model, x[:1], "gradcam"), ["x", "y", "z"],
                               tmp_path / "bad.png")

@@ -162,10 +162,6 @@ def timed(run_dir: str | Path, stage: str) -> Iterator[None]:
             log.warning("could not record the time of %s: %s", stage, e)
 
 
-def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:  # kept for older callers
-    record_timing(run_dir, stage, seconds)
-
-
 # ---- evaluate, model, data -----------------------------------------------------------------------
 
 
@@ -195,7 +191,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
 def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]:
     """Images per class and split (``RUN/data/counts.json`` + ``counts.csv``) and a seeded choice of
     sample images per class (``RUN/data/samples.json``, dataset indices from the train split)."""
-    from .report.fig_data import pick_samples
+    from .data.samples import pick_samples
 
     with timed(run.path, "data"):
         ds = run.dataset
@@ -233,13 +229,13 @@ def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]
 # ---- explanations ---------------------------------------------------------------------------------
 
 
-def select_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
-    """Up to ``per_class`` correctly classified images of each class (dataset indices), in split order."""
-    chosen: list[int] = []
-    for k in range(len(res.classes)):
-        ok = torch.nonzero((res.labels == k) & (res.preds == k)).flatten()[:per_class]
-        chosen += [int(res.indices[i]) for i in ok]
-    return chosen
+def correct_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
+    """Up to ``per_class`` correctly classified images of each class (dataset indices), in split order:
+    :func:`cnnlens.explain.select_per_class` on the labels of the images the model got right."""
+    from .explain.batch import select_per_class
+
+    right = torch.where(res.labels == res.preds, res.labels, torch.full_like(res.labels, -1))
+    return [int(i) for i in res.indices[select_per_class(right, per_class)]]
 
 
 def explain_run(
@@ -258,13 +254,14 @@ def explain_run(
     Images default to ``per_class`` correctly classified images per class of ``split`` (from ``result``
     when given, else evaluated here). Returns the JSON index."""
     from .explain.batch import explain_images
+    from .report.fig_explain import explanation_grid
 
     with timed(run.path, "explain"):
         for m in methods:
             METHODS.get(m)  # unknown names fail before any work, listing the valid ones
         ds = run.dataset
         if indices is None:
-            indices = select_per_class(
+            indices = correct_per_class(
                 result if result is not None else _load_or_evaluate(run, split), per_class
             )
         if not indices:
@@ -278,7 +275,7 @@ def explain_run(
         tgt: Any = int(target) if isinstance(target, str) and target.isdigit() else target
         if tgt == "label" and (labels < 0).any():
             raise CnnlensError("target 'label' needs labeled images; some chosen images are unlabeled")
-        explain_images(
+        results = explain_images(
             run.model,
             ds.images[idx],
             run.mean,
@@ -292,6 +289,10 @@ def explain_run(
             progress=progress,
             layer=layer,
         )
+        titles = [f"#{i} true: {ds.classes[int(k)] if 0 <= int(k) < len(ds.classes) else int(k)}"
+                  for i, k in zip(indices, labels.tolist())]
+        explanation_grid(ds.images[idx], results, titles, run.path / "explain" / "grid.png",
+                         classes=ds.classes)
     return read_json(run.path / "explain" / "explanations.json")
 
 
@@ -308,6 +309,7 @@ def explain_confused(
     ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and ``confused.json``.
     Returns the JSON, or ``None`` when the model made no mistake."""
     from .explain.batch import _file_name, explain_confused_pairs
+    from .report.fig_explain import confused_pairs_figure
 
     with timed(run.path, "explain confused pairs"):
         top = result.confused_pairs(pairs)
@@ -346,14 +348,14 @@ def explain_confused(
                 lab,
                 pred,
                 [(p["true_index"], p["pred_index"]) for p in top],
-                ds.classes,
-                out / f"{name}.png",
                 method=m,
                 per_pair=len(chosen),
             )
             if res is None:  # cannot happen: every chosen image matches its pair
                 raise RuntimeError("confused-pair selection found no image")
-            ea, eb = res
+            at, ea, eb = res
+            titles = [f"#{i}: {ds.classes[int(lab[i])]} → {ds.classes[int(pred[i])]}" for i in at]
+            confused_pairs_figure(images[at], ea, eb, ds.classes, out / f"{name}.png", row_titles=titles)
             _save_npy(out / f"{name}_true.npy", ea.maps)
             _save_npy(out / f"{name}_pred.npy", eb.maps)
             meta["methods"][m] = {
@@ -383,7 +385,7 @@ def explain_lime(
     from .explain.batch import explain_images
 
     with timed(run.path, "lime"):
-        indices = select_per_class(result, per_class)
+        indices = correct_per_class(result, per_class)
         if not indices:
             raise CnnlensError("no correctly classified test image to explain with LIME")
         ds = run.dataset
@@ -394,7 +396,6 @@ def explain_lime(
             run.mean,
             run.std,
             ["lime"],
-            figure=False,
             method_options={"lime": {"n_samples": n_samples, "seed": seed, "mean": run.mean, "std": run.std}},
             progress=progress,
         )["lime"]
@@ -446,7 +447,7 @@ def featureviz_run(
     with timed(run.path, "featureviz"):
         layers = [convs[0]] if len(convs) == 1 else [convs[0], convs[-1]]
         limits = [sizes.filters_first, sizes.filters_last]
-        picked = select_per_class(result, 1)
+        picked = correct_per_class(result, 1)
         image = picked[0] if picked else int(result.indices[0])
         index: dict[str, Any] = {
             "layers": layers,

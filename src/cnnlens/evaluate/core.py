@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import ImageDataset, normalize
-from ..explain.core import forward_logits, model_device
+from ..nn import forward_logits, model_device
 from ..io import write_csv, write_json
 from ..errors import CnnlensError
 

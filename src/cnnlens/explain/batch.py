@@ -1,9 +1,10 @@
 """Explain raw dataset images and write the results: what ``cnnlens explain RUN`` calls.
 
 ``explain_images`` normalizes ``uint8`` images, runs :func:`explain_many` and, given ``out_dir``,
-writes one ``<method>.npy`` per method (``float32 [N, H, W]`` raw maps), ``explanations.json``
-(indices, targets, probabilities, layer, per-method scalar extras such as IG's completeness gap) and
-``grid.png`` (rows = images, columns = original + one per method).
+writes one ``<method>.npy`` per method (``float32 [N, H, W]`` raw maps) and ``explanations.json``
+(indices, targets, probabilities, layer, per-method scalar extras such as IG's completeness gap).
+Figures are drawn above this layer (:mod:`cnnlens.report.fig_explain`; the pipeline draws
+``grid.png`` and the confused-pairs figures).
 """
 
 from __future__ import annotations
@@ -72,19 +73,19 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
                    classes: Sequence[str] | None = None, indices: Sequence[int] | torch.Tensor | None = None,
                    device: str | torch.device | None = None, chunk_size: int | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   method_options: dict[str, dict[str, Any]] | None = None, figure: bool = True,
+                   method_options: dict[str, dict[str, Any]] | None = None,
                    **options: Any) -> dict[str, Explanation]:
-    """Explain raw images with several methods and (optionally) write maps, metadata and a grid.
+    """Explain raw images with several methods and (optionally) write the maps and their metadata.
 
     Args:
         model: the classifier (returned untouched).
         images_uint8: ``uint8 [N, C, H, W]`` raw pixels; ``mean``/``std`` the model's normalization.
         methods: method names (shared passes via :func:`explain_many`).
         targets: ``None``/``"pred"`` (predicted), ``"label"`` (needs ``labels``), an int or one per image.
-        out_dir: where to write ``<method>.npy``, ``explanations.json`` and ``grid.png``; nothing is
-            written when ``None``.
-        classes: class names for titles; ``indices``: the images' dataset indices (for the JSON and
-            the row titles); ``device``: where to compute (default: the model's device).
+        out_dir: where to write ``<method>.npy`` and ``explanations.json``; nothing is written when
+            ``None``.
+        classes: class names (for the JSON); ``indices``: the images' dataset indices (for the JSON);
+            ``device``: where to compute (default: the model's device).
 
     Returns:
         ``{method: Explanation}`` with maps ``float32 [N, H, W]`` on the CPU.
@@ -123,14 +124,6 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
         meta["methods"][m] = {"file": f"{name}.npy", "shape": list(e.maps.shape), "signed": e.signed,
                               "layer": e.layer, "extras": _scalars(e.extras)}
     write_json(out / "explanations.json", meta)
-    if figure:
-        from ..report.fig_explain import explanation_grid
-
-        titles = []
-        for j, i in enumerate(idx):
-            true = "" if lab is None else f" true: {_name(int(lab[j]), classes)}"
-            titles.append(f"#{i}{true}")
-        explanation_grid(images_uint8.cpu(), results, titles, out / "grid.png", classes=classes)
     log.info("wrote %d method(s) for %d image(s) to %s", len(results), n, out)
     return results
 
@@ -138,15 +131,14 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
 def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float],
                            std: Sequence[float], labels: torch.Tensor | Sequence[int],
                            predicted: torch.Tensor | Sequence[int], pairs: Sequence[tuple[int, int]],
-                           classes: Sequence[str], path: str | os.PathLike[str], method: str = "gradcam",
-                           per_pair: int = 3, **options: Any) -> tuple[Explanation, Explanation] | None:
+                           method: str = "gradcam", per_pair: int = 3, **options: Any
+                           ) -> tuple[list[int], Explanation, Explanation] | None:
     """For each pair (A, B): up to ``per_pair`` images of A predicted as B, explained for A and for B.
 
-    Writes the figure to ``path`` and returns ``(explanation for A, explanation for B)``, or ``None``
-    (and writes nothing) when no image matches any pair.
+    Returns ``(chosen, explanation for A, explanation for B)``, ``chosen`` being the positions in
+    ``images_uint8`` of the explained images (pair by pair), or ``None`` when no image matches any
+    pair. :func:`cnnlens.report.fig_explain.confused_pairs_figure` draws them.
     """
-    from ..report.fig_explain import confused_pairs_figure
-
     lab = torch.as_tensor(labels).view(-1).cpu()
     pred = torch.as_tensor(predicted).view(-1).cpu()
     if lab.shape != pred.shape or lab.numel() != images_uint8.shape[0]:
@@ -165,9 +157,7 @@ def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: S
 
     ea = _to_cpu(explain(model, x, method, target=lab[sel], **options))
     eb = _to_cpu(explain(model, x, method, target=pred[sel], **options))
-    titles = [f"#{i}: {classes[int(lab[i])]} → {classes[int(pred[i])]}" for i in chosen]
-    confused_pairs_figure(imgs, ea, eb, classes, path, row_titles=titles)
-    return ea, eb
+    return chosen, ea, eb
 
 
 def _to_cpu(e: Explanation) -> Explanation:
@@ -180,6 +170,3 @@ def _to_cpu(e: Explanation) -> Explanation:
 def _file_name(method: str) -> str:
     return method.replace(":", "_").replace("/", "_")
 
-
-def _name(c: int, classes: Sequence[str] | None) -> str:
-    return classes[c] if classes is not None and 0 <= c < len(classes) else str(c)

@@ -8,9 +8,8 @@ resolution plus method-specific extras.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import check_input, forward_logits, model_device, model_guard, resolve_layer
 from ..registry import Registry
 from ..errors import CnnlensError, CnnlensTypeError
 
@@ -76,42 +76,6 @@ def methods() -> list[str]:
     return METHODS.names()
 
 
-# ---- the model guard ---------------------------------------------------------------------------
-
-def _hook_counts(model: nn.Module) -> list[tuple[int, ...]]:
-    return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             len(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()]
-
-
-@contextlib.contextmanager
-def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
-    """Put ``model`` in eval mode with frozen parameters; restore everything on exit, also on error.
-
-    Only what differs is changed and put back: the modules in training mode, the parameters that
-    require grad, and their ``.grad`` (kept as they were). Yields a list; hook handles appended to
-    it are removed on exit.
-    """
-    training = [m for m in model.modules() if m.training]
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad for p in params]
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    for m in training:
-        object.__setattr__(m, "training", False)  # what model.eval() does, without its walk per module
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            yield handles
-    finally:
-        for h in handles:
-            h.remove()
-        for m in training:
-            object.__setattr__(m, "training", True)
-        for p, g in zip(params, grads):
-            p.requires_grad_(True)
-            p.grad = g
-
-
 # ---- context passed to methods -------------------------------------------------------------------
 
 @dataclass
@@ -119,7 +83,6 @@ class Context:
     model: nn.Module
     x: torch.Tensor  # normalized input chunk [B,C,H,W] on the model's device
     target: TargetSpec  # resolved to a LongTensor after the first forward pass
-    num_classes: int
     layer_name: str | None
     layer: nn.Module | None
     handles: list[torch.utils.hooks.RemovableHandle]
@@ -197,31 +160,6 @@ class Context:
         return logits, gx, ga
 
 
-def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """``model(x)``, checked to be logits ``[B, K]``; a model that cannot take ``x`` is a ValueError.
-
-    ``channels_last``: pass a channels-last copy of ``x`` (differentiable; see :func:`use_channels_last`).
-    Not for a single image: with one row, the CPU kernels took another path whose max-pooling
-    gradients broke exact ties differently, so one image's map differed from its map in a batch.
-    """
-    if channels_last and x.shape[0] > 1:
-        x = x.clone(memory_format=torch.channels_last)
-    try:
-        out = model(x)
-    except torch.OutOfMemoryError:
-        raise
-    except RuntimeError as e:  # wrong channels/size for the model: torch's message, said at our level
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnlensError(f"the model fails on input {tuple(x.shape)} ({first}). Check that the images "
-                         "have the channel count and size the model was built for") from e
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise CnnlensError(f"the model must return logits [B, num_classes]; for input "
-                         f"{tuple(x.shape)} it returned {shape}. Wrap it so forward() returns the "
-                         "class scores")
-    return out
-
-
 def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tensor | None = None
                     ) -> torch.Tensor:
     """``None`` -> predicted class; int -> that class for all; sequence/tensor -> per image;
@@ -256,35 +194,30 @@ def _check_range(t: torch.Tensor, k: int) -> None:
                          f"(0..{k - 1})")
 
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
-    """A layer given by dotted name or module; ``None`` -> the last ``Conv2d``."""
+def last_conv(model: nn.Module) -> tuple[str, nn.Module]:
+    """The model's last ``Conv2d``: where CAM methods start looking when no layer is given."""
     named = dict(model.named_modules())
-    if layer is None:
-        convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            _refuse_torchscript(model, deep=True)
-            raise CnnlensError("the model has no Conv2d layer to use by default; pass layer=<name>. "
-                             f"Layers: {', '.join(n for n in named if n)}")
-        return convs[-1]
-    if isinstance(layer, nn.Module):
-        for n, m in named.items():
-            if m is layer:
-                _refuse_torchscript(m)
-                return n, m
-        raise CnnlensError("the given layer module is not part of the model")
-    if layer in named and layer != "":
-        _refuse_torchscript(named[layer])
-        return layer, named[layer]
-    valid = [n for n in named if n]
-    raise CnnlensError(f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
-                     f"{', '.join(valid)}")
+    convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        _refuse_torchscript(model, deep=True)
+        raise CnnlensError("the model has no Conv2d layer to use by default; pass layer=<name>. "
+                         f"Layers: {', '.join(n for n in named if n)}")
+    return convs[-1]
+
+
+def hookable_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, nn.Module]:
+    """:func:`cnnlens.nn.resolve_layer` (a name, a leaf-layer index or a module), refusing a
+    TorchScript layer, which cannot take the hooks layer methods install."""
+    name, mod = resolve_layer(model, layer)
+    _refuse_torchscript(mod)
+    return name, mod
 
 
 _DEFAULT_LAYER: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
 
 
 def default_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
-    """The layer CAM methods use when none is given: the last ``Conv2d`` (:func:`resolve_layer`), or
+    """The layer CAM methods use when none is given: the last ``Conv2d`` (:func:`last_conv`), or
     the outermost block around it whose output keeps the conv's spatial size.
 
     On a plain CNN (conv-BN-ReLU-pool blocks) that is the conv itself: its parent's output is
@@ -295,7 +228,7 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
     (hooks on the conv's ancestors), remembered per model and input shape. Call it with the model
     in eval mode and no other hooks.
     """
-    name, conv = resolve_layer(model, None)
+    name, conv = last_conv(model)
     named = dict(model.named_modules())
     key = tuple(int(v) for v in x.shape[1:])
     cache = _DEFAULT_LAYER.get(model)
@@ -346,7 +279,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
-def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | nn.Module | None, uses_layer: bool,
+def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | int | nn.Module | None, uses_layer: bool,
                channels_last_passes: bool) -> tuple[str | None, nn.Module | None, bool]:
     """``(layer name, layer module, channels_last)`` for a call's passes: the given layer or
     :func:`default_layer` (when a method uses one), and :func:`use_channels_last` (when a method's
@@ -354,7 +287,7 @@ def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | nn.Module | None
     inside :func:`model_guard`, before any hook is installed."""
     name, mod = (None, None)
     if uses_layer:
-        name, mod = resolve_layer(model, layer) if layer is not None else default_layer(model, x1)
+        name, mod = hookable_layer(model, layer) if layer is not None else default_layer(model, x1)
     return name, mod, channels_last_passes and use_channels_last(model, x1)
 
 
@@ -364,8 +297,8 @@ _LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictiona
 def use_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether to run the method's passes on channels-last inputs.
 
-    On the CPU, convolutions (forward and backward) ran 1.3-1.5x faster on channels-last inputs
-    (docs/benchmarks.md "explain"); on other devices the model's own layout is kept. A model whose
+    On the CPU, convolutions (forward and backward) run faster on channels-last inputs (figures in
+    docs/benchmarks.md "explain"); on other devices the model's own layout is kept. A model whose
     ``forward`` cannot take a channels-last input (``x.view(B, -1)`` after a conv, ...) is detected
     with one no-grad forward on one image, the first time only (remembered per model), and keeps
     the default layout. Call it with no hooks on the model.
@@ -384,33 +317,8 @@ def use_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     return ok
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-def check_input(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise CnnlensTypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
-    if x.ndim == 3:
-        raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
-    if x.ndim != 4:
-        raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise CnnlensError(f"x holds no images (shape {tuple(x.shape)}); give at least one")
-    if not x.is_floating_point():
-        raise CnnlensError(f"x must be a normalized float tensor; got {x.dtype} (normalize uint8 images "
-                         "with dataset.normalize)")
-    if not torch.isfinite(x).all():
-        raise CnnlensError("x contains NaN or infinite values")
-
-
 #: on the CPU, a forward+backward pass is fastest per image when its input holds about this many
-#: elements (measured on a 2-core EPYC: 48x48 grey best at 32 rows, 3x64x64 at 8; larger batches
-#: fall out of the cache and ran up to 1.9x slower per image). See docs/benchmarks.md "explain".
+#: elements (larger batches fall out of the cache); the measurements are in docs/benchmarks.md "explain".
 CPU_PASS_ELEMENTS = 1 << 17
 
 
@@ -439,7 +347,7 @@ def auto_chunk(x: torch.Tensor, cost: int, device: torch.device | str | None = N
 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec = None,
-            layer: str | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
+            layer: str | int | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
             chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
             **options: Any) -> Explanation:
     """Explain the model's decision for each image of ``x``.
@@ -484,7 +392,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             tc: TargetSpec = tgt
             if isinstance(tgt, torch.Tensor) and tgt.numel() == n and n > 1:
                 tc = tgt[i:i + step]
-            ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
+            ctx = Context(model=model, x=xc, target=tc, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
                           labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl)
             m, extra = explainer.attribute(ctx, **chunk_options(options, n, i, step))

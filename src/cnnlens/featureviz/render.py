@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explain.core import model_device, model_guard
+from ..nn import model_device, model_guard, resolve_layer
 from . import objectives as obj
 from . import transforms as T
 from .param import ImageParam, make_param
@@ -34,47 +34,6 @@ SizeSpec = int | tuple[int, int]
 
 
 # ---- layers ---------------------------------------------------------------------------------------
-
-
-def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules without children, in definition order (what a layer *index* counts)."""
-    return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
-
-
-def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, nn.Module]:
-    """A layer by dotted name (``"cnn.4"``), by index into :func:`leaf_layers` (``34`` or ``"34"``,
-    as in ``model.features[34]`` of a VGG), or by module. Returns ``(name, module)``."""
-    named = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for n, m in named.items():
-            if m is layer:
-                return n, m
-        raise CnnlensError(
-            "the given layer module is not part of the model; pass one of its modules or a layer name"
-        )
-    if isinstance(layer, str) and layer in named and layer != "":
-        return layer, named[layer]
-    leaves = leaf_layers(model)
-    idx: int | None = None
-    if isinstance(layer, int) and not isinstance(layer, bool):
-        idx = layer
-    elif isinstance(layer, str) and layer.lstrip("-").isdigit():
-        idx = int(layer)
-    if idx is not None:
-        if -len(leaves) <= idx < len(leaves):
-            return leaves[idx]
-        raise CnnlensError(
-            f"layer index {idx} is out of range: {type(model).__name__} has {len(leaves)} "
-            f"leaf layers (0..{len(leaves) - 1}); e.g. "
-            + ", ".join(f"{i}={n}" for i, (n, _) in enumerate(leaves[:12]))
-        )
-    if not isinstance(layer, str):
-        raise CnnlensTypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
-    valid = [n for n in named if n]
-    raise CnnlensError(
-        f"layer {layer!r} does not exist in {type(model).__name__}; valid layer names: "
-        f"{', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
-    )
 
 
 def filter_layer(model: nn.Module, layer: str | int | nn.Module, bn: bool = True) -> tuple[str, nn.Module]:

@@ -2,6 +2,10 @@
 
 Each function takes a loaded :class:`cnnlens.train.Run` and writes under ``RUN/featureviz/``:
 figures (PNG, GIF), the raw 8-bit images (``.npy``) and a JSON summary with the numbers.
+
+Layer: these are stages (they write a run directory and draw its figures), so this module sits with
+the pipeline, above the figures (docs/architecture.md "Layers"); ``cnnlens.featureviz`` does not
+import it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from ..io import write_json, write_npy
 from .dream import deep_dream
 from .examples import dataset_examples
 from .featuremaps import feature_maps
-from .render import resolve_layer, visualize_filters
+from .render import visualize_filters
+from ..nn import resolve_layer
 from ..errors import CnnlensError
 
 if TYPE_CHECKING:
