@@ -41,8 +41,7 @@ def _class_files(folder: Path, problems: Problems) -> list[Path]:
                                          "train/ val/ test/ subfolders")
 def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
                 skip_bad_rows: bool = False, image_size: int | None = None, channels: int | None = None,
-                cache: bool = True, progress: Callable[[int, int], None] | None = None,
-                **_: object) -> ImageDataset:
+                cache: bool = True, progress: Callable[[int, int], None] | None = None) -> ImageDataset:
     """Load a class-per-folder tree.
 
     Args:

@@ -28,7 +28,7 @@ _LABELED = re.compile(r"^(\d+)_(.+)$")
                                          "evaluation/ (or testing/) of <label>_<index>.jpg")
 def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, skip_bad_rows: bool = False,
                 image_size: int | None = 128, cache: bool = True,
-                progress: Callable[[int, int], None] | None = None, **_: object) -> ImageDataset:
+                progress: Callable[[int, int], None] | None = None) -> ImageDataset:
     """Load Food-11 from its folder.
 
     Args:

@@ -27,7 +27,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .. import __version__
 from ..io import read_json, write_csv, write_json, write_text
-from . import findings as F
+from . import findings
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _data(r: _Run, out: Path) -> dict[str, Any] | None:
         for k, c in enumerate(info["classes"])
     ]
     return {
-        "findings": F.data_findings(info),
+        "findings": findings.data_findings(info),
         "figures": figs,
         "info": info,
         "table": table,
@@ -178,7 +178,7 @@ def _model(r: _Run) -> dict[str, Any] | None:
         for row in s["rows"]
     ]
     return {
-        "findings": F.model_findings(s),
+        "findings": findings.model_findings(s),
         "summary": s,
         "rows": rows,
         "raw": ["model/summary.json", "model/summary.csv", "model.json"],
@@ -194,7 +194,7 @@ def _training(r: _Run, out: Path) -> dict[str, Any] | None:
         return None
     plots.training_curves(history, out / "training_curves.png")
     d: dict[str, Any] = {
-        "findings": F.training_findings(history),
+        "findings": findings.training_findings(history),
         "history": history,
         "figures": [
             _fig(
@@ -232,7 +232,7 @@ def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
     c = read_json(cpath)
     src = "compare/compare.json"
     return {
-        "findings": [F._f(s, src + ": runs") for s in c.get("findings", [])],
+        "findings": [findings._f(s, src + ": runs") for s in c.get("findings", [])],
         "runs": c["runs"],
         "raw": [src],
     }
@@ -264,7 +264,7 @@ def _failures(r: _Run, out: Path) -> dict[str, Any] | None:
         ),
     ]
     d: dict[str, Any] = {
-        "findings": F.eval_findings(m),
+        "findings": findings.eval_findings(m),
         "m": m,
         "figures": figs,
         "raw": ["eval/metrics.json", "eval/predictions.csv", "eval/confusion.csv"],
@@ -362,7 +362,7 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
             )
         )
     return {
-        "findings": F.confused_findings(meta, mass),
+        "findings": findings.confused_findings(meta, mass),
         "figures": figs,
         "pairs": meta["pairs"],
         "raw": ["explain/confused/confused.json"],
@@ -424,15 +424,17 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
         lab = [lb if lb is not None else t for lb, t in zip(labels, index["targets"])]
         table_rows, by_method = [], {}
         for m, maps in raw_maps.items():
-            shares = F.region_mass(maps)
+            shares = findings.region_mass(maps)
             by_method[m] = shares
             for i, (k, s) in enumerate(zip(lab, shares)):
-                table_rows.append([m, index["indices"][i], classes[k], *[f"{s[x]:.4f}" for x in F.REGIONS]])
-        write_csv(out / "attribution_regions.csv", ["method", "index", "class", *F.REGIONS], table_rows)
+                table_rows.append([m, index["indices"][i], classes[k],
+                                   *[f"{s[x]:.4f}" for x in findings.REGIONS]])
+        write_csv(out / "attribution_regions.csv", ["method", "index", "class", *findings.REGIONS],
+                  table_rows)
         write_json(
             out / "attribution_regions.json",
             {
-                "regions": F.region_bounds(*next(iter(raw_maps.values())).shape[1:]),
+                "regions": findings.region_bounds(*next(iter(raw_maps.values())).shape[1:]),
                 "methods": {
                     m: [{"index": i, "class": classes[k], **s} for i, k, s in zip(index["indices"], lab, v)]
                     for m, v in by_method.items()
@@ -440,7 +442,7 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             },
         )
         primary = "gradcam" if "gradcam" in by_method else next(iter(by_method))
-        d["findings"] += F.looks_findings(
+        d["findings"] += findings.looks_findings(
             primary, classes, list(zip(lab, by_method[primary])), "report/attribution_regions.csv"
         )
         # one row per class (mean over its images) for the primary method
@@ -449,7 +451,7 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             rows = [s for kk, s in zip(lab, by_method[primary]) if kk == k]
             ok = [s for s in rows if not np.isnan(s["top"])]  # an all-zero map has no shares
             per_class.append(
-                {x: float(np.mean([s[x] for s in ok])) if ok else float("nan") for x in F.REGIONS}
+                {x: float(np.mean([s[x] for s in ok])) if ok else float("nan") for x in findings.REGIONS}
             )
         plots.region_mass_figure(
             per_class, [classes[k] for k in sorted(set(lab))], out / "attribution_regions.png", primary
@@ -503,7 +505,7 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             "random "
             f"superpixel on/off samples (seed {lime['seed']}; off = the superpixel's mean colour).",
         )
-        d["lime_findings"] = F.lime_findings(lime)
+        d["lime_findings"] = findings.lime_findings(lime)
         d["raw"] += ["explain/lime/lime.json", "explain/lime/lime.npy", "explain/lime/segments.npy"]
     return d
 
@@ -559,7 +561,7 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
         )
     o = s["options"]
     return {
-        "findings": F.trust_findings(s),
+        "findings": findings.trust_findings(s),
         "columns": cols,
         "tests": tests,
         "test_info": s["tests"],
@@ -634,7 +636,7 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
             )
         )
     return {
-        "findings": F.filters_findings(idx),
+        "findings": findings.filters_findings(idx),
         "figures": figs,
         "raw": ["featureviz/featureviz.json", "featureviz/*.json", "featureviz/*.npy"],
     }
@@ -658,7 +660,7 @@ def _timings(r: _Run) -> dict[str, Any] | None:
         "total": total,
         "sizes": stages["sizes"] if stages else None,
         "findings": [
-            F._f(
+            findings._f(
                 f"All stages together took {total:.1f} s of wall-clock time; the longest was "
                 f"{max(rows, key=lambda x: x['wall'] or 0)['stage']}.",
                 "timings.json",
