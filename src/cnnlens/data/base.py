@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -95,9 +95,6 @@ class ImageDataset:
             lab = lab[lab >= 0]
             out[s] = torch.bincount(lab, minlength=self.num_classes).tolist()
         return out
-
-    def with_splits(self, splits: dict[str, torch.Tensor]) -> ImageDataset:
-        return replace(self, splits=splits)
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
