@@ -10,7 +10,7 @@ import torch
 
 from ..data.base import ImageDataset
 from ..data.samples import pick_samples
-from .figures import save_figure, show_image
+from .figures import finish_figure, show_image
 from ..errors import CnnlensError
 
 
@@ -35,6 +35,4 @@ def sample_grid(ds: ImageDataset, path: str | os.PathLike[str], *, per_class: in
         k = ds.classes.index(title) if title in ds.classes else -1
         n = counts[k] if k >= 0 else n_unlabeled
         axes[r][0].set_ylabel(f"{title}\n({n:,})", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{ds.name}: {len(ds):,} images, {ds.channels}x{ds.size[0]}x{ds.size[1]}", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, path, f"{ds.name}: {len(ds):,} images, {ds.channels}x{ds.size[0]}x{ds.size[1]}")
