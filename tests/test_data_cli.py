@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -34,6 +35,7 @@ LABELS = [0, 3, 3, 6, 3, 0, 6, 6, 2, 3]
 USAGES = ["Training"] * 6 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
 
 
+@pytest.mark.slow
 def test_inspect_prints_counts_skips_and_writes_grid(tmp_path):
     csv = _csv(tmp_path / "fer.csv", LABELS, USAGES, bad_line=5)  # line 5 = data row 4 (label 6, Training)
     env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200"}

@@ -80,6 +80,7 @@ def test_select_per_class():
         select_per_class(labels, 0)
 
 
+@pytest.mark.slow
 def test_figures(tmp_path):
     torch.manual_seed(0)
     model = TinyResNet(num_classes=3).eval()

@@ -161,5 +161,6 @@ def test_layer_by_leaf_index_is_the_layer_by_name():
         e = cnnlens.explain(m, x, "gradcam", layer=spec)
         assert e.layer == "cnn.4"
         torch.testing.assert_close(e.maps, by_name.maps)
-    with pytest.raises(ValueError, match=rf"layer index {len(names)} is out of range: .* has {len(names)} leaf"):
+    n = len(names)
+    with pytest.raises(ValueError, match=rf"layer index {n} is out of range: .* has {n} leaf"):
         cnnlens.explain(m, x, "gradcam", layer=len(names))

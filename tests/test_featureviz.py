@@ -184,6 +184,7 @@ def naive(trained: Trained, filters: fv.FilterViz) -> fv.Rendered:
     )
 
 
+@pytest.mark.slow
 def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     assert filters.layer == "cnn.9"  # the BatchNorm right after conv cnn.8
     img = filters.images
@@ -231,6 +232,7 @@ def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     )
 
 
+@pytest.mark.slow
 def test_class_visualization_is_confident_and_robust(trained):
     r = fv.visualize_classes(
         trained.model,
@@ -514,6 +516,7 @@ def test_deep_dream_snapshots_and_octaves(trained):
 # ---- figures -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_figures_are_written(tmp_path, trained, filters):
     from PIL import Image
 

@@ -131,6 +131,7 @@ def exact_shapley(model: nn.Module, x: torch.Tensor, base: torch.Tensor, seg: to
     return phi
 
 
+@pytest.mark.slow
 def test_kernel_shap_exact_path_and_sampling_converge_to_shapley_values():
     model = tiny_cnn(1, seed=2)
     x = image(1, 12, seed=5)
@@ -198,6 +199,7 @@ def test_rise_equals_the_papers_masks_and_average():
 
 @pytest.mark.parametrize("method,opts", [("lime", dict(n_samples=120)), ("kernel_shap", dict(n_samples=120)),
                                          ("rise", dict(n_samples=120)), ("occlusion", {})])
+@pytest.mark.slow
 def test_same_seed_same_map_bit_for_bit_and_model_untouched(method, opts):
     model = tiny_cnn(1)
     model.train()

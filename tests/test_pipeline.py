@@ -6,6 +6,8 @@ import csv
 import json
 import re
 
+import pytest
+
 import torch
 from conftest import cli
 
@@ -91,11 +93,17 @@ def test_report_page_references_files_that_exist(demo_run):
     assert "<script" not in html
 
 
+@pytest.mark.slow
 def test_python_api_train_and_resume_match_uninterrupted(tmp_path):
     """Stopped after epoch 1 and resumed to 2 == an uninterrupted 2-epoch run (same seed, CPU)."""
-    full = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "full", seed=3)
-    cnnlens.train(data="digits", model="compact", epochs=1, out=tmp_path / "part", seed=3)
-    resumed = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "part", seed=3, resume=True)
+    from cnnlens.config import RunConfig
+
+    cfg = RunConfig().replace(data={"image_size": 16})  # resuming does not depend on the image size
+    full = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "full", seed=3, config=cfg)
+    cnnlens.train(data="digits", model="compact", epochs=1, out=tmp_path / "part", seed=3, config=cfg)
+    resumed = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "part", seed=3, resume=True,
+                            config=cfg)
+    assert resumed.input_shape == (1, 16, 16)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     for a, b in zip(full.history, resumed.history):
         for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):

@@ -28,6 +28,7 @@ def test_unknown_method_lists_valid_names():
     assert set(cnnlens.methods()) <= set(valid)
 
 
+@pytest.mark.slow
 def test_cli_choices_come_from_registries_and_errors_are_clear(tmp_path, capsys):
     from cnnlens.cli import main
 
@@ -71,4 +72,5 @@ def test_general_options_go_only_to_loaders_that_use_them(caplog):
     with caplog.at_level("WARNING", logger="cnnlens"):
         cnnlens.load_dataset("planted", n=60, seed=1, val_fraction=0.3)
     assert [r.getMessage() for r in caplog.records] == [
-        "dataset 'planted' does not use val_fraction (ignored: 0.3); its options: n, image_size, seed, fractions"]
+        "dataset 'planted' does not use val_fraction (ignored: 0.3); "
+        "its options: n, image_size, seed, fractions"]

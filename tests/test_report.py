@@ -263,6 +263,7 @@ def test_class_names_and_paths_are_escaped(demo_run, tmp_path):
         assert tab.console_errors == []
 
 
+@pytest.mark.slow
 def test_report_errors_name_the_fix(tmp_path):
     p = cli("report", str(tmp_path), check=False)
     assert p.returncode == 2 and "not a cnnlens run" in p.stderr

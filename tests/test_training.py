@@ -14,8 +14,10 @@ from cnnlens.evaluate.tta import tta_views
 
 
 def test_step_schedule_and_sgd_nesterov_reach_the_history(tmp_path):
+    small = RunConfig().replace(data={"image_size": 16})  # the schedule does not depend on the image size
     run = cnnlens.train(data="digits", model="compact", epochs=3, out=tmp_path / "r", optimizer="sgd",
-                        nesterov=True, lr=0.05, scheduler="step", step_size=1, gamma=0.5, label_smoothing=0.1)
+                        nesterov=True, lr=0.05, scheduler="step", step_size=1, gamma=0.5, label_smoothing=0.1,
+                        config=small)
     assert [r["lr"] for r in run.history] == pytest.approx([0.05, 0.025, 0.0125])
     cfg = json.loads(json.dumps(run.config.to_dict()))
     assert cfg["train"]["optimizer"] == "sgd" and cfg["train"]["nesterov"] is True
