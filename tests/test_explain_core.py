@@ -152,8 +152,8 @@ def test_target_label_and_chunking_agree():
 def test_layer_by_leaf_index_is_the_layer_by_name():
     from cnnlens.nn import leaf_layers
 
-    m = _model()
-    x = torch.randn(2, 1, 32, 32)
+    m = _model(size=16)
+    x = torch.randn(2, 1, 16, 16)
     names = [n for n, _ in leaf_layers(m)]
     i = names.index("cnn.4")  # a conv layer, reached by its position among the leaves
     by_name = cnnlens.explain(m, x, "gradcam", layer="cnn.4")

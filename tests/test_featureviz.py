@@ -202,6 +202,7 @@ def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     torch.testing.assert_close(filters.activations, reached, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_filters_are_selective(trained, filters, naive):
     sel = selectivity(trained, filters.layer, exported(filters.images), filters.channels)
     assert sel >= 1.0, sel

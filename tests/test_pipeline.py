@@ -138,3 +138,20 @@ def test_every_command_has_help_with_an_example(capsys):
         assert main([name, "--help"]) == 0  # argparse's exit, returned by main()
         out = capsys.readouterr().out
         assert "example:" in out and "cnnlens " + name in out, name
+
+
+def test_correct_per_class_takes_the_first_right_images_of_each_class_in_split_order():
+    from cnnlens.evaluate import EvalResult
+    from cnnlens.pipeline import correct_per_class
+
+    #            position: 0   1   2   3   4   5   6   7
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 0, 1])
+    preds = torch.tensor([2, 1, 2, 1, 0, 2, 0, 0])  # wrong at positions 1 and 7
+    indices = torch.tensor([40, 41, 42, 43, 44, 45, 46, 47])  # dataset indices of the split
+    res = EvalResult("test", indices, labels, preds, torch.zeros(8, 3), torch.zeros(3, 3, dtype=torch.long),
+                     ["a", "b", "c"])
+    # class 0: right at 4, 6; class 1: right at 3; class 2: right at 0, 2, 5
+    assert correct_per_class(res, 1) == [44, 43, 40]
+    assert correct_per_class(res, 2) == [44, 46, 43, 40, 42]
+    with pytest.raises(ValueError, match="per_class must be >= 1"):
+        correct_per_class(res, 0)
