@@ -208,6 +208,7 @@ def test_filters_are_selective(trained, filters, naive):
     assert sel >= 1.0, sel
 
 
+@pytest.mark.slow
 def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     chans = filters.channels
     ours_img, naive_img = exported(filters.images), exported(naive.images)

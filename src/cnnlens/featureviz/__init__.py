@@ -9,6 +9,7 @@ stages, which take a run and write ``RUN/featureviz/`` files and figures) sits w
 the figures, and is not imported here.
 """
 
+from .baseline import naive_pixel_ascent
 from .dream import Dream, deep_dream
 from .examples import Examples, dataset_examples
 from .featuremaps import FeatureMaps, feature_maps
@@ -19,7 +20,6 @@ from .render import (
     InputSpace,
     Rendered,
     filter_layer,
-    naive_pixel_ascent,
     render,
     score,
     visualize_classes,
