@@ -318,6 +318,7 @@ def test_errors_name_the_option():
     assert all(m.training for m in model.modules())  # restored also on error
 
 
+@pytest.mark.slow
 def test_paired_sampling_is_more_stable_than_lime_iid_sampling():
     """The small version of the benchmark's stability check: across seeds, the default paired coalitions
     give LIME weights closer to each other than lime's iid coalitions (same model, samples, superpixels).
