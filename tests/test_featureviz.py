@@ -184,6 +184,7 @@ def naive(trained: Trained, filters: fv.FilterViz) -> fv.Rendered:
     )
 
 
+@pytest.mark.slow
 def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     assert filters.layer == "cnn.9"  # the BatchNorm right after conv cnn.8
     img = filters.images
@@ -201,11 +202,13 @@ def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     torch.testing.assert_close(filters.activations, reached, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_filters_are_selective(trained, filters, naive):
     sel = selectivity(trained, filters.layer, exported(filters.images), filters.channels)
     assert sel >= 1.0, sel
 
 
+@pytest.mark.slow
 def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     chans = filters.channels
     ours_img, naive_img = exported(filters.images), exported(naive.images)
@@ -231,6 +234,7 @@ def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     )
 
 
+@pytest.mark.slow
 def test_class_visualization_is_confident_and_robust(trained):
     r = fv.visualize_classes(
         trained.model,
@@ -514,6 +518,7 @@ def test_deep_dream_snapshots_and_octaves(trained):
 # ---- figures -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_figures_are_written(tmp_path, trained, filters):
     from PIL import Image
 

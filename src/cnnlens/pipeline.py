@@ -162,10 +162,6 @@ def timed(run_dir: str | Path, stage: str) -> Iterator[None]:
             log.warning("could not record the time of %s: %s", stage, e)
 
 
-def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:  # kept for older callers
-    record_timing(run_dir, stage, seconds)
-
-
 # ---- evaluate, model, data -----------------------------------------------------------------------
 
 
@@ -198,7 +194,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
 def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]:
     """Images per class and split (``RUN/data/counts.json`` + ``counts.csv``) and a seeded choice of
     sample images per class (``RUN/data/samples.json``, dataset indices from the train split)."""
-    from .report.fig_data import pick_samples
+    from .data.samples import pick_samples
 
     with timed(run.path, "data"):
         ds = run.dataset
@@ -213,13 +209,13 @@ def describe_data(run: Run, per_class: int = 8, seed: int = 0) -> dict[str, Any]
 # ---- explanations ---------------------------------------------------------------------------------
 
 
-def select_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
-    """Up to ``per_class`` correctly classified images of each class (dataset indices), in split order."""
-    chosen: list[int] = []
-    for k in range(len(res.classes)):
-        ok = torch.nonzero((res.labels == k) & (res.preds == k)).flatten()[:per_class]
-        chosen += [int(res.indices[i]) for i in ok]
-    return chosen
+def correct_per_class(res: EvalResult, per_class: int = 1) -> list[int]:
+    """Up to ``per_class`` correctly classified images of each class (dataset indices), in split order:
+    :func:`cnnlens.explain.select_per_class` on the labels of the images the model got right."""
+    from .explain.batch import select_per_class
+
+    right = torch.where(res.labels == res.preds, res.labels, torch.full_like(res.labels, -1))
+    return [int(i) for i in res.indices[select_per_class(right, per_class)]]
 
 
 def explain_run(
@@ -253,7 +249,7 @@ def explain_run(
         selection = "given" if indices is not None else "correct"
         if indices is None:
             res = result if result is not None else _load_or_evaluate(run, split)
-            indices = select_per_class(res, per_class)
+            indices = correct_per_class(res, per_class)
             if not indices:
                 raise CnnlensError(f"no correctly classified image in the {res.split} split to explain; "
                                    "choose images with --images, or train the model further")
@@ -298,6 +294,7 @@ def explain_confused(
     ``RUN/explain/confused/``: ``<method>_true.npy`` / ``<method>_pred.npy`` (``float32 [N, H, W]``) and
     ``confused.json`` (:class:`ConfusedMaps`). Returns the JSON, or ``None`` when the model made no mistake."""
     from .explain.batch import explain_confused_pairs
+    from .report.fig_explain import confused_pairs_figure
 
     with timed(run.path, "explain confused pairs"):
         top = result.confused_pairs(pairs)
@@ -337,14 +334,15 @@ def explain_confused(
                 lab,
                 pred,
                 [(p["true_index"], p["pred_index"]) for p in top],
-                ds.classes,
-                out / f"{name}.png",
                 method=m,
                 per_pair=len(chosen),
             )
             if res is None:  # cannot happen: every chosen image matches its pair
                 raise RuntimeError("confused-pair selection found no image")
-            rec.add(m, *res)
+            at, ea, eb = res
+            titles = [f"#{i}: {ds.classes[int(lab[i])]} → {ds.classes[int(pred[i])]}" for i in at]
+            confused_pairs_figure(images[at], ea, eb, ds.classes, out / f"{name}.png", row_titles=titles)
+            rec.add(m, ea, eb)
             if progress:
                 progress(k + 1, len(methods))
         rec.save(run.path)
@@ -367,7 +365,7 @@ def explain_lime(
     from .explain.batch import explain_images
 
     with timed(run.path, "lime"):
-        indices = select_per_class(result, per_class)
+        indices = correct_per_class(result, per_class)
         if not indices:
             raise CnnlensError(f"no correctly classified {result.split} image to explain with LIME")
         ds = run.dataset
@@ -455,7 +453,7 @@ def featureviz_run(
     with timed(run.path, "featureviz"):
         layers = [convs[0]] if len(convs) == 1 else [convs[0], convs[-1]]
         limits = [sizes.filters_first, sizes.filters_last]
-        picked = select_per_class(result, 1)
+        picked = correct_per_class(result, 1)
         image = picked[0] if picked else int(result.indices[0])
         index: dict[str, Any] = {
             "layers": layers,
@@ -628,7 +626,7 @@ def analyze(
 
     done = ["model summary", "data"]
     from .device import device_record
-    from .explain.core import model_device
+    from .nn import model_device
 
     DeviceRecord(**device_record(model_device(run.model))).save(run.path)  # RUN/device.json: the report names it
     summarize_run(run)

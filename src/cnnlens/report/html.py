@@ -31,7 +31,7 @@ from ..rundir import (AttributionRegions, CompareRecord, ConfigFile, ConfusedMap
                       DeviceRecord,
                       EvalMetrics, ExplainMaps, FeaturevizIndex, Findings, History, LimeMaps, ModelMeta,
                       ModelSummaryFile, StagesRecord, Timings, TrustScores)
-from . import findings as F
+from . import findings
 from . import sources
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def _data(r: _Run, out: Path) -> dict[str, Any] | None:
         for k, c in enumerate(info["classes"])
     ]
     return {
-        "findings": F.data_findings(info),
+        "findings": findings.data_findings(info),
         "figures": figs,
         "info": info,
         "table": table,
@@ -227,7 +227,7 @@ def _model(r: _Run) -> dict[str, Any] | None:
         for row in s["rows"]
     ]
     return {
-        "findings": F.model_findings(s),
+        "findings": findings.model_findings(s),
         "summary": s,
         "rows": rows,
         "raw": ["model/summary.json", "model/summary.csv", "model.json"],
@@ -242,7 +242,7 @@ def _training(r: _Run, out: Path) -> dict[str, Any] | None:
         return None
     plots.training_curves(history, out / "training_curves.png")
     d: dict[str, Any] = {
-        "findings": F.training_findings(history),
+        "findings": findings.training_findings(history),
         "history": history,
         "figures": [
             _fig(
@@ -280,7 +280,7 @@ def _compare(r: _Run, out: Path) -> dict[str, Any] | None:
     c = rec.to_dict()
     src = "compare/compare.json"
     return {
-        "findings": [F._f(s, src + ": runs") for s in c.get("findings", [])],
+        "findings": [findings._f(s, src + ": runs") for s in c.get("findings", [])],
         "runs": c["runs"],
         "raw": [src],
     }
@@ -313,7 +313,7 @@ def _failures(r: _Run, out: Path, mpath: Path | None = None) -> dict[str, Any] |
         ),
     ]
     d: dict[str, Any] = {
-        "findings": F.eval_findings(m, source=mpath.relative_to(r.path).as_posix()),
+        "findings": findings.eval_findings(m, source=mpath.relative_to(r.path).as_posix()),
         "m": m,
         "figures": figs,
         "raw": [(mpath.parent.relative_to(r.path) / f).as_posix()
@@ -402,7 +402,7 @@ def _confused_examples(r: _Run, out: Path, m: dict[str, Any]) -> dict[str, Any] 
             )
         )
     return {
-        "findings": F.confused_findings(meta, rec.pred_share or {}),
+        "findings": findings.confused_findings(meta, rec.pred_share or {}),
         "figures": figs,
         "pairs": meta["pairs"],
         "raw": ["explain/confused/confused.json"],
@@ -442,7 +442,7 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             _fig(
                 "explanations.png",
                 "explanations per class, every method side by side",
-                F.explained_images(index.to_dict())
+                findings.explained_images(index.to_dict())
                 + f" by {len(exps)} methods (columns: {', '.join(exps)}). Titles give the explained class and "
                 "its softmax probability. "
                 + (f"Layers: {layers}. " if layers else "")
@@ -459,7 +459,7 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             for suffix in (".csv", ".json"):
                 _copy(regions.path(r.path).with_suffix(suffix), out / f"attribution_regions{suffix}")
             primary = regions.primary
-            d["findings"] += F.looks_findings_per_class(
+            d["findings"] += findings.looks_findings_per_class(
                 primary, regions.per_class, "report/attribution_regions.csv"
             )
             plots.region_mass_figure(
@@ -497,7 +497,7 @@ def _looks(r: _Run, out: Path) -> dict[str, Any] | None:
             method="LIME",
         )
         d["lime_figure"] = _fig("lime.png", "LIME with superpixel boundaries", _lime_caption(lime))
-        d["lime_findings"] = F.lime_findings(lime.to_dict())
+        d["lime_findings"] = findings.lime_findings(lime.to_dict())
         d["raw"] += ["explain/lime/lime.json", "explain/lime/lime.npy", "explain/lime/segments.npy"]
     return d
 
@@ -585,7 +585,7 @@ def _trust(r: _Run, out: Path) -> dict[str, Any] | None:
         )
     o = s["options"]
     return {
-        "findings": F.trust_findings(s),
+        "findings": findings.trust_findings(s),
         "columns": cols,
         "tests": tests,
         "test_info": s["tests"],
@@ -635,7 +635,7 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
                 f"feature maps of {fm['layer']}",
                 f"{shown}{fm['shape'][1]}×{fm['shape'][2]} pixels: the output of module {fm['layer']}, "
                 "before "
-                f"any ReLU that follows it) for {F.image_of(fm)} (class {fm['class']}), shown "
+                f"any ReLU that follows it) for {findings.image_of(fm)} (class {fm['class']}), shown "
                 "beside the image; each map "
                 "on its own colour scale (viridis, dark = low). All maps: "
                 f"featureviz/{fm['figure'].rsplit('.', 1)[0]}.npy.",
@@ -659,7 +659,7 @@ def _filters(r: _Run, out: Path) -> dict[str, Any] | None:
             )
         )
     return {
-        "findings": F.filters_findings(idx),
+        "findings": findings.filters_findings(idx),
         "figures": figs,
         "raw": ["featureviz/featureviz.json", "featureviz/*.json", "featureviz/*.npy"],
     }
@@ -684,7 +684,7 @@ def _timings(r: _Run) -> dict[str, Any] | None:
         "total": total,
         "sizes": stages.sizes if stages else None,
         "findings": [
-            F._f(
+            findings._f(
                 f"All stages together took {total:.1f} s of wall-clock time; the longest was "
                 f"{max(rows, key=lambda x: x['wall'] or 0)['stage']}.{on}",
                 "timings.json" + (", device.json" if device else ""),

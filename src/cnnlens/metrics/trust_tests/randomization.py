@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...explain.core import model_device
+from ...nn import model_device
 from ..base import Column, Evidence, Measured, MethodBatch, Score, TrustTest, register_test
 from ..randomization import fully_randomized, map_similarity, randomization_curve
 
