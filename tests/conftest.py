@@ -120,3 +120,33 @@ def digits_compact_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits_run(digits_compact_run: Path, tmp_path: Path) -> Path:
     """A private copy of the session's 1-epoch digits run (a stage may write into it)."""
     return Path(shutil.copytree(digits_compact_run, tmp_path / "run"))
+
+
+#: a user's model file (``FILE.py:Tiny``): one conv, global mean, a linear head
+TINY_MODEL_SRC = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+'''
+
+
+def layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s output on ``x`` (no grad), read with a plain forward hook: an independent check
+    of what cnnlens's own hooks capture."""
+    store = {}
+    h = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return store["a"]

@@ -18,6 +18,7 @@ from torch import nn
 import cnnlens.featureviz as fv
 from cnnlens.featureviz import transforms as T
 from cnnlens.models import create_model
+from conftest import layer_output
 
 SIZE = 48
 
@@ -99,14 +100,7 @@ def trained() -> Trained:
 
 def channel_means(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """[N, K] spatial mean of ``layer``'s output, with a plain forward hook."""
-    store = {}
-    h = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
-    return store["a"].mean((2, 3))
+    return layer_output(model, layer, x).mean((2, 3))
 
 
 def shift_rotate(img01: torch.Tensor, g: torch.Generator) -> torch.Tensor:
