@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                  "cnnlens.metrics"]),
     ("run-directory records", ["cnnlens.rundir"]),
     ("figures", [r"re:cnnlens\.report\.fig_\w+", "cnnlens.report.plots", "cnnlens.report.figures"]),
-    ("pipeline, predict, stages", ["cnnlens.pipeline", "cnnlens.predict", "cnnlens.importing",
+    ("pipeline, predict, stages", ["cnnlens.pipeline", "cnnlens.stages", "cnnlens.predict", "cnnlens.importing",
                                    "cnnlens.featureviz.runs"]),
     ("report", ["cnnlens.report"]),
     ("workflow (cnnlens.run)", ["cnnlens.workflow"]),
