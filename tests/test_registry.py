@@ -48,6 +48,7 @@ def test_cli_choices_come_from_registries_and_errors_are_clear(tmp_path, capsys)
         assert name in listing
 
 
+@pytest.mark.slow
 def test_typos_get_did_you_mean_in_the_cli_and_the_library(tmp_path):
     import torch
 
