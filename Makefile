@@ -2,9 +2,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test install demo chromium
+.PHONY: test test-fast install demo chromium
 test: install chromium
 	$(PY) -m pytest
+
+# The fast tier: every test not marked `slow` (under 2 minutes on a 2-core CPU); installs only when
+# .venv is missing. `make test` (and CI) still run everything.
+test-fast:
+	test -x $(PY) || $(MAKE) install chromium
+	$(PY) -m pytest -m "not slow"
 
 # The report's end-to-end tests open the page in headless Chromium (Debian's `chromium`): installed
 # here when missing and running as root; otherwise say how.

@@ -12,6 +12,7 @@ the tests run in full float32 (TF32 off for convolutions and matmuls), so the to
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,18 @@ def cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 
     if check and p.returncode != 0:
         raise AssertionError(f"cnnlens {' '.join(args)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
+
+
+#: session fixtures that run the pipeline or train: a test that takes one is in the slow tier.
+SLOW_FIXTURES = ("demo_run", "digits_compact_run")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that takes a fixture from :data:`SLOW_FIXTURES` (directly or through
+    another fixture), so ``-m "not slow"`` never pays for a training or a demo run."""
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +106,47 @@ def device(request: pytest.FixtureRequest):
             yield dev
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+@pytest.fixture(scope="session")
+def digits_compact_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`cnnlens.train("digits", "compact", epochs=1, batch_size=128, seed=0)`, trained once for the
+    whole session. Read-only: take :func:`digits_run` to write into a run."""
+    import cnnlens
+
+    out = tmp_path_factory.mktemp("digits-compact") / "run"
+    return cnnlens.train("digits", "compact", out=out, epochs=1, batch_size=128, seed=0).path
+
+
+@pytest.fixture
+def digits_run(digits_compact_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's 1-epoch digits run (a stage may write into it)."""
+    return Path(shutil.copytree(digits_compact_run, tmp_path / "run"))
+
+
+#: a user's model file (``FILE.py:Tiny``): one conv, global mean, a linear head
+TINY_MODEL_SRC = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+'''
+
+
+def layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s output on ``x`` (no grad), read with a plain forward hook: an independent check
+    of what cnnlens's own hooks capture."""
+    store = {}
+    h = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return store["a"]

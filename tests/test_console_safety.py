@@ -87,6 +87,7 @@ def _fer_csv(path: Path, bad_line: int | None = None) -> Path:
 NASTY_DIRS = ["x[bold]y", "x[/bold]y", "a [link=x]click", "naïve 日本 dir", "esc\x1b[31mred"]
 
 
+@pytest.mark.slow
 def test_error_names_the_path_verbatim_on_one_line(tmp_path):
     """A path holding `[bold]`, `[/bold]`, `[link=x]`, spaces, unicode and an ANSI escape."""
     csv = _fer_csv(tmp_path.joinpath(*NASTY_DIRS) / "fer[red].csv", bad_line=3)
@@ -100,6 +101,7 @@ def test_error_names_the_path_verbatim_on_one_line(tmp_path):
     assert "\x1b" not in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_log_lines_and_data_inspect_show_the_path_verbatim(tmp_path):
     """The same path through the warning log line, the source line, the skipped list, the grid line."""
     csv = _fer_csv(tmp_path.joinpath(*NASTY_DIRS) / "fer[red].csv", bad_line=3)
@@ -116,6 +118,7 @@ def test_log_lines_and_data_inspect_show_the_path_verbatim(tmp_path):
     assert "\x1b" not in p.stdout + p.stderr and "\x07" not in p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_control_sequences_in_a_path_are_shown_escaped_and_forge_no_line(tmp_path):
     run = tmp_path / ESC_BEL
     p = run40("evaluate", str(run))
@@ -126,6 +129,7 @@ def test_control_sequences_in_a_path_are_shown_escaped_and_forge_no_line(tmp_pat
     assert lines[0] == f"error: run directory {tmp_path}/{ESC_BEL_SHOWN} does not exist"
 
 
+@pytest.mark.slow
 def test_error_lines_do_not_wrap_on_a_terminal(tmp_path):
     csv = _fer_csv(tmp_path / "a b" / ("long" * 12) / "fer[red].csv", bad_line=2)
     rc, out, _ = run_tty("data", "inspect", f"fer2013:{csv}", "--out", str(tmp_path / "o"))
@@ -133,6 +137,7 @@ def test_error_lines_do_not_wrap_on_a_terminal(tmp_path):
     assert f"error: {csv} line 2: " in out, out
 
 
+@pytest.mark.slow
 def test_argparse_errors_still_exit_2_with_the_value_escaped():
     p = run40("trust", "r", "--substrate", "no\x1b[2Jpe")
     assert p.returncode == 2
@@ -292,6 +297,7 @@ def unescaped_calls(source: str, filename: str = "<src>") -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_console_call_formats_an_unescaped_string():
     found, sinks = [], 0
     for f in sorted(PKG.rglob("*.py")):
@@ -426,6 +432,7 @@ def nasty_folder(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_data_inspect_shows_class_names_and_paths_verbatim(nasty_folder, tmp_path):
     out = tmp_path / "o [i]"
     p = run40("data", "inspect", f"folder:{nasty_folder}", "--out", str(out))
@@ -439,6 +446,7 @@ def test_data_inspect_shows_class_names_and_paths_verbatim(nasty_folder, tmp_pat
     assert "…" not in p.stdout
 
 
+@pytest.mark.slow
 def test_data_inspect_narrow_terminal_prints_records(nasty_folder, tmp_path):
     rc, out, raw = run_tty("data", "inspect", f"folder:{nasty_folder}", "--out", str(tmp_path / "o"),
                            columns=20)

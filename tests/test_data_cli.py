@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from cnnlens.cli import main
 from cnnlens.data.fer2013 import FER_CLASSES, load_fer2013
-from cnnlens.report.fig_data import pick_samples, sample_grid
+from cnnlens.data.samples import pick_samples
+from cnnlens.report.fig_data import sample_grid
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -33,6 +35,7 @@ LABELS = [0, 3, 3, 6, 3, 0, 6, 6, 2, 3]
 USAGES = ["Training"] * 6 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
 
 
+@pytest.mark.slow
 def test_inspect_prints_counts_skips_and_writes_grid(tmp_path):
     csv = _csv(tmp_path / "fer.csv", LABELS, USAGES, bad_line=5)  # line 5 = data row 4 (label 6, Training)
     env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "40"}

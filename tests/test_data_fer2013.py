@@ -73,6 +73,7 @@ def test_quoted_field_crlf_and_slow_path_spellings_parse_the_same(tmp_path, kagg
     assert np.array_equal(b.images.reshape(30, -1).numpy(), px)
 
 
+@pytest.mark.slow
 def test_many_chunks_with_a_bad_row_skipped(tmp_path):
     """More rows than one parse chunk, in two threads: every good row exact, the bad one listed."""
     rng = np.random.default_rng(1)

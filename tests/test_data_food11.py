@@ -235,3 +235,19 @@ def test_folder_empty_class_stray_file_and_mixed_sizes(tmp_path, caplog):
     (root / "readme.md").write_text("x")
     with pytest.raises(ValueError, match=r"readme.md: is outside the class folders"):
         load_folder(str(root))
+
+
+@pytest.mark.parametrize("kind,takes", [
+    ("folder", "a folder of class folders"),
+    ("food11", "the folder holding training/ validation/ evaluation/"),
+])
+def test_spec_without_a_folder_says_what_it_takes(tmp_path, kind, takes):
+    from cnnlens.errors import CnnlensError
+
+    with pytest.raises(CnnlensError, match=rf"^{kind} needs a path: use SPEC '{kind}:DIR'"):
+        load_dataset(kind)
+    with pytest.raises(FileNotFoundError, match=f"is not a folder; {kind}:DIR takes {takes}$"):
+        load_dataset(f"{kind}:{tmp_path / 'absent'}")
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(CnnlensError, match=f"a.txt is not a folder; {kind}:DIR takes {takes}$"):
+        load_dataset(f"{kind}:{tmp_path / 'a.txt'}")

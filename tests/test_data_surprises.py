@@ -34,6 +34,7 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
+@pytest.mark.slow
 def test_food11_class_without_training_images_is_a_warning_naming_class_split_and_file_name(tmp_path):
     root = tmp_path / "food"
     for label in range(11):
@@ -49,6 +50,7 @@ def test_food11_class_without_training_images_is_a_warning_naming_class_split_an
     assert "val split" not in err
 
 
+@pytest.mark.slow
 def test_folder_class_missing_from_a_given_split_names_its_folder(tmp_path):
     root = tmp_path / "pets"
     for c in ("cat", "dog", "fox"):
@@ -63,6 +65,7 @@ def test_folder_class_missing_from_a_given_split_names_its_folder(tmp_path):
     assert "train split" not in err
 
 
+@pytest.mark.slow
 def test_training_on_one_class_is_an_error(tmp_path):
     root = tmp_path / "one"
     for i in range(3):
@@ -77,6 +80,7 @@ def test_training_on_one_class_is_an_error(tmp_path):
     assert not (tmp_path / "run" / "model.json").exists()
 
 
+@pytest.mark.slow
 def test_one_odd_size_keeps_the_common_size_and_names_the_odd_image(tmp_path, caplog):
     root = tmp_path / "odd"
     arrays = {}

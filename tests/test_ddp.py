@@ -23,6 +23,7 @@ def _history(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_ddp_training_on_two_cpu_processes_matches_one(tmp_path):
     # per-device batch 32 on 2 processes == batch 64 on one (the mlp has no BatchNorm, whose batch
     # statistics are per process on CPU; on GPUs cnnlens syncs them)
@@ -59,6 +60,7 @@ explain_dataset(model, imgs, ds.mean, ds.std, ["saliency", "gradcam", "integrate
 """
 
 
+@pytest.mark.slow
 def test_explaining_a_dataset_on_two_processes_matches_one(tmp_path):
     script = tmp_path / "explain_ddp.py"
     script.write_text(SCRIPT)
@@ -102,6 +104,7 @@ def _same_trust(a: dict, b: dict) -> None:
                     assert abs(da[sim] - db[sim]) < 1e-5, (m, kind, sim)
 
 
+@pytest.mark.slow
 def test_trust_scoring_on_two_processes_matches_one(tmp_path):
     # a real run directory (tiny compact CNN, one epoch on `planted`, which has masks: localization runs)
     run = cnnlens.train("planted", "compact", out=tmp_path / "run", epochs=1, batch_size=256, seed=0,
@@ -136,6 +139,7 @@ def test_trust_scoring_on_two_processes_matches_one(tmp_path):
     )  # nothing else written by either rank
 
 
+@pytest.mark.slow
 def test_trust_scores_do_not_depend_on_how_images_are_batched():
     torch.manual_seed(0)
     model = cnnlens.create_model("compact", 1, 4, 48, widths=(4, 8), fc=(16,))

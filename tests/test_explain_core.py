@@ -147,3 +147,20 @@ def test_target_label_and_chunking_agree():
     assert a.targets.tolist() == [0, 1, 2, 3, 4, 0, 1]
     torch.testing.assert_close(a.maps, b.maps)
     torch.testing.assert_close(a.probs, torch.softmax(m.eval()(x), 1), atol=1e-6, rtol=1e-5)
+
+
+def test_layer_by_leaf_index_is_the_layer_by_name():
+    from cnnlens.nn import leaf_layers
+
+    m = _model(size=16)
+    x = torch.randn(2, 1, 16, 16)
+    names = [n for n, _ in leaf_layers(m)]
+    i = names.index("cnn.4")  # a conv layer, reached by its position among the leaves
+    by_name = cnnlens.explain(m, x, "gradcam", layer="cnn.4")
+    for spec in (i, str(i), i - len(names)):
+        e = cnnlens.explain(m, x, "gradcam", layer=spec)
+        assert e.layer == "cnn.4"
+        torch.testing.assert_close(e.maps, by_name.maps)
+    n = len(names)
+    with pytest.raises(ValueError, match=rf"layer index {n} is out of range: .* has {n} leaf"):
+        cnnlens.explain(m, x, "gradcam", layer=len(names))

@@ -78,6 +78,7 @@ def test_all_zero_cam_is_reported_not_divided(method):
 
 # ---- axioms ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ig_completeness_under_one_percent_at_64_steps(device):
     # a model trained (briefly) on planted squares, explaining its predictions: f(x) - f(x') is
     # several logits, and the default 64-step Gauss-Legendre rule closes the gap to < 1%
@@ -253,6 +254,7 @@ def test_targets_and_layers():
         cnnlens.explain(model, x, "integrated_gradients", quadrature="simpson")
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_results():
     model = resnet().eval()
     x = torch.randn(5, 3, 20, 20)
@@ -266,6 +268,7 @@ def test_chunking_does_not_change_results():
 
 # ---- explain_many -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_explain_many_equals_separate_calls():
     model = resnet().eval()
     x = torch.randn(3, 3, 20, 20)
@@ -281,6 +284,7 @@ def test_explain_many_equals_separate_calls():
         torch.testing.assert_close(many[m].probs, one.probs)
 
 
+@pytest.mark.slow
 def test_explain_many_shares_one_forward_backward():
     model = resnet().eval()
     x = torch.randn(4, 3, 20, 20)
@@ -318,6 +322,7 @@ def test_explain_many_options():
 
 # ---- Captum bridge ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_captum_bridge(device):
     captum_attr = pytest.importorskip("captum.attr")
     model = resnet().eval().to(device)
@@ -360,6 +365,7 @@ class ViewAfterConv(nn.Module):
         return self.fc(self.relu(self.conv(x)).view(x.shape[0], -1))
 
 
+@pytest.mark.slow
 def test_channels_last_passes_equal_default_layout_and_fall_back_when_the_model_cannot_take_them():
     from cnnlens.explain import core
 

@@ -63,6 +63,7 @@ def test_gradient_x_input_equals_captum(setup):
     close(cnnlens.explain(model, x, "gradient_x_input", target=t).maps, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
 def test_integrated_gradients_equals_captum(setup, method):
     model, x, t, *_ = setup
@@ -86,6 +87,7 @@ def test_integrated_gradients_equals_captum(setup, method):
                                rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_blur_baseline_equals_captum(setup):
     model, x, t, *_ = setup
     base = gaussian_blur(x, 2.0)

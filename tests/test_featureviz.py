@@ -18,6 +18,7 @@ from torch import nn
 import cnnlens.featureviz as fv
 from cnnlens.featureviz import transforms as T
 from cnnlens.models import create_model
+from conftest import layer_output
 
 SIZE = 48
 
@@ -99,14 +100,7 @@ def trained() -> Trained:
 
 def channel_means(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """[N, K] spatial mean of ``layer``'s output, with a plain forward hook."""
-    store = {}
-    h = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
-    return store["a"].mean((2, 3))
+    return layer_output(model, layer, x).mean((2, 3))
 
 
 def shift_rotate(img01: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -184,6 +178,7 @@ def naive(trained: Trained, filters: fv.FilterViz) -> fv.Rendered:
     )
 
 
+@pytest.mark.slow
 def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     assert filters.layer == "cnn.9"  # the BatchNorm right after conv cnn.8
     img = filters.images
@@ -201,11 +196,13 @@ def test_filters_reach_dataset_maximum_in_range_grey(trained, filters):
     torch.testing.assert_close(filters.activations, reached, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_filters_are_selective(trained, filters, naive):
     sel = selectivity(trained, filters.layer, exported(filters.images), filters.channels)
     assert sel >= 1.0, sel
 
 
+@pytest.mark.slow
 def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     chans = filters.channels
     ours_img, naive_img = exported(filters.images), exported(naive.images)
@@ -231,6 +228,7 @@ def test_not_adversarial_noise_and_better_than_naive(trained, filters, naive):
     )
 
 
+@pytest.mark.slow
 def test_class_visualization_is_confident_and_robust(trained):
     r = fv.visualize_classes(
         trained.model,
@@ -514,6 +512,7 @@ def test_deep_dream_snapshots_and_octaves(trained):
 # ---- figures -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_figures_are_written(tmp_path, trained, filters):
     from PIL import Image
 

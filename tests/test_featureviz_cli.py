@@ -7,21 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, layer_output
 from PIL import Image
 
 import cnnlens
-
-
-def _means(model, layer, x):
-    store = {}
-    h = dict(model.named_modules())[layer].register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
-    return store["a"]
 
 
 def test_cli_filters_writes_images_that_reach_the_numbers_it_reports(demo_run):
@@ -39,11 +28,11 @@ def test_cli_filters_writes_images_that_reach_the_numbers_it_reports(demo_run):
     m = torch.tensor(run.mean).view(1, -1, 1, 1)
     s = torch.tensor(run.std).view(1, -1, 1, 1)
     x = (torch.from_numpy(imgs).float() / 255 - m) / s
-    act = _means(run.model, "cnn.5", x).mean((2, 3))[torch.arange(4), torch.tensor([0, 1, 2, 5])]
+    act = layer_output(run.model, "cnn.5", x).mean((2, 3))[torch.arange(4), torch.tensor([0, 1, 2, 5])]
     np.testing.assert_allclose(info["activation"], act.numpy(), atol=1e-4)
     ds = run.dataset
     idx = ds.indices("train")
-    real = _means(run.model, "cnn.5", (ds.images[idx].float() / 255 - m) / s).mean((2, 3))[:, [0, 1, 2, 5]]
+    real = layer_output(run.model, "cnn.5", (ds.images[idx].float() / 255 - m) / s).mean((2, 3))[:, [0, 1, 2, 5]]
     np.testing.assert_allclose(info["dataset_max"], real.amax(0).numpy(), atol=1e-4)
     assert [e[0] for e in info["examples"]["indices"]] == idx[real.argmax(0)].tolist()
 
@@ -56,7 +45,7 @@ def test_cli_featuremaps_and_dream(demo_run, tmp_path):
     run = cnnlens.load_run(out)
     x = run.dataset.images[3:4].float() / 255
     x = (x - torch.tensor(run.mean).view(1, -1, 1, 1)) / torch.tensor(run.std).view(1, -1, 1, 1)
-    np.testing.assert_allclose(maps, _means(run.model, "cnn.1", x)[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(maps, layer_output(run.model, "cnn.1", x)[0].numpy(), atol=1e-5)
     # the report's knobs, layer by index (leaf 8 = cnn.8, read after its BatchNorm cnn.9)
     cli(
         "dream",

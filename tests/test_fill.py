@@ -145,12 +145,12 @@ def test_unknown_fill_names_list_the_vocabulary(image):
 
 
 @pytest.mark.slow
-def test_trust_cli_takes_the_old_spelling_with_a_note_and_lists_the_names(tmp_path):
+def test_trust_cli_takes_the_old_spelling_with_a_note_and_lists_the_names(digits_run):
     import json
 
     from conftest import cli
 
-    run = cnnlens.train("digits", "compact", out=tmp_path / "run", epochs=1, batch_size=128, seed=0)
+    run = cnnlens.load_run(digits_run)
     p = cli("trust", str(run.path), "--methods", "saliency", "--fast", "--n-images", "4", "--steps", "4",
             "--substrate", "zeros")  # the old "zeros" of deletion/insertion was black pixels
     assert "'zeros' is now spelled 'black'" in p.stdout + p.stderr

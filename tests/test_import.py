@@ -19,7 +19,7 @@ from cnnlens.config import parse_model_options
 from cnnlens.data.base import align_classes, load_dataset
 from cnnlens.errors import CnnlensError
 from cnnlens.importing import parse_normalize
-from conftest import cli
+from conftest import TINY_MODEL_SRC, cli
 
 # A third-party-style FER2013 model: flattens with x.view, F.relu as a function, takes raw [0,1] input.
 THIRD_PARTY = '''
@@ -227,20 +227,7 @@ def test_align_classes_permutes_or_renames():
 
 # ---- --weights on train, runs of train(model=net) ------------------------------------------------
 
-TINY = '''
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self, in_channels=1, num_classes=10):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
-        self.head = nn.Linear(4, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
-'''
+TINY = TINY_MODEL_SRC
 
 
 @pytest.mark.slow

@@ -71,6 +71,7 @@ def _assert_untouched(model: nn.Module, before) -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("c", [1, 3])
 def test_model_conformance(name, c, user_files):

@@ -53,6 +53,7 @@ def test_torchvision_resnet18_adapted_to_channels_and_classes():
         assert m.eval()(torch.randn(3, 1, 32, 32)).shape == (3, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_torchvision_weights_of_the_adapted_model(tmp_path, suffix):
     src = _randomize(create_model("torchvision:resnet18", in_channels=1, num_classes=5, input_size=32))
@@ -65,6 +66,7 @@ def test_torchvision_weights_of_the_adapted_model(tmp_path, suffix):
     assert _same_outputs(src, got, (2, 1, 32, 32))
 
 
+@pytest.mark.slow
 def test_torchvision_weights_of_the_original_3ch_1000_class_model(tmp_path):
     orig = _randomize(tvm.resnet18(weights=None))  # stands in for ImageNet weights on disk
     path = tmp_path / "resnet18_imagenet.pth"

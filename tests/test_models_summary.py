@@ -114,6 +114,7 @@ def test_bad_input_shapes():
         summarize(m, (3, 32, 32))  # wrong channel count
 
 
+@pytest.mark.slow
 def test_cli_models_summary(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "160"}
     r = subprocess.run([sys.executable, "-m", "cnnlens", "models", "summary", "wide", "--input", "1x48x48",

@@ -152,6 +152,7 @@ def test_without_timm_the_error_names_the_install_command(monkeypatch):
         create_model("timm:resnet18", in_channels=3, num_classes=5, input_size=32)
 
 
+@pytest.mark.slow
 def test_pretrained_normalization_comes_from_pretrained_cfg(tmp_path):
     """--normalize pretrained: timm's pretrained_cfg mean/std (RGB averaged for gray data) in
     model.json, used by every stage, and named in the report's words."""
@@ -178,6 +179,7 @@ def test_pretrained_normalization_comes_from_pretrained_cfg(tmp_path):
     assert run.dataset.mean == pytest.approx(meta["mean"])  # the stages read it from model.json
 
 
+@pytest.mark.slow
 def test_pretrained_normalization_needs_a_model_that_records_one(tmp_path):
     from conftest import cli
 

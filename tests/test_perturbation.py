@@ -144,6 +144,7 @@ def exact_shapley(model: nn.Module, x: torch.Tensor, base: torch.Tensor, seg: to
     return phi
 
 
+@pytest.mark.slow
 def test_kernel_shap_exact_path_and_sampling_converge_to_shapley_values(device):
     model = tiny_cnn(1, seed=2)
     x = image(1, 12, seed=5)
@@ -211,6 +212,7 @@ def test_rise_equals_the_papers_masks_and_average(device):
 
 @pytest.mark.parametrize("method,opts", [("lime", dict(n_samples=120)), ("kernel_shap", dict(n_samples=120)),
                                          ("rise", dict(n_samples=120)), ("occlusion", {})])
+@pytest.mark.slow
 def test_same_seed_same_map_bit_for_bit_and_model_untouched(method, opts):
     model = tiny_cnn(1)
     model.train()
@@ -329,6 +331,7 @@ def test_errors_name_the_option():
     assert all(m.training for m in model.modules())  # restored also on error
 
 
+@pytest.mark.slow
 def test_paired_sampling_is_more_stable_than_lime_iid_sampling():
     """The small version of the benchmark's stability check: across seeds, the default paired coalitions
     give LIME weights closer to each other than lime's iid coalitions (same model, samples, superpixels).

@@ -6,6 +6,8 @@ import csv
 import json
 import re
 
+import pytest
+
 import torch
 from conftest import cli
 
@@ -21,6 +23,11 @@ def test_demo_writes_every_artifact(demo_run):
                 "report/index.html", "report/training_curves.png", "report/confusion_counts.png",
                 "report/explanations.png"):
         assert (out / rel).is_file(), rel
+    # the pipeline draws one confused-pairs figure per method it explained the pairs with
+    confused = json.loads((out / "explain/confused/confused.json").read_text())
+    assert confused["methods"] and all(
+        (out / "explain/confused" / f"{e['true'].removesuffix('_true.npy')}.png").is_file()
+        for e in confused["methods"].values())
     # Lightning's promotional tips and banners do not reach the user
     text = proc.stdout + proc.stderr
     for noise in ("Tip", "litmodels", "GPU available", "TPU available", "LOCAL_RANK", "does not have many workers"):
@@ -86,11 +93,17 @@ def test_report_page_references_files_that_exist(demo_run):
     assert "<script" not in html
 
 
+@pytest.mark.slow
 def test_python_api_train_and_resume_match_uninterrupted(tmp_path):
     """Stopped after epoch 1 and resumed to 2 == an uninterrupted 2-epoch run (same seed, CPU)."""
-    full = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "full", seed=3)
-    cnnlens.train(data="digits", model="compact", epochs=1, out=tmp_path / "part", seed=3)
-    resumed = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "part", seed=3, resume=True)
+    from cnnlens.config import RunConfig
+
+    cfg = RunConfig().replace(data={"image_size": 16})  # resuming does not depend on the image size
+    full = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "full", seed=3, config=cfg)
+    cnnlens.train(data="digits", model="compact", epochs=1, out=tmp_path / "part", seed=3, config=cfg)
+    resumed = cnnlens.train(data="digits", model="compact", epochs=2, out=tmp_path / "part", seed=3, resume=True,
+                            config=cfg)
+    assert resumed.input_shape == (1, 16, 16)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     for a, b in zip(full.history, resumed.history):
         for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
@@ -125,3 +138,20 @@ def test_every_command_has_help_with_an_example(capsys):
         assert main([name, "--help"]) == 0  # argparse's exit, returned by main()
         out = capsys.readouterr().out
         assert "example:" in out and "cnnlens " + name in out, name
+
+
+def test_correct_per_class_takes_the_first_right_images_of_each_class_in_split_order():
+    from cnnlens.evaluate import EvalResult
+    from cnnlens.pipeline import correct_per_class
+
+    #            position: 0   1   2   3   4   5   6   7
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 0, 1])
+    preds = torch.tensor([2, 1, 2, 1, 0, 2, 0, 0])  # wrong at positions 1 and 7
+    indices = torch.tensor([40, 41, 42, 43, 44, 45, 46, 47])  # dataset indices of the split
+    res = EvalResult("test", indices, labels, preds, torch.zeros(8, 3), torch.zeros(3, 3, dtype=torch.long),
+                     ["a", "b", "c"])
+    # class 0: right at 4, 6; class 1: right at 3; class 2: right at 0, 2, 5
+    assert correct_per_class(res, 1) == [44, 43, 40]
+    assert correct_per_class(res, 2) == [44, 46, 43, 40, 42]
+    with pytest.raises(ValueError, match="per_class must be >= 1"):
+        correct_per_class(res, 0)

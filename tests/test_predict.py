@@ -22,6 +22,8 @@ from cnnlens.predict import check_compatible, eval_name, predict, skipped_path, 
 
 from conftest import cli
 
+pytestmark = pytest.mark.slow  # every test here takes runs trained by the module's fixtures
+
 TEST_IDS = ["17", "3", "250", "42", "8", "100"]  # deliberately not sorted: the file's order must be kept
 FOOD_TEST = ["0001.jpg", "0002.jpg", "0010.jpg", "0003.jpg", "0020.jpg"]
 

@@ -32,6 +32,7 @@ def test_unknown_method_lists_valid_names():
     assert set(cnnlens.methods()) <= set(valid)
 
 
+@pytest.mark.slow
 def test_cli_choices_come_from_registries_and_errors_are_clear(tmp_path, capsys):
     from cnnlens.cli import main
 
@@ -47,6 +48,7 @@ def test_cli_choices_come_from_registries_and_errors_are_clear(tmp_path, capsys)
         assert name in listing
 
 
+@pytest.mark.slow
 def test_typos_get_did_you_mean_in_the_cli_and_the_library(tmp_path):
     import torch
 
@@ -75,3 +77,33 @@ def test_typos_get_did_you_mean_in_the_cli_and_the_library(tmp_path):
     with pytest.raises(CnnlensError) as e:
         cnnlens.create_model("zzzz")
     assert "did you mean" not in str(e.value) and "valid model names:" in str(e.value)
+def test_unknown_loader_option_lists_the_loaders_options(tmp_path):
+    from cnnlens.errors import CnnlensError
+
+    with pytest.raises(CnnlensError, match=r"^dataset 'digits' has no option 'fractons'; "
+                                           r"its options: image_size, seed, fractions$"):
+        cnnlens.load_dataset("digits", fractons=(0.5, 0.25, 0.25))
+    with pytest.raises(CnnlensError, match=r"^dataset 'planted' has no option 'size'; "
+                                           r"its options: n, image_size, seed, fractions$"):
+        cnnlens.load_dataset("planted", size=32)
+    # checked before the file is read: the path need not exist
+    with pytest.raises(CnnlensError, match=r"^dataset 'fer2013' has no option 'cache'; "
+                                           r"its options: seed, val_fraction, skip_bad_rows, image_size$"):
+        cnnlens.load_dataset(f"fer2013:{tmp_path / 'none.csv'}", cache=False)
+
+
+def test_general_options_go_only_to_loaders_that_use_them(caplog):
+    ref = cnnlens.load_dataset("planted", n=60, seed=1)
+    # what a run's config and the CLI pass to every loader, at their "nothing asked" values: no note
+    with caplog.at_level("WARNING", logger="cnnlens"):
+        ds = cnnlens.load_dataset("planted", n=60, seed=1, val_fraction=0.1, skip_bad_rows=False,
+                                  channels=1, progress=lambda done, total: None)
+    assert not caplog.records
+    assert (ds.images == ref.images).all() and {k: v.tolist() for k, v in ds.splits.items()} == {
+        k: v.tolist() for k, v in ref.splits.items()}
+    # a value the loader cannot honour is said, not silently dropped
+    with caplog.at_level("WARNING", logger="cnnlens"):
+        cnnlens.load_dataset("planted", n=60, seed=1, val_fraction=0.3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dataset 'planted' does not use val_fraction (ignored: 0.3); "
+        "its options: n, image_size, seed, fractions"]

@@ -13,7 +13,7 @@ import torch
 from conftest import cli
 
 from cnnlens.io import read_json, write_json
-from cnnlens.report import findings as F
+from cnnlens.report import findings
 from cnnlens.report.html import SECTIONS, build_report
 
 EVIL = "<script>alert(1)</script>"
@@ -28,14 +28,15 @@ def test_region_mass_on_hand_set_maps():
     maps[0, 0, 0] = 2.0  # all mass top-left, outside the central box (rows/cols 3..8)
     maps[1] = 1.0  # uniform: a third per third, the box gets its area
     maps[2, 5, 6] = -4.0  # signed: |m| counts; centre pixel -> middle third, centre column, box
-    r = F.region_mass(maps)
+    r = findings.region_mass(maps)
     assert r[0]["top"] == 1 and r[0]["left"] == 1 and r[0]["middle"] == 0 and r[0]["centre_box"] == 0
     for k in ("top", "middle", "bottom", "left", "centre_col", "right"):
         assert r[1][k] == pytest.approx(1 / 3)
     assert r[1]["centre_box"] == pytest.approx(36 / 144) == r[1]["centre_box_area"]
     assert r[2]["middle"] == 1 and r[2]["centre_col"] == 1 and r[2]["centre_box"] == 1
     assert all(
-        math.isnan(v) for k, v in F.region_mass(np.zeros((1, 12, 12)))[0].items() if k != "centre_box_area"
+        math.isnan(v) for k, v in findings.region_mass(np.zeros((1, 12, 12)))[0].items()
+        if k != "centre_box_area"
     )
 
 
@@ -43,8 +44,8 @@ def test_looks_findings_name_the_region_with_the_most_mass():
     maps = np.zeros((2, 12, 12), dtype=np.float32)
     maps[0, 10, 1] = 1.0  # bottom-left corner
     maps[1, 5, 5] = 1.0  # centre
-    rows = F.region_mass(maps)
-    out = F.looks_findings("gradcam", [EVIL, "b"], [(0, rows[0]), (1, rows[1])], "src.csv")
+    rows = findings.region_mass(maps)
+    out = findings.looks_findings("gradcam", [EVIL, "b"], [(0, rows[0]), (1, rows[1])], "src.csv")
     assert "100% of the gradcam attribution lies in the bottom third" in out[0]["text"]
     assert "100% in the left third" in out[0]["text"] and "outside the centre" in out[0]["text"]
     assert out[1]["text"].startswith("b: 100% of the gradcam attribution lies in the middle third")
@@ -75,7 +76,7 @@ def _metrics() -> dict:
 
 
 def test_eval_findings_come_from_the_numbers():
-    text = " ".join(f["text"] for f in F.eval_findings(_metrics()))
+    text = " ".join(f["text"] for f in findings.eval_findings(_metrics()))
     assert "Test accuracy is 80.0% on 50 test images (macro F1 0.790)" in text
     assert "Best recognized: a (recall 90.0%); worst: b (recall 70.0%, precision 90.0%)" in text
     assert "b taken for a (9 images, 30.0% of b)" in text
@@ -109,7 +110,7 @@ def test_trust_findings_say_which_method_failed_which_test():
         },
         "skipped": [{"method": "slow", "reason": "cost"}],
     }
-    text = [f["text"] for f in F.trust_findings(s)]
+    text = [f["text"] for f in findings.trust_findings(s)]
     assert text[0].startswith("2 methods scored on 16 test images")
     assert "Passed every test: good." in text
     assert "Failed randomization: bad (randomization.spearman_abs: bad 0.800)." in text
@@ -275,6 +276,7 @@ def test_class_names_and_paths_are_escaped(demo_run, tmp_path):
         assert tab.console_errors == []
 
 
+@pytest.mark.slow
 def test_report_errors_name_the_fix(tmp_path):
     p = cli("report", str(tmp_path), check=False)
     assert p.returncode == 2 and "not a cnnlens run" in p.stderr

@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import cli
 
 from cnnlens.report.browser import Browser, find_chromium
@@ -49,6 +51,7 @@ def test_demo_report_in_chromium(demo_run):
     assert height >= info["height"] - 1 and height > 3000
 
 
+@pytest.mark.slow
 def test_the_checks_catch_a_broken_page(tmp_path):
     """The same checks fail on a page with a missing image and a script error."""
     page = tmp_path / "broken.html"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import cli
 
-from cnnlens.report import findings as F
+from cnnlens.report import findings
 
 
 def _metrics(split: str) -> dict:
@@ -25,29 +25,29 @@ def _metrics(split: str) -> dict:
 
 
 def test_eval_findings_name_the_split_evaluated():
-    val = " ".join(f["text"] for f in F.eval_findings(_metrics("val")))
+    val = " ".join(f["text"] for f in findings.eval_findings(_metrics("val")))
     assert "Validation accuracy is 15.2% on 33 val images" in val  # 5/33 = 15.15%
     assert "No val image was misclassified." in val  # most_confused is empty in this record
     assert "test" not in val.lower()
-    other = F.eval_findings(_metrics("holdout"))[0]["text"]
+    other = findings.eval_findings(_metrics("holdout"))[0]["text"]
     assert other.startswith("Accuracy on holdout is 15.2% on 33 holdout images")
 
 
 def test_split_note_says_why_val_is_used():
     info = {"splits": ["train", "val", "test"], "size": {"train": 40, "val": 10, "test": 16},
             "unlabeled": {"train": 0, "val": 0, "test": 16}}
-    assert F.split_note("test", info) is None
-    note = F.split_note("val", info)
+    assert findings.split_note("test", info) is None
+    note = findings.split_note("val", info)
     assert "labeled val split: the test split is unlabeled (16 images)" in note and "optimistic" in note
     info2 = {"splits": ["train", "val"], "size": {"train": 40, "val": 10}, "unlabeled": {"train": 0, "val": 0}}
-    assert "the dataset has no test split" in F.split_note("val", info2)
+    assert "the dataset has no test split" in findings.split_note("val", info2)
     info3 = {**info, "unlabeled": {"train": 0, "val": 0, "test": 0}}
-    assert "the val split was chosen (--split val)" in F.split_note("val", info3)
+    assert "the val split was chosen (--split val)" in findings.split_note("val", info3)
 
 
 def test_trust_findings_name_the_split_scored():
     s = {"n_images": 16, "options": {"split": "val"}, "tests": {}, "methods": {}}
-    assert F.trust_findings(s)[0]["text"].startswith("0 methods scored on 16 val images")
+    assert findings.trust_findings(s)[0]["text"].startswith("0 methods scored on 16 val images")
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_trust_findings_name_the_split_scored():
 def test_explained_images_say_only_what_is_true(labels, predicted, targets, selection, splits, want):
     index = {"indices": list(range(len(labels))), "labels": labels, "predicted": predicted,
              "targets": targets, "selection": selection, "splits": splits, "classes": ["a", "b", "c"]}
-    assert F.explained_images(index) == want
+    assert findings.explained_images(index) == want
 
 
 @pytest.fixture(scope="module")

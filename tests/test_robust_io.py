@@ -84,6 +84,7 @@ def _check(kind: str, target: Path) -> None:
         assert torch.equal(ck["w"], torch.full((1 << 20,), float(ck["step"])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bytes", "checkpoint"])
 def test_sigkill_during_writes_never_leaves_a_torn_file(kind, tmp_path):
     target = tmp_path / ("f.bin" if kind == "bytes" else "last.ckpt")
@@ -93,6 +94,7 @@ def test_sigkill_during_writes_never_leaves_a_torn_file(kind, tmp_path):
         assert p == target or re.fullmatch(rf"\.{re.escape(target.name)}\..+\.tmp", p.name), p
 
 
+@pytest.mark.slow
 def test_write_error_names_the_path_and_keeps_the_old_file(tmp_path):
     """In-process: the kernel refuses the write (file size limit), the old version survives."""
     code = textwrap.dedent("""
@@ -114,6 +116,7 @@ def test_write_error_names_the_path_and_keeps_the_old_file(tmp_path):
     assert [q.name for q in tmp_path.iterdir()] == ["keep.txt"]  # the temporary file was removed
 
 
+@pytest.mark.slow
 def test_full_disk_during_evaluate_is_a_clear_error_and_loses_nothing(tmp_path):
     run = make_run(tmp_path / "run")
     ok = run_cli("evaluate", str(run))
@@ -130,6 +133,7 @@ def test_full_disk_during_evaluate_is_a_clear_error_and_loses_nothing(tmp_path):
         {k: v for k, v in before.items() if k != "timings.json"}
 
 
+@pytest.mark.slow
 def test_full_disk_during_training_names_the_checkpoint_and_keeps_the_history(tmp_path):
     out = tmp_path / "run"
     p = run_cli("train", "--data", "digits", "--model", "compact", "--epochs", "1", "--image-size", "16",
@@ -162,6 +166,7 @@ needs_mount = pytest.mark.skipif(not UNSHARE and os.geteuid() == 0,
                                  reason="root without mount namespaces: no way to make a read-only folder")
 
 
+@pytest.mark.slow
 @needs_mount
 def test_read_only_folder_is_a_clear_error(tmp_path):
     run = make_run(tmp_path / "src")
@@ -184,6 +189,7 @@ def test_read_only_folder_is_a_clear_error(tmp_path):
     assert_clean_cli_error(p, f"cannot write {where}", why)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not UNSHARE, reason="needs a mount namespace for a real full tmpfs")
 def test_really_full_disk_is_a_clear_error_and_keeps_every_saved_byte(tmp_path):
     run = make_run(tmp_path / "src")

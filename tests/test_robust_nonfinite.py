@@ -110,6 +110,7 @@ def _float_actions():
                 yield name, a
 
 
+@pytest.mark.slow
 def test_every_float_option_refuses_inf_and_nan(capsys):
     acts = list(_float_actions())
     assert {("train", "--lr"), ("train", "--weight-decay"), ("dream", "--octave-scale")} <= {

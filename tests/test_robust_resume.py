@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 from conftest import SRC
 
+pytestmark = pytest.mark.slow  # every test here trains (and kills) real runs
+
 ARGS = ["train", "--data", "digits", "--model", "compact", "--epochs", "3", "--image-size", "16",
         "--batch-size", "128", "--seed", "4"]
 

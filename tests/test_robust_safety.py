@@ -14,6 +14,8 @@ from PIL import Image
 
 from robust_runs import assert_clean_cli_error, run_cli
 
+pytestmark = pytest.mark.slow  # every test here runs the CLI (train, run, models summary)
+
 
 class Payload:
     """Unpickling this runs a shell command (the classic attack through torch.load)."""

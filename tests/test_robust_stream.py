@@ -128,6 +128,7 @@ def _growth(n: int, mode: str, out) -> float:
     return json.loads(p.stdout.strip().splitlines()[-1])["growth_mb"]
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
     """5,000 images of 64x64: holding all maps would take 82 MB (plus 82 MB of normalized input)."""
     small = _growth(500, "stream", tmp_path / "a")

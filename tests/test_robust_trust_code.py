@@ -16,22 +16,9 @@ from torch import nn
 import cnnlens
 from cnnlens.cli import main
 from cnnlens.errors import CnnlensError
-from conftest import cli
+from conftest import TINY_MODEL_SRC, cli
 
-BENIGN = '''
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self, in_channels=1, num_classes=10):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
-        self.head = nn.Linear(4, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
-'''
+BENIGN = TINY_MODEL_SRC
 
 EVIL = BENIGN.replace("class Tiny", "class Evil") + '''
 open({marker!r}, "a").write("imported\\n")

@@ -13,9 +13,12 @@ from cnnlens.config import RECIPES, RunConfig, load_config, recipe
 from cnnlens.evaluate.tta import tta_views
 
 
+@pytest.mark.slow
 def test_step_schedule_and_sgd_nesterov_reach_the_history(tmp_path):
+    small = RunConfig().replace(data={"image_size": 16})  # the schedule does not depend on the image size
     run = cnnlens.train(data="digits", model="compact", epochs=3, out=tmp_path / "r", optimizer="sgd",
-                        nesterov=True, lr=0.05, scheduler="step", step_size=1, gamma=0.5, label_smoothing=0.1)
+                        nesterov=True, lr=0.05, scheduler="step", step_size=1, gamma=0.5, label_smoothing=0.1,
+                        config=small)
     assert [r["lr"] for r in run.history] == pytest.approx([0.05, 0.025, 0.0125])
     cfg = json.loads(json.dumps(run.config.to_dict()))
     assert cfg["train"]["optimizer"] == "sgd" and cfg["train"]["nesterov"] is True
@@ -23,6 +26,7 @@ def test_step_schedule_and_sgd_nesterov_reach_the_history(tmp_path):
     assert saved.train.label_smoothing == 0.1 and saved.train.scheduler == "step"
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_when_val_accuracy_stalls(tmp_path):
     # lr so small that nothing is learned and no BatchNorm statistics drift (mlp): val accuracy cannot
     # improve after epoch 1
@@ -76,6 +80,7 @@ def test_flip_tta_averages_the_two_views():
     torch.testing.assert_close(got, ref)
 
 
+@pytest.mark.slow
 def test_compact_beats_its_parameter_matched_mlp(tmp_path):
     out = tmp_path / "cnn"
     # only the comparison is under test: the analysis stages run at their smallest or not at all
@@ -94,6 +99,7 @@ def test_compact_beats_its_parameter_matched_mlp(tmp_path):
     assert cnnlens.count_params(base.model) == dnn["params"]
 
 
+@pytest.mark.slow
 def test_tensorboard_graph_and_weights_file_not_needed_to_reload(tmp_path):
     from cnnlens.models import save_weights
 

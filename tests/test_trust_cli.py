@@ -13,8 +13,8 @@ import cnnlens
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def test_trust_cli_writes_scores_and_prints_the_table(tmp_path) -> None:
-    run = cnnlens.train("digits", "compact", out=tmp_path / "run", epochs=1, batch_size=128, seed=0)
+def test_trust_cli_writes_scores_and_prints_the_table(digits_run) -> None:
+    run = cnnlens.load_run(digits_run)
     env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "250"}
     cmd = [
         sys.executable,

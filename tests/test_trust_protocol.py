@@ -14,6 +14,8 @@ from cnnlens.explain import METHODS, explain
 from cnnlens.metrics import CONTROLS, pointing_game, randomization_curve, relevance_mass, run_trust
 from cnnlens.metrics.randomization import parameter_layers
 
+pytestmark = pytest.mark.slow  # the module's planted model is trained, and run_trust scores every method
+
 
 def planted_cnn() -> nn.Module:
     return nn.Sequential(

@@ -94,6 +94,21 @@ def test_an_ins_del_of_zero_is_never_called_faithful() -> None:
     assert "chance 1/7 = 0.14" in line and not FAITHFUL.search(line)
 
 
+def test_readings_print_the_controls_numbers_by_hand() -> None:
+    n, key, other = 4, "insertion_minus_deletion", "b"
+
+    def sc(*vals: float) -> dict[str, Score]:
+        return {k: Score(k, torch.full((n,), v, dtype=torch.float64), True) for k, v in zip((key, other), vals)}
+
+    confident = ChanceCheck.of(torch.tensor([[0.9, 0.1]] * n), margin=0.05)
+    ev = Evidence({"m": sc(0.31, 0.5), "control_edge": sc(0.02, 0.125), "control_random": sc(-0.004, 1.0)},
+                  confident, n, "test")
+    assert ev.controls(key) == "edge control 0.02, random -0.00"
+    assert ev.controls(key, other) == "edge control 0.02/0.12, random -0.00/1.00"
+    line = reading("m", ev, {"faithfulness": True}, ["faithfulness"])
+    assert "(ins-del 0.31; edge control 0.02, random -0.00)" in line, line
+
+
 def test_a_model_at_chance_gets_no_faithfulness_verdict(tmp_path: Path) -> None:
     model = tiny_model()
     with torch.no_grad():  # zero last layer: every probability is exactly 1/4

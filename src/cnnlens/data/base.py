@@ -96,9 +96,6 @@ class ImageDataset:
             out[s] = torch.bincount(lab, minlength=self.num_classes).tolist()
         return out
 
-    def with_splits(self, splits: dict[str, torch.Tensor]) -> ImageDataset:
-        return replace(self, splits=splits)
-
 
 def align_classes(ds: ImageDataset, classes: list[str]) -> ImageDataset:
     """``ds`` relabeled so that its labels index ``classes`` (a model's outputs, in order).
@@ -184,12 +181,52 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fractions: dict[str, flo
 
 # name -> loader(path: str | None, **options) -> ImageDataset
 DATASETS: Registry = Registry("dataset")
+
+#: options that any caller may pass to any loader (a run's config and the CLI pass them all), with the
+#: value that means "nothing asked". A loader without a use for one does not receive it; a value other
+#: than this one is then logged as ignored. ``channels`` and ``progress`` are hints: dropped quietly.
+GENERAL_OPTIONS: dict[str, object] = {"seed": 0, "val_fraction": 0.1, "skip_bad_rows": False,
+                                      "image_size": None}
+HINT_OPTIONS = ("channels", "progress")
+
+
+def loader_options(name: str) -> list[str]:
+    """The keyword options of dataset ``name``'s loader, in signature order."""
+    import inspect
+
+    params = inspect.signature(DATASETS.get(name)).parameters.values()
+    return [p.name for p in params
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "path"]
+
+
+def _call_loader(name: str, path: str | None, options: dict[str, object]) -> ImageDataset:
+    """Call ``name``'s loader with the options it takes; an option no loader knows is an error that
+    lists the valid ones, and a general option it cannot honour is logged."""
+    import inspect
+    import logging
+
+    loader = DATASETS.get(name)
+    params = inspect.signature(loader).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):  # a user loader that takes anything
+        return loader(path, **options)
+    valid = loader_options(name)
+    unknown = [k for k in options if k not in valid and k not in GENERAL_OPTIONS and k not in HINT_OPTIONS]
+    if unknown:
+        raise CnnlensError(f"dataset {name!r} has no option {unknown[0]!r}; its options: {', '.join(valid)}")
+    for k, v in options.items():
+        if k not in valid and k in GENERAL_OPTIONS and v != GENERAL_OPTIONS[k]:
+            logging.getLogger(__name__).warning("dataset %r does not use %s (ignored: %r); its options: %s",
+                                                name, k, v, ", ".join(valid))
+    return loader(path, **{k: v for k, v in options.items() if k in valid})
 # detectors tried in order for a bare path: (name, predicate(path) -> bool)
 DETECTORS: list[tuple[str, object]] = []
 
 
 def load_dataset(spec: str, **options: object) -> ImageDataset:
     """Load a dataset from a SPEC: ``name`` (bundled), ``name:PATH``, or a bare PATH.
+
+    ``options`` go to the loader; an option it does not know is a :class:`CnnlensError` listing its
+    options (:data:`GENERAL_OPTIONS` and :data:`HINT_OPTIONS` are accepted by every loader).
 
     >>> ds = load_dataset("digits")
     >>> ds.images.shape[1:]
@@ -199,14 +236,14 @@ def load_dataset(spec: str, **options: object) -> ImageDataset:
 
     name, sep, path = spec.partition(":")
     if sep and name in DATASETS:
-        return DATASETS.get(name)(path, **options)
+        return _call_loader(name, path, options)
     if not sep and name in DATASETS:
-        return DATASETS.get(name)(None, **options)
+        return _call_loader(name, None, options)
     p = Path(spec)
     if p.exists():
         for dname, detect in DETECTORS:
             if detect(p):  # type: ignore[operator]
-                return DATASETS.get(dname)(str(p), **options)
+                return _call_loader(dname, str(p), options)
         raise CnnlensError(f"cannot tell what dataset {spec!r} is; name it explicitly as one of: "
                          + ", ".join(f"{n}:PATH" for n in DATASETS.names()))
     raise CnnlensError(f"dataset spec {spec!r}: {DATASETS.unknown_message(name)} "

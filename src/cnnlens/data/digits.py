@@ -11,7 +11,7 @@ from ..errors import CnnlensError
 
 @DATASETS.register("digits", description="bundled: scikit-learn's 1,797 handwritten digits, upsampled to 32x32")
 def load_digits(path: str | None = None, *, image_size: int = 32, seed: int = 0,
-                fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), **_: object) -> ImageDataset:
+                fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> ImageDataset:
     """scikit-learn's digits (values 0-16 on 8x8), scaled to uint8 and upsampled bilinearly.
 
     Split train/val/test by a seeded stratified split (default 70/15/15).

@@ -489,7 +489,7 @@ def _course_pair(path: Path) -> tuple[Path | None, Path | None]:
 @DATASETS.register("fer2013", description="FER2013 48x48 faces, 7 emotions: Kaggle CSV "
                                           "(emotion,pixels,Usage) or course train.csv/test.csv")
 def load_fer2013(path: str | None, *, seed: int = 0, val_fraction: float = 0.1,
-                 skip_bad_rows: bool = False, image_size: int | None = None, **_: object) -> ImageDataset:
+                 skip_bad_rows: bool = False, image_size: int | None = None) -> ImageDataset:
     """Load FER2013 from a Kaggle-form CSV, a course-form ``train.csv``/``test.csv``, or a folder.
 
     Args:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .base import DATASETS, DETECTORS, ImageDataset
-from .listing import Problems, assemble, decode_listing, is_image_name, natural_key, visible
+from .listing import Problems, assemble, decode_listing, folder_root, is_image_name, natural_key, visible
 from ..errors import CnnlensError
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -41,8 +41,7 @@ def _class_files(folder: Path, problems: Problems) -> list[Path]:
                                          "train/ val/ test/ subfolders")
 def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
                 skip_bad_rows: bool = False, image_size: int | None = None, channels: int | None = None,
-                cache: bool = True, progress: Callable[[int, int], None] | None = None,
-                **_: object) -> ImageDataset:
+                cache: bool = True, progress: Callable[[int, int], None] | None = None) -> ImageDataset:
     """Load a class-per-folder tree.
 
     Args:
@@ -58,12 +57,7 @@ def load_folder(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, t
     Returns:
         ``ImageDataset`` with ``images uint8 [N,C,H,W]``, ids = paths relative to the root.
     """
-    if not path:
-        raise CnnlensError("folder needs a path: use SPEC 'folder:DIR'")
-    root = Path(path)
-    if not root.is_dir():
-        raise (FileNotFoundError if not root.exists() else ValueError)(
-            f"{root} is not a folder; folder:DIR takes a folder of class folders")
+    root = folder_root(path, "folder", "a folder of class folders")
     problems = Problems(skip_bad_rows)
     subdirs = [p for p in visible(root) if p.is_dir()]
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .base import DATASETS, DETECTORS, ImageDataset
-from .listing import Problems, assemble, decode_listing, is_image_name, visible
+from .listing import Problems, assemble, decode_listing, folder_root, is_image_name, visible
 from ..errors import CnnlensError
 
 FOOD11_CLASSES = ["Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat", "Noodles/Pasta", "Rice",
@@ -28,7 +28,7 @@ _LABELED = re.compile(r"^(\d+)_(.+)$")
                                          "evaluation/ (or testing/) of <label>_<index>.jpg")
 def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, skip_bad_rows: bool = False,
                 image_size: int | None = 128, cache: bool = True,
-                progress: Callable[[int, int], None] | None = None, **_: object) -> ImageDataset:
+                progress: Callable[[int, int], None] | None = None) -> ImageDataset:
     """Load Food-11 from its folder.
 
     Args:
@@ -42,12 +42,8 @@ def load_food11(path: str | None, *, seed: int = 0, val_fraction: float = 0.1, s
     Returns:
         ``ImageDataset`` with ``images uint8 [N,3,S,S]`` and the 11 Food-11 classes.
     """
-    if not path:
-        raise CnnlensError("food11 needs a path: use SPEC 'food11:DIR' with the folder holding training/")
-    root = Path(path)
-    if not root.is_dir():
-        raise (FileNotFoundError if not root.exists() else ValueError)(
-            f"{root} is not a folder; food11:DIR takes the folder holding training/ validation/ evaluation/")
+    root = folder_root(path, "food11", "the folder holding training/ validation/ evaluation/",
+                       " with the folder holding training/")
     dirs = {n: root / n for n in FOOD11_SPLITS if (root / n).is_dir()}
     if not dirs:
         raise CnnlensError(f"{root} has none of training/, validation/, evaluation/, testing/; give the "

@@ -23,6 +23,18 @@ def natural_key(name: str) -> list[object]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def folder_root(path: str | None, kind: str, takes: str, hint: str = "") -> Path:
+    """The root folder of a folder-based dataset SPEC ``kind:DIR``; a missing path, a missing folder
+    (``FileNotFoundError``) or a file (``CnnlensError``) is said with what ``kind:DIR`` takes."""
+    if not path:
+        raise CnnlensError(f"{kind} needs a path: use SPEC '{kind}:DIR'{hint}")
+    root = Path(path)
+    if not root.is_dir():
+        raise (FileNotFoundError if not root.exists() else CnnlensError)(
+            f"{root} is not a folder; {kind}:DIR takes {takes}")
+    return root
+
+
 def visible(folder: Path) -> list[Path]:
     """Entries of ``folder`` that are not hidden, in natural order."""
     return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))

@@ -39,7 +39,6 @@ def load_planted(
     image_size: int = 48,
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    **_: object,
 ) -> ImageDataset:
     """Generate ``n`` images (balanced classes), seeded; split train/val/test (default 70/15/15).
 

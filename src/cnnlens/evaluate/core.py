@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import ImageDataset, normalize
-from ..explain.core import forward_logits, model_device
+from ..nn import forward_logits, model_device
 from ..errors import CnnlensError
 
 

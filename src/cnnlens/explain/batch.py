@@ -9,7 +9,6 @@ explanations and writes nothing. The run directory's files (``explain/<method>.n
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -103,15 +102,14 @@ def explain_images(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[
 def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float],
                            std: Sequence[float], labels: torch.Tensor | Sequence[int],
                            predicted: torch.Tensor | Sequence[int], pairs: Sequence[tuple[int, int]],
-                           classes: Sequence[str], path: str | os.PathLike[str], method: str = "gradcam",
-                           per_pair: int = 3, **options: Any) -> tuple[Explanation, Explanation] | None:
+                           method: str = "gradcam", per_pair: int = 3, **options: Any
+                           ) -> tuple[list[int], Explanation, Explanation] | None:
     """For each pair (A, B): up to ``per_pair`` images of A predicted as B, explained for A and for B.
 
-    Writes the figure to ``path`` and returns ``(explanation for A, explanation for B)``, or ``None``
-    (and writes nothing) when no image matches any pair.
+    Returns ``(chosen, explanation for A, explanation for B)``, ``chosen`` being the positions in
+    ``images_uint8`` of the explained images (pair by pair), or ``None`` when no image matches any
+    pair. :func:`cnnlens.report.fig_explain.confused_pairs_figure` draws them.
     """
-    from ..report.fig_explain import confused_pairs_figure
-
     lab = torch.as_tensor(labels).view(-1).cpu()
     pred = torch.as_tensor(predicted).view(-1).cpu()
     if lab.shape != pred.shape or lab.numel() != images_uint8.shape[0]:
@@ -130,9 +128,7 @@ def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: S
 
     ea = _to_cpu(explain(model, x, method, target=lab[sel], **options))
     eb = _to_cpu(explain(model, x, method, target=pred[sel], **options))
-    titles = [f"#{i}: {classes[int(lab[i])]} → {classes[int(pred[i])]}" for i in chosen]
-    confused_pairs_figure(imgs, ea, eb, classes, path, row_titles=titles)
-    return ea, eb
+    return chosen, ea, eb
 
 
 def _to_cpu(e: Explanation) -> Explanation:

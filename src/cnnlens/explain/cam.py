@@ -153,8 +153,8 @@ class EigenCAM(CAMMethod):
         return proj, {"projection": proj}
 
 
-#: Score-CAM's least rows per pass on a transformer layer (vit_tiny at 64x64, 1 CPU thread: 32 rows
-#: per pass took 0.8x the time of 8; docs/benchmarks.md "explain")
+#: Score-CAM's least rows per pass on a transformer layer (wider passes ran faster there; the
+#: measurement is in docs/benchmarks.md "explain")
 TOKEN_LAYER_ROWS = 32
 
 

@@ -8,9 +8,8 @@ resolution plus method-specific extras.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import LayerView, default_layer, default_layer_view, layer_view, resolve_layer  # noqa: F401 (re-exported)
+from .layers import LayerView, default_layer, default_layer_view, hookable_layer, layer_view  # noqa: F401 (re-exported)
+from ..nn import check_input, forward_logits, model_device, model_guard, resolve_layer  # noqa: F401 (re-exported)
 from ..registry import Registry
 from ..errors import CnnlensError, CnnlensTypeError
 from .checks import check_model_device, check_target
@@ -86,42 +86,6 @@ def methods() -> list[str]:
     return METHODS.names()
 
 
-# ---- the model guard ---------------------------------------------------------------------------
-
-def _hook_counts(model: nn.Module) -> list[tuple[int, ...]]:
-    return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             len(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()]
-
-
-@contextlib.contextmanager
-def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
-    """Put ``model`` in eval mode with frozen parameters; restore everything on exit, also on error.
-
-    Only what differs is changed and put back: the modules in training mode, the parameters that
-    require grad, and their ``.grad`` (kept as they were). Yields a list; hook handles appended to
-    it are removed on exit.
-    """
-    training = [m for m in model.modules() if m.training]
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad for p in params]
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    for m in training:
-        object.__setattr__(m, "training", False)  # what model.eval() does, without its walk per module
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            yield handles
-    finally:
-        for h in handles:
-            h.remove()
-        for m in training:
-            object.__setattr__(m, "training", True)
-        for p, g in zip(params, grads):
-            p.requires_grad_(True)
-            p.grad = g
-
-
 # ---- context passed to methods -------------------------------------------------------------------
 
 @dataclass
@@ -129,7 +93,6 @@ class Context:
     model: nn.Module
     x: torch.Tensor  # normalized input chunk [B,C,H,W] on the model's device
     target: TargetSpec  # resolved to a LongTensor after the first forward pass
-    num_classes: int
     layer_name: str | None
     layer: nn.Module | None
     handles: list[torch.utils.hooks.RemovableHandle]
@@ -214,31 +177,6 @@ class Context:
         return logits, gx, ga
 
 
-def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """``model(x)``, checked to be logits ``[B, K]``; a model that cannot take ``x`` is a ValueError.
-
-    ``channels_last``: pass a channels-last copy of ``x`` (differentiable; see :func:`use_channels_last`).
-    Not for a single image: with one row, the CPU kernels took another path whose max-pooling
-    gradients broke exact ties differently, so one image's map differed from its map in a batch.
-    """
-    if channels_last and x.shape[0] > 1:
-        x = x.clone(memory_format=torch.channels_last)
-    try:
-        out = model(x)
-    except torch.OutOfMemoryError:
-        raise
-    except RuntimeError as e:  # wrong channels/size for the model: torch's message, said at our level
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnlensError(f"the model fails on input {tuple(x.shape)} ({first}). Check that the images "
-                         "have the channel count and size the model was built for") from e
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise CnnlensError(f"the model must return logits [B, num_classes]; for input "
-                         f"{tuple(x.shape)} it returned {shape}. Wrap it so forward() returns the "
-                         "class scores")
-    return out
-
-
 def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tensor | None = None
                     ) -> torch.Tensor:
     """``None`` -> predicted class; int -> that class for all; sequence/tensor -> per image;
@@ -281,7 +219,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
-def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | nn.Module | None, uses_layer: bool,
+def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | int | nn.Module | None, uses_layer: bool,
                channels_last_passes: bool) -> tuple[str | None, nn.Module | None, LayerView | None, bool]:
     """``(layer name, layer module, layer view, channels_last)`` for a call's passes: the given layer or
     :func:`~cnnlens.explain.layers.default_layer_view` (when a method uses one), how its output is
@@ -291,7 +229,7 @@ def pass_setup(model: nn.Module, x1: torch.Tensor, layer: str | nn.Module | None
     name, mod, view = None, None, None
     if uses_layer:
         if layer is not None:
-            name, mod = resolve_layer(model, layer)
+            name, mod = hookable_layer(model, layer)
             view = layer_view(model, name, mod, x1)
         else:
             name, mod, view = default_layer_view(model, x1)
@@ -304,8 +242,8 @@ _LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictiona
 def use_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether to run the method's passes on channels-last inputs.
 
-    On the CPU, convolutions (forward and backward) ran 1.3-1.5x faster on channels-last inputs
-    (docs/benchmarks.md "explain"); on other devices the model's own layout is kept. A model whose
+    On the CPU, convolutions (forward and backward) run faster on channels-last inputs (figures in
+    docs/benchmarks.md "explain"); on other devices the model's own layout is kept. A model whose
     ``forward`` cannot take a channels-last input (``x.view(B, -1)`` after a conv, ...) is detected
     with one no-grad forward on one image, the first time only (remembered per model), and keeps
     the default layout. Call it with no hooks on the model.
@@ -324,36 +262,8 @@ def use_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     return ok
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-def check_input(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise CnnlensTypeError(f"x must be a float tensor [B,C,H,W]; got {type(x).__name__}")
-    if x.device.type == "meta":
-        raise CnnlensError("x is on the meta device, which holds no values; give the images on the CPU or "
-                           "the model's device")
-    if x.ndim == 3:
-        raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)} (add a batch dimension: x[None])")
-    if x.ndim != 4:
-        raise CnnlensError(f"x must be [B,C,H,W]; got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise CnnlensError(f"x holds no images (shape {tuple(x.shape)}); give at least one")
-    if not x.is_floating_point():
-        raise CnnlensError(f"x must be a normalized float tensor; got {x.dtype} (normalize uint8 images "
-                         "with dataset.normalize)")
-    if not torch.isfinite(x).all():
-        raise CnnlensError("x contains NaN or infinite values")
-
-
 #: on the CPU, a forward+backward pass is fastest per image when its input holds about this many
-#: elements (measured on a 2-core EPYC: 48x48 grey best at 32 rows, 3x64x64 at 8; larger batches
-#: fall out of the cache and ran up to 1.9x slower per image). See docs/benchmarks.md "explain".
+#: elements (larger batches fall out of the cache); the measurements are in docs/benchmarks.md "explain".
 CPU_PASS_ELEMENTS = 1 << 17
 
 
@@ -382,7 +292,7 @@ def auto_chunk(x: torch.Tensor, cost: int, device: torch.device | str | None = N
 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec = None,
-            layer: str | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
+            layer: str | int | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
             chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
             **options: Any) -> Explanation:
     """Explain the model's decision for each image of ``x``.
@@ -424,7 +334,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             tc: TargetSpec = tgt
             if isinstance(tgt, torch.Tensor) and tgt.numel() == n and n > 1:
                 tc = tgt[i:i + step]
-            ctx = Context(model=model, x=xc, target=tc, num_classes=-1, layer_name=layer_name,
+            ctx = Context(model=model, x=xc, target=tc, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
                           labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl,
                           view=view)

@@ -146,7 +146,7 @@ def explain_dataset(model: nn.Module, images_uint8: torch.Tensor, mean: Sequence
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    from .core import model_device
+    from ..nn import model_device
 
     return model_device(model)
 

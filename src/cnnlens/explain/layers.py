@@ -1,6 +1,7 @@
 """Which layer a CAM method reads, and how its output becomes a feature map ``[B, D, h, w]``.
 
-* :func:`resolve_layer`: a layer given by dotted name or module.
+* :func:`hookable_layer`: a layer given by dotted name, leaf-layer index or module
+  (:func:`cnnlens.nn.resolve_layer`) that can take hooks.
 * :func:`default_layer`: the layer used when none is given: the last layer whose output still has a
   spatial grid and still carries gradient from the output. On a CNN that is the last ``Conv2d`` or
   the residual block around it; on a vision transformer (ViT, DeiT, Swin) a transformer block, or,
@@ -24,35 +25,19 @@ import torch
 from torch import nn
 
 from ..errors import CnnlensError
-from ..registry import did_you_mean
+from ..nn import resolve_layer
 
 log = logging.getLogger(__name__)
 
 
 # ---- naming a layer ------------------------------------------------------------------------------
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> tuple[str, nn.Module]:
-    """A layer given by dotted name or module; ``None`` -> the last ``Conv2d``."""
-    named = dict(model.named_modules())
-    if layer is None:
-        convs = [(n, m) for n, m in named.items() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            _refuse_torchscript(model, deep=True)
-            raise CnnlensError("the model has no Conv2d layer to use by default; pass layer=<name>. "
-                             f"Layers: {', '.join(n for n in named if n)}")
-        return convs[-1]
-    if isinstance(layer, nn.Module):
-        for n, m in named.items():
-            if m is layer:
-                _refuse_torchscript(m)
-                return n, m
-        raise CnnlensError("the given layer module is not part of the model")
-    if layer in named and layer != "":
-        _refuse_torchscript(named[layer])
-        return layer, named[layer]
-    valid = [n for n in named if n]
-    raise CnnlensError(f"layer {layer!r} does not exist in {type(model).__name__}"
-                     f"{did_you_mean(layer, valid)}; valid layer names: {', '.join(valid)}")
+def hookable_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, nn.Module]:
+    """:func:`cnnlens.nn.resolve_layer` (a name, a leaf-layer index or a module), refusing a
+    TorchScript layer, which cannot take the hooks layer methods install."""
+    name, mod = resolve_layer(model, layer)
+    _refuse_torchscript(mod)
+    return name, mod
 
 
 def _refuse_torchscript(module: nn.Module, deep: bool = False) -> None:
@@ -236,7 +221,7 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
 def default_layer_view(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module, LayerView]:
     """``(name, module, view)`` of the layer CAM methods use when none is given.
 
-    1. The last ``Conv2d`` (:func:`resolve_layer`), or the outermost block around it whose output
+    1. The last ``Conv2d``, or the outermost block around it whose output
        keeps the conv's spatial size. On a plain CNN (conv-BN-ReLU-pool blocks) that is the conv
        itself: its parent's output is pooled. On a residual network (ResNet, ConvNeXt) the last conv
        sits inside a block that adds the shortcut after it; the block's output (what

@@ -23,14 +23,13 @@ from .core import (
     Explanation,
     TargetSpec,
     auto_chunk,
-    check_input,
     chunk_options,
     merge_extras,
-    model_guard,
     pass_setup,
 )
 from .checks import check_model_device, check_target
 from .gradient import run_pass
+from ..nn import check_input, model_guard
 from ..errors import CnnlensError, CnnlensTypeError
 
 
@@ -132,7 +131,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
             labc = None if lab is None else lab[i:i + step].to(dev)
 
             def ctx_for(t: TargetSpec, logits: torch.Tensor | None = None) -> Context:
-                return Context(model=model, x=xc, target=t, num_classes=-1, layer_name=layer_name,
+                return Context(model=model, x=xc, target=t, layer_name=layer_name,
                                layer=layer_mod, handles=handles, labels=labc, logits=logits,
                                channels_last=cl, view=view)
 

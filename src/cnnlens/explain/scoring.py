@@ -21,7 +21,8 @@ from torch import nn
 
 from ..registry import check_choice
 from . import inference
-from .core import model_device, pow2_rows
+from .core import pow2_rows
+from ..nn import model_device
 
 log = logging.getLogger(__name__)
 

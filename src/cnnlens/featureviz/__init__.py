@@ -3,8 +3,13 @@
 Built from small pieces (as Lucent): :mod:`objectives` (what to maximize), :mod:`param` (how the
 image is parameterized), :mod:`transforms` (random jitter/scale/rotation for robustness) and one
 render loop (:func:`render`); plus feature maps, dataset examples and Deep Dream.
+
+These compute and return. :mod:`cnnlens.featureviz.runs` (the ``cnnlens filters|featuremaps|dream``
+stages, which take a run and write ``RUN/featureviz/`` files and figures) sits with the pipeline, above
+the figures, and is not imported here.
 """
 
+from .baseline import naive_pixel_ascent
 from .dream import Dream, deep_dream
 from .examples import Examples, dataset_examples
 from .featuremaps import FeatureMaps, feature_maps
@@ -15,15 +20,12 @@ from .render import (
     InputSpace,
     Rendered,
     filter_layer,
-    leaf_layers,
-    naive_pixel_ascent,
     render,
-    resolve_layer,
     score,
     visualize_classes,
     visualize_filters,
 )
-from .runs import dream_run, featuremaps_run, filters_run
+from ..nn import leaf_layers, resolve_layer
 
 __all__ = [
     "Dream",
@@ -42,11 +44,8 @@ __all__ = [
     "dataset_examples",
     "deep_dream",
     "diversity",
-    "dream_run",
     "feature_maps",
-    "featuremaps_run",
     "filter_layer",
-    "filters_run",
     "high_frequency_power",
     "layer_l2",
     "leaf_layers",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explain.core import model_device, model_guard
+from ..nn import model_device, model_guard
 from . import objectives as obj
 from .render import InputSpace, capture, filter_layer, quantize
 from ..errors import CnnlensError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..explain.core import model_device, model_guard
+from ..nn import model_device, model_guard
 from .render import capture, filter_layer
 from ..errors import CnnlensError
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..explain.core import check_input, model_device, model_guard
+from ..nn import check_input, model_device, model_guard
 from .render import capture, filter_layer
 from ..errors import CnnlensError
 

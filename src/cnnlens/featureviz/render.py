@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explain.core import model_device, model_guard
+from ..nn import model_device, model_guard, resolve_layer
 from . import objectives as obj
 from . import transforms as T
 from .param import ImageParam, make_param
 from ..errors import CnnlensError, CnnlensTypeError
-from ..registry import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -35,47 +34,6 @@ SizeSpec = int | tuple[int, int]
 
 
 # ---- layers ---------------------------------------------------------------------------------------
-
-
-def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules without children, in definition order (what a layer *index* counts)."""
-    return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
-
-
-def resolve_layer(model: nn.Module, layer: str | int | nn.Module) -> tuple[str, nn.Module]:
-    """A layer by dotted name (``"cnn.4"``), by index into :func:`leaf_layers` (``34`` or ``"34"``,
-    as in ``model.features[34]`` of a VGG), or by module. Returns ``(name, module)``."""
-    named = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for n, m in named.items():
-            if m is layer:
-                return n, m
-        raise CnnlensError(
-            "the given layer module is not part of the model; pass one of its modules or a layer name"
-        )
-    if isinstance(layer, str) and layer in named and layer != "":
-        return layer, named[layer]
-    leaves = leaf_layers(model)
-    idx: int | None = None
-    if isinstance(layer, int) and not isinstance(layer, bool):
-        idx = layer
-    elif isinstance(layer, str) and layer.lstrip("-").isdigit():
-        idx = int(layer)
-    if idx is not None:
-        if -len(leaves) <= idx < len(leaves):
-            return leaves[idx]
-        raise CnnlensError(
-            f"layer index {idx} is out of range: {type(model).__name__} has {len(leaves)} "
-            f"leaf layers (0..{len(leaves) - 1}); e.g. "
-            + ", ".join(f"{i}={n}" for i, (n, _) in enumerate(leaves[:12]))
-        )
-    if not isinstance(layer, str):
-        raise CnnlensTypeError(f"layer must be a name, an index or a module; got {type(layer).__name__}")
-    valid = [n for n in named if n]
-    raise CnnlensError(
-        f"layer {layer!r} does not exist in {type(model).__name__}{did_you_mean(layer, valid)}; "
-        f"valid layer names: {', '.join(valid)} (or an index 0..{len(leaves) - 1} into the leaf layers)"
-    )
 
 
 def filter_layer(model: nn.Module, layer: str | int | nn.Module, bn: bool = True) -> tuple[str, nn.Module]:
@@ -503,45 +461,4 @@ def visualize_classes(
         lr=lr,
         size=size,
         seed=seed,
-    )
-
-
-def naive_pixel_ascent(
-    model: nn.Module,
-    objective: obj.Objective,
-    *,
-    input_size: SizeSpec,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    batch: int = 1,
-    steps: int = 30,
-    lr: float = 0.1,
-    weight_decay: float = 1e-6,
-    seed: int = 0,
-) -> Rendered:
-    """The usual baseline, kept for comparison: plain gradient ascent on the normalized pixels with
-    Adam(``lr``, ``weight_decay``) for 30 steps from a uniform grey-ish random image (as in the
-    widely copied ``pytorch-cnn-visualizations`` ``CNNLayerVisualization``); no parameterization, no
-    transforms. The result is clipped to [0,1] and quantized for export like :func:`render`'s.
-    """
-    space = InputSpace.make(input_size, mean, std)
-    dev = model_device(model)
-    g = torch.Generator().manual_seed(int(seed))
-    img0 = (torch.rand((batch, space.channels, *space.size), generator=g) * 30 + 150) / 255
-    x = space.normalize(img0.to(dev)).requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr, weight_decay=weight_decay)
-    hist = torch.empty(steps, batch)
-    with model_guard(model) as handles, capture(model, objective.layers, handles) as run:
-        for i in range(steps):
-            opt.zero_grad(set_to_none=True)
-            s = objective(run(x))
-            (-s.sum()).backward()
-            opt.step()
-            hist[i] = s.detach().float().cpu()
-        with torch.no_grad():
-            images = quantize(space.denormalize(x.detach()))
-            inputs = space.normalize(images)
-            scores = objective(run(inputs)).float()
-    return Rendered(
-        images=images, inputs=inputs, scores=scores, history=hist, objective=objective.name, seed=int(seed)
     )

@@ -3,6 +3,9 @@
 Each function takes a loaded :class:`cnnlens.train.Run`, draws its figures (PNG, GIF) under
 ``RUN/featureviz/`` and returns a :class:`Viz`: the JSON summary with the numbers and the raw array,
 which the caller saves as a record (:func:`cnnlens.rundir.save_viz`: ``<stem>.json`` + ``<stem>.npy``).
+
+Layer: these are stages (they draw a run directory's figures), so this module sits with the pipeline,
+above the figures (docs/architecture.md "Layers"); ``cnnlens.featureviz`` does not import it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 from .dream import deep_dream
 from .examples import dataset_examples
 from .featuremaps import feature_maps
-from .render import resolve_layer, visualize_filters
+from .render import visualize_filters
+from ..nn import resolve_layer
 from ..errors import CnnlensError
 
 if TYPE_CHECKING:

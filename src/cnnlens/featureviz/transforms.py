@@ -62,16 +62,6 @@ def jitter(d: int) -> Transform:
     return t
 
 
-def random_scale(lo: float = 0.9, hi: float = 1.1) -> Transform:
-    """Zoom each image about its centre by a random factor in ``[lo, hi]``."""
-    return random_affine(scale=(lo, hi), degrees=0.0)
-
-
-def random_rotate(degrees: float = 10.0) -> Transform:
-    """Rotate each image about its centre by a random angle in ``[-degrees, degrees]``."""
-    return random_affine(scale=(1.0, 1.0), degrees=degrees)
-
-
 def random_affine(scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0) -> Transform:
     """Random zoom and rotation about the centre in one resampling (fewer blurs than two)."""
 

@@ -198,6 +198,12 @@ class Evidence:
         """The mean of ``key`` for ``method``, as readings print it (2 decimals)."""
         return f"{self.mean(method, key):.2f}"
 
+    def controls(self, *keys: str) -> str:
+        """The controls' numbers for a reading: ``"edge control a/b, random a/b"`` (the means of
+        ``keys``, as :meth:`f` prints them)."""
+        return ", ".join(f"{label} {'/'.join(self.f(c, k) for k in keys)}"
+                         for label, c in (("edge control", "control_edge"), ("random", "control_random")))
+
 
 # ---- the test ------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..explain.core import model_device, model_guard
+from ..nn import model_device, model_guard
 from .base import Score
 from ..errors import CnnlensError
 from ..fill import SUBSTRATE_ALIASES, Fill, FillSpec, fill_pixels

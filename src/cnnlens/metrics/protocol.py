@@ -28,7 +28,8 @@ from torch import nn
 
 from ..data.base import ImageDataset
 from ..errors import CnnlensError, CnnlensTypeError
-from ..explain.core import METHODS, model_device, model_guard
+from ..explain.core import METHODS
+from ..nn import model_device, model_guard
 from .base import TRUST_METRICS, ChanceCheck, Evidence, MethodBatch, Score, tests_for
 from .controls import CONTROLS, is_control
 from .maps import default_methods, explain_maps, select_images

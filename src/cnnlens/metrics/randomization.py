@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explain.core import model_device, model_guard
+from ..nn import model_device, model_guard
 from .base import Score
 from ..errors import CnnlensError
 

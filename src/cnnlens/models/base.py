@@ -80,3 +80,21 @@ def output_shape(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...
         return tuple(module(torch.zeros(1, *in_shape)).shape[1:])
     finally:
         module.train(was)
+
+
+@torch.no_grad()
+def check_runs(model: nn.Module, name: str, c: int, k: int, size: tuple[int, int], hint: str,
+               errors: tuple[type[BaseException], ...] = (RuntimeError,)) -> None:
+    """One forward pass of a zero image ``[1, c, *size]`` in eval mode (the model's mode restored):
+    the model must take that input and return logits ``[1, k]``; else a :class:`CnnlensError`
+    naming ``name`` (e.g. ``"timm:resnet18"``), the input and ``hint`` (what to change)."""
+    was = model.training
+    model.eval()
+    try:
+        out = model(torch.zeros(1, c, *size))
+    except errors as e:
+        raise CnnlensError(f"{name} cannot take {c}x{size[0]}x{size[1]} input ({e}); {hint}") from None
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, k):
+        raise CnnlensError(f"{name} returned {type(out).__name__} instead of logits [1, {k}]")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import MODELS, hw
+from .base import MODELS, check_runs, hw
 from .weights import check_state_dict, load_weights, read_state_dict
 from ..errors import CnnlensError
 
@@ -80,7 +80,9 @@ def build(arch: str, in_channels: int = 3, num_classes: int = 1000, input_size: 
             _load_original(model, arch, sd, weights, in_channels, num_classes)
         else:
             load_weights(model, sd)
-    _check_runs(model, arch, in_channels, num_classes, size)
+    check_runs(model, f"timm:{arch}", in_channels, num_classes, size,
+               "use another image size (--image-size) or another architecture",
+               errors=(RuntimeError, AssertionError, ValueError))
     return model
 
 
@@ -187,21 +189,6 @@ def per_channel(mean: tuple[float, ...], std: tuple[float, ...], c: int) -> tupl
     if len(mean) == c:
         return mean, std
     return (sum(mean) / len(mean),) * c, (sum(std) / len(std),) * c
-
-
-@torch.no_grad()
-def _check_runs(model: nn.Module, arch: str, c: int, k: int, size: tuple[int, int]) -> None:
-    was = model.training
-    model.eval()
-    try:
-        out = model(torch.zeros(1, c, *size))
-    except (RuntimeError, AssertionError, ValueError) as e:
-        raise CnnlensError(f"timm:{arch} cannot take {c}x{size[0]}x{size[1]} input ({e}); use another image "
-                           "size (--image-size) or another architecture") from None
-    finally:
-        model.train(was)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, k):
-        raise CnnlensError(f"timm:{arch} returned {type(out).__name__} instead of logits [1, {k}]")
 
 
 def resolve(name: str) -> Callable[..., nn.Module]:

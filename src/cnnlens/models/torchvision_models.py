@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import MODELS, hw
+from .base import MODELS, check_runs, hw
 from .weights import check_state_dict, load_weights, read_state_dict
 from ..errors import CnnlensError
 
@@ -108,7 +108,8 @@ def build(arch: str, in_channels: int = 3, num_classes: int = 1000, input_size: 
             model = _from_original(arch, sd, label, in_channels, num_classes, stem, kw)
         else:
             load_weights(model, sd)
-    _check_runs(model, arch, in_channels, num_classes, size)
+    check_runs(model, f"torchvision:{arch}", in_channels, num_classes, size,
+               "use larger images or another architecture")
     return model
 
 
@@ -172,21 +173,6 @@ def _from_original(arch: str, sd: dict[str, torch.Tensor], path: Any, in_channel
         "torchvision:%s: loaded %s (stem %r adapted to %d channels); freshly initialized: %s", arch, path,
         stem, in_channels, ", ".join(fresh) or "nothing")
     return model
-
-
-@torch.no_grad()
-def _check_runs(model: nn.Module, arch: str, c: int, k: int, size: tuple[int, int]) -> None:
-    was = model.training
-    model.eval()
-    try:
-        out = model(torch.zeros(1, c, *size))
-    except RuntimeError as e:
-        raise CnnlensError(f"torchvision:{arch} cannot take {c}x{size[0]}x{size[1]} input ({e}); "
-                         "use larger images or another architecture") from None
-    finally:
-        model.train(was)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, k):
-        raise CnnlensError(f"torchvision:{arch} returned {type(out).__name__} instead of logits [1, {k}]")
 
 
 def resolve(arch: str) -> Callable[..., nn.Module]:

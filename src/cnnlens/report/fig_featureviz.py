@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ..io import write_bytes
-from .figures import save_figure, show_image
+from .figures import finish_figure, show_image
 
 
 def plot_filters(
@@ -53,10 +53,7 @@ def plot_filters(
             ax = axes[r, c * per + 1 + j]
             ax.axis("on")
             show_image(ax, patches[i, j], "data" if j == 0 else None)  # type: ignore[index]
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, path, title)
 
 
 def plot_feature_maps(
@@ -89,10 +86,7 @@ def plot_feature_maps(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"#{i}", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, path, title)
 
 
 def plot_dream_strip(
@@ -113,10 +107,7 @@ def plot_dream_strip(
         ax = axes.flat[i]
         ax.axis("on")
         show_image(ax, snapshots[i], "original" if steps[i] == 0 else f"step {steps[i]}")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, path, title)
 
 
 def save_gif(

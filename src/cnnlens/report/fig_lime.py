@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..explain.coalitions import top_k_mask
-from .figures import plt, save_figure, to_display
+from .figures import finish_figure, plt, to_display
 from ..errors import CnnlensError
 
 POSITIVE = (0.1, 0.8, 0.1)
@@ -100,5 +100,4 @@ def plot_superpixel_evidence(images: torch.Tensor, segments: torch.Tensor | Sequ
         for a in axes[i]:
             a.set_xticks([])
             a.set_yticks([])
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, path)

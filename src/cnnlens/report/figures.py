@@ -26,6 +26,14 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 110) -
     return write_bytes(path, buf.getvalue())
 
 
+def finish_figure(fig: plt.Figure, path: str | os.PathLike[str], title: str = "") -> Path:
+    """Title (when given), tight layout, then :func:`save_figure`: how every figure ends."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def to_display(img: torch.Tensor) -> np.ndarray:
     """uint8 ``[C,H,W]`` (C = 1 or 3) -> array for ``imshow`` (``[H,W]`` grey or ``[H,W,3]``) in [0,1]."""
     a = img.detach().cpu()

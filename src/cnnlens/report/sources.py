@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_json
-from . import findings as F
+from . import findings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def split_note(failures: dict[str, Any] | None, data: dict[str, Any] | None) -> 
     """One sentence on the page's top when the labeled split shown is not ``test``, saying why."""
     if not failures or not data:
         return None
-    return F.split_note(failures["m"]["split"], data["info"])
+    return findings.split_note(failures["m"]["split"], data["info"])
 
 
 def submission(r: Any) -> dict[str, Any] | None:

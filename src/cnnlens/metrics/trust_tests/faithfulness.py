@@ -46,10 +46,7 @@ class Faithfulness(TrustTest):
         return bool(super().decide(method, ev)) and ev.mean(method, KEY) >= self.min_effect
 
     def numbers(self, method: str, ev: Evidence) -> str:
-        return (
-            f"ins-del {ev.f(method, KEY)}; edge control {ev.f('control_edge', KEY)}, "
-            f"random {ev.f('control_random', KEY)}"
-        )
+        return f"ins-del {ev.f(method, KEY)}; {ev.controls(KEY)}"
 
     def reading(self, method: str, ev: Evidence, passed: bool | None) -> str:
         if passed is None:

@@ -27,10 +27,7 @@ class Localization(TrustTest):
                          RM: relevance_mass(maps, b.masks, b.method).values})
 
     def numbers(self, method: str, ev: Evidence) -> str:
-        return (
-            f"pointing {ev.f(method, PG)}, mass {ev.f(method, RM)}; edge control {ev.f('control_edge', PG)}/"
-            f"{ev.f('control_edge', RM)}, random {ev.f('control_random', PG)}/{ev.f('control_random', RM)}"
-        )
+        return f"pointing {ev.f(method, PG)}, mass {ev.f(method, RM)}; {ev.controls(PG, RM)}"
 
     def control_note(self, control: str, ev: Evidence) -> str | None:
         return f"pointing {ev.f(control, PG)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...explain.core import model_device
+from ...nn import model_device
 from ..base import Column, Evidence, Measured, MethodBatch, Score, TrustTest, register_test
 from ..randomization import fully_randomized, map_similarity, randomization_curve
 
@@ -57,10 +57,7 @@ class Randomization(TrustTest):
         return Measured({f"randomization.{k}": s.values for k, s in full.items()}, curves)
 
     def numbers(self, method: str, ev: Evidence) -> str:
-        return (
-            f"|rank corr| {ev.f(method, KEY)} after full randomization; edge control "
-            f"{ev.f('control_edge', KEY)}, random {ev.f('control_random', KEY)}"
-        )
+        return f"|rank corr| {ev.f(method, KEY)} after full randomization; {ev.controls(KEY)}"
 
     def control_note(self, control: str, ev: Evidence) -> str | None:
         return f"|rank corr| {ev.f(control, KEY)} after full randomization"
