@@ -306,6 +306,12 @@ def test_no_console_call_formats_an_unescaped_string():
         sinks += len(unescaped_calls(src.replace("safe(", "str(").replace("shown(", "str("), f.name))
     assert not found, "pass user strings through cnnlens.console.safe():\n" + "\n".join(found)
     assert sinks > 40  # the scan sees the CLI's console calls (it is not vacuous)
+    # the CLI is a package (cli/): the scan reaches each of its command modules, each prints something
+    cli = {f.name: len(unescaped_calls(f.read_text(encoding="utf-8").replace("safe(", "str("), f.name))
+           for f in sorted((PKG / "cli").glob("*.py"))}
+    assert {n for n, k in cli.items() if k} >= {"analysis.py", "info.py", "output.py",
+                                                 "training.py", "visualize.py"}, cli
+    assert sum(cli.values()) > 40, cli
 
 
 @pytest.mark.parametrize("code,bad", [

@@ -1,6 +1,6 @@
 """The CLI's console layer: every byte ``cnnlens`` writes to the terminal goes through here.
 
-The library never prints (it logs); the CLI (``cli.py``) prints only through this module, so the
+The library never prints (it logs); the CLI (``cli/``) prints only through this module, so the
 rules below hold on every console path: errors, warnings, log lines, tables, progress bars.
 
 - A string that comes from the user or their files (a path, a class name, a layer name, an
