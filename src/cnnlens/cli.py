@@ -72,7 +72,7 @@ def _written_runs(args: argparse.Namespace) -> list[Path]:
     --out-dir DIR`` locks RUN.
     """
     cmd = args.command
-    if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
+    if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report", "explore"):
         return [Path(args.run)]
     if cmd == "compare" and not args.out:
         return [Path(args.runs[0])]
@@ -543,6 +543,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
                    "artifact: 2 epochs and every analysis stage at reduced size")
+    _add_explore_args(p)
     _add_lock_arg(p)
 
 
@@ -551,7 +552,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     run("digits", "compact", out=args.out, force=True, epochs=2 if args.fast else 12, seed=0,
         sizes="fast" if args.fast else "demo", progress=True, break_lock=args.break_lock,
-        progress_for=Progress, notify=_notify)
+        progress_for=Progress, notify=_notify, explore=_explore_from_args(args))
     return 0
 
 
@@ -571,9 +572,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=list(SIZES), default="run",
                    help="how much work the analysis stages do (fast: a quick look; run: the default)")
     p.add_argument("--skip", default=None, metavar="STAGES",
-                   help="comma-separated stages to leave out: explain, confused, lime, featureviz, trust")
+                   help="comma-separated stages to leave out: explain, confused, lime, explore, featureviz, trust")
     p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
                    "and compare (RUN/compare)")
+    _add_explore_args(p)
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -581,7 +583,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
     run(**_train_kwargs(args), sizes=args.size, methods=_names(args.methods), per_class=args.per_class,
         skip=_names(args.skip) or (), baseline=args.baseline, split=args.split, progress_for=Progress,
-        notify=_notify)
+        notify=_notify, explore=_explore_from_args(args))
     return 0
 
 
@@ -907,6 +909,66 @@ def _run_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- explore (issue #21): the report explorer's maps; one block, hooked in by a few lines ----------
+
+def _add_explore_args(p: argparse.ArgumentParser) -> None:
+    """The explore stage's flags (``run``, ``demo``, ``explore``)."""
+    from .explain.explore import DEFAULT_METHODS, cheap_methods
+
+    g = p.add_argument_group("explorer (RUN/explore/: the maps the report's explorer shows)")
+    g.add_argument("--explore-wrong", type=int, default=None, metavar="N",
+                   help="misclassified images shown at most, most confident mistakes first (default 200)")
+    g.add_argument("--explore-correct", type=int, default=None, metavar="N",
+                   help="correctly classified images per class (default 3)")
+    g.add_argument("--explore-top", type=int, default=None, metavar="K",
+                   help="most probable classes explained per image, besides true and predicted (default 3)")
+    g.add_argument("--explore-methods", default=None, metavar="A,B",
+                   help=f"gradient/CAM methods (default {','.join(DEFAULT_METHODS)}; any of "
+                        f"{', '.join(cheap_methods())})")
+    if p.prog.split()[-1] != "explore":
+        g.add_argument("--no-explore", action="store_true", help="leave the explore stage out")
+
+
+def _explore_from_args(args: argparse.Namespace):  # -> ExploreConfig
+    from .explain.explore import ExploreConfig
+
+    kw: dict[str, object] = {k: v for k, v in (("wrong_cap", args.explore_wrong),
+                                               ("correct_per_class", args.explore_correct),
+                                               ("top_k", args.explore_top)) if v is not None}
+    if args.explore_methods is not None:
+        kw["methods"] = tuple(_names(args.explore_methods) or ())
+    return ExploreConfig(enabled=not getattr(args, "no_explore", False), **kw)  # type: ignore[arg-type]
+
+
+def _add_explore(sub: argparse._SubParsersAction) -> None:
+    p = _parser_for(sub, "explore", "the maps the report's explorer shows (every mistake up to a cap, correct "
+                    "images per class; true, predicted and top-k classes) -> RUN/explore/",
+                    "cnnlens explore runs/demo --explore-wrong 50 --explore-methods saliency,gradcam")
+    p.add_argument("run", metavar="RUN")
+    _add_trust_code(p)
+    p.add_argument("--split", default=None, help="labeled split (default: test if labeled, else val)")
+    _add_explore_args(p)
+    _add_lock_arg(p)
+
+
+def _run_explore(args: argparse.Namespace) -> int:
+    from .explore_stage import explore_run
+    from .train import load_run
+
+    cfg = _explore_from_args(args)
+    run = load_run(args.run, device=_device(), trust_code=args.trust_code)
+    with Progress("explore maps") as cb:
+        rec = explore_run(run, None, cfg, split=args.split, progress=cb)
+    sel = rec.selection
+    console.print(f"{sel['n_images']:,} {safe(rec.split)} images ({sel['n_wrong_shown']:,} of {sel['n_wrong']:,} "
+                  f"misclassified, {sel['n_wrong_left_out']:,} left out by --explore-wrong), "
+                  f"{sel['n_entries']:,} (image, class) pairs x {len(rec.methods)} methods")
+    for note in rec.notes:
+        console.print(f"[yellow]{safe(note)}[/yellow]")
+    console.print(f"wrote {safe(Path(args.run) / 'explore' / 'explore.json')} ({rec.seconds:.1f} s)")
+    return 0
+
+
 # Commands, in the order `cnnlens --help` lists them.
 COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (_add_demo, _run_demo),
@@ -919,6 +981,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_report, _run_report),
     (_add_compare, _run_compare),
     (_add_trust, _run_trust),
+    (_add_explore, _run_explore),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
     (_add_data, _run_data),

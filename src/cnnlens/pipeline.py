@@ -37,6 +37,8 @@ from .rundir import (AttributionRegions, ConfusedMaps, DataCounts, DataSamples, 
                      save_viz)
 from .train import Run
 from .errors import CnnlensError
+from .explain.explore import ExploreConfig
+from .explore_stage import explore_run  # noqa: F401  (the explore stage, re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -581,11 +583,12 @@ def submission_run(run: Run, progress: Progress = None) -> Path | None:
 
 # ---- all of them ----------------------------------------------------------------------------------
 
-STAGES = ("explain", "confused", "lime", "featureviz", "trust")
+STAGES = ("explain", "confused", "lime", "explore", "featureviz", "trust")
 """The analysis stages :func:`analyze` runs (and can skip), in order."""
 OUTPUTS = (
     "eval",
     "explain",
+    "explore",
     "featureviz",
     "trust",
     "compare",
@@ -609,11 +612,14 @@ def analyze(
     sizes: StageSizes,
     progress_for: ProgressFor | None = None,
     skip: tuple[str, ...] = (),
+    explore: Any = None,
 ) -> list[str]:
     """Every stage after evaluation, in report order: model summary, data, per-class explanations,
     confused pairs, LIME, feature visualization, trust. ``progress_for(label)`` (e.g. the CLI's
     progress bar) gives each long stage a ``(done, total)`` callback; ``skip`` names stages to leave
-    out (``"explain"``, ``"confused"``, ``"lime"``, ``"featureviz"``, ``"trust"``). Returns the stages run."""
+    out (``"explain"``, ``"confused"``, ``"lime"``, ``"explore"``, ``"featureviz"``, ``"trust"``);
+    ``explore``: the explorer's :class:`~cnnlens.explain.explore.ExploreConfig` (``False``: left out).
+    Returns the stages run."""
     bad = [s for s in skip if s not in STAGES]
     if bad:
         raise CnnlensError(f"unknown stage {bad[0]!r} in skip; stages: {', '.join(STAGES)}")
@@ -645,6 +651,10 @@ def analyze(
         with bar("LIME") as cb:
             explain_lime(run, result, sizes.per_class, sizes.lime_samples, progress=cb)
         done.append("lime")
+    if "explore" not in skip and ExploreConfig.of(explore).enabled:  # after explain/lime: their images too
+        with bar("explore (maps for the report's explorer)") as cb:
+            explore_run(run, result, explore, progress=cb)
+        done.append("explore")
     if "featureviz" not in skip:
         with bar("feature visualization") as cb:
             featureviz_run(run, result, sizes, cb)
