@@ -248,3 +248,21 @@ def test_trust_keeps_per_image_scores_and_curves(digits, tmp_path: Path) -> None
         for key, vals in d["scores"].items():
             mean = rec.methods[m]["scores"][key]["mean"]
             assert float(np.nanmean(vals)) == pytest.approx(mean, abs=1e-12) or (math.isnan(mean))
+
+
+def test_maps_do_not_depend_on_the_block_size(digits, monkeypatch) -> None:
+    from cnnlens.explain import explore as ex
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 10))
+    res = evaluate(model, digits, "test")
+    cfg = ExploreConfig(wrong_cap=4, correct_per_class=1, top_k=2, methods=("saliency", "gradcam"))
+    whole = explore_maps(model, digits, res, cfg)
+    monkeypatch.setattr(ex, "BLOCK", 3)
+    seen: list[tuple[int, int]] = []
+    blocks = explore_maps(model, digits, res, cfg, progress=lambda d, t: seen.append((d, t)))
+    n = len(whole.entries)
+    assert n > 3 and blocks.entries == whole.entries and seen[-1] == (n, n)
+    for m in cfg.methods:
+        np.testing.assert_allclose(blocks.maps[m], whole.maps[m], atol=1e-6)

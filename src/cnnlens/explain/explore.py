@@ -40,6 +40,9 @@ DEFAULT_METHODS: tuple[str, ...] = (
 """The explorer's methods by default: one shared forward+backward pass each (guided: one more;
 Guided Grad-CAM: two), so every image and class costs a few passes."""
 
+BLOCK = 512
+"""(image, class) pairs given to one :func:`explain_many` call (it chunks further by itself)."""
+
 LEFT_OUT_LISTED = 20
 """How many indices of left-out wrong images ``selection`` lists (all are counted)."""
 
@@ -269,15 +272,25 @@ def explore_maps(model: nn.Module, dataset: Any, result: Any, cfg: ExploreConfig
     if entries and methods:
         slots = torch.as_tensor([e[0] for e in entries])
         tg = torch.as_tensor([e[1] for e in entries])
-        x = normalize_images(pixels, mean, std)[slots]
-        got = explain_many(model, x, methods, target=tg, progress=progress)
-        for m in methods:
-            a = got[m].maps.detach().float().cpu()
-            if not torch.isfinite(a).all():  # never a silent zero: say which maps
-                bad = sorted({int(slots[i]) for i in (~torch.isfinite(a)).flatten(1).any(1).nonzero().view(-1)})
-                raise CnnlensError(f"explore: {m} gave non-finite maps for the images in slots {bad[:10]}")
-            maps[m] = a.numpy()
-            signed[m] = bool(got[m].signed)
+        parts: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+        n = len(entries)
+        for b0 in range(0, n, BLOCK):  # a block at a time bounds the normalized copies held
+            sl = slice(b0, min(b0 + BLOCK, n))
+            x = normalize_images(pixels[slots[sl]], mean, std)
+
+            def tick(done: int, _total: int, b0: int = b0) -> None:
+                if progress is not None:
+                    progress(b0 + done, n)
+
+            got = explain_many(model, x, methods, target=tg[sl], progress=tick)
+            for m in methods:
+                a = got[m].maps.detach().float().cpu()
+                if not torch.isfinite(a).all():  # never a silent zero: say which maps
+                    bad = sorted({int(slots[b0 + i]) for i in (~torch.isfinite(a)).flatten(1).any(1).nonzero().view(-1)})
+                    raise CnnlensError(f"explore: {m} gave non-finite maps for the images in slots {bad[:10]}")
+                parts[m].append(a.numpy())
+                signed[m] = bool(got[m].signed)
+        maps = {m: np.concatenate(parts[m]) for m in methods}
     return ExploreData(split=result.split, classes=classes, images=images, entries=entries,
                        pixels=pixels.numpy().astype(np.uint8), maps=maps, families=fams, signed=signed,
                        selection=sel, notes=notes)
