@@ -17,12 +17,16 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from .console import (ArgumentParser, Progress, console, debug_requested, err_console, print_bug,
                       print_error, print_table, safe, setup_logging)
 from .errors import CnnlensError
+
+if TYPE_CHECKING:
+    from .explain.explore import ExploreConfig
 
 log = logging.getLogger("cnnlens")
 
@@ -929,7 +933,7 @@ def _add_explore_args(p: argparse.ArgumentParser) -> None:
         g.add_argument("--no-explore", action="store_true", help="leave the explore stage out")
 
 
-def _explore_from_args(args: argparse.Namespace):  # -> ExploreConfig
+def _explore_from_args(args: argparse.Namespace) -> ExploreConfig:
     from .explain.explore import ExploreConfig
 
     kw: dict[str, object] = {k: v for k, v in (("wrong_cap", args.explore_wrong),
