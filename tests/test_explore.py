@@ -210,9 +210,18 @@ def test_analyze_runs_explore_and_no_explore_skips_it(tiny: Path, tmp_path: Path
         run_dir = tmp_path / f"run{int(expected)}"
         shutil.copytree(tiny, run_dir)
         run = cnnlens.load_run(run_dir)
-        done = analyze(run, evaluate_run(run), SIZES["fast"], skip=others, explore=explore)
+        skip = others if not expected else tuple(s for s in others if s != "explain")
+        done = analyze(run, evaluate_run(run), SIZES["fast"], skip=skip, explore=explore)
         assert ("explore" in done) is expected
         assert (run_dir / "explore" / "explore.json").exists() is expected
+    # the images the explain stage shows are explorable: every one is among the explorer's images
+    from cnnlens.rundir import ExplainMaps
+
+    shown = ExplainMaps.load(run_dir).indices
+    rec = ExploreMaps.load(run_dir)
+    mine = {im["index"]: im["why"] for im in rec.images}
+    assert shown and set(shown) <= set(mine)
+    assert rec.selection["n_explained_added"] == sum(w == "explained" for w in mine.values()) > 0
 
 
 @pytest.mark.slow
