@@ -40,7 +40,8 @@ def main() -> None:
     for rep in range(args.repeats):
         a_dir, b_dir = tmp / f"a{rep}", tmp / f"b{rep}"
         for d in (a_dir, b_dir):
-            shutil.copytree(src, d, ignore=shutil.ignore_patterns("explore", "trust", "featureviz", "explain"))
+            shutil.copytree(src, d, ignore=shutil.ignore_patterns("explore", "trust", "featureviz",
+                                                                  "explain"))
         run = cnnlens.load_run(a_dir)
         res = evaluate_run(run)
         t0 = time.perf_counter()
@@ -56,7 +57,8 @@ def main() -> None:
         size = sum(p.stat().st_size for p in (b_dir / "explore").iterdir())
         rows.append((a, b, b / a))
         print(f"repeat {rep + 1}: analysis without explore {a:.1f} s, explore {b:.1f} s, ratio {b / a:.3f} "
-              f"({len(rec.images)} images, {len(rec.entries)} (image, class) pairs, {len(rec.methods)} methods, "
+              f"({len(rec.images)} images, {len(rec.entries)} (image, class) pairs, "
+              f"{len(rec.methods)} methods, "
               f"{size / 1e6:.2f} MB)", flush=True)
     med = statistics.median(r[2] for r in rows)
     print(f"median ratio explore / analysis over {len(rows)} repeats: {med:.3f} "

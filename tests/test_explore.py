@@ -91,11 +91,12 @@ def test_guided_methods_on_a_functional_relu_model_and_cam_without_conv_are_left
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = explore_maps(model, digits, res, cfg)
     assert list(data.maps) == ["saliency"]
-    assert len(data.notes) == 1 and "guided_backprop" in data.notes[0] and "functional" in data.notes[0].lower()
+    assert len(data.notes) == 1 and "guided_backprop" in data.notes[0]
+    assert "functional" in data.notes[0].lower()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
-    data = explore_maps(mlp, digits, evaluate(mlp, digits, "test"),
-                        ExploreConfig(wrong_cap=1, correct_per_class=0, top_k=0, methods=("saliency", "gradcam")))
+    cfg = ExploreConfig(wrong_cap=1, correct_per_class=0, top_k=0, methods=("saliency", "gradcam"))
+    data = explore_maps(mlp, digits, evaluate(mlp, digits, "test"), cfg)
     assert list(data.maps) == ["saliency"] and "gradcam" in data.notes[0]
 
 
@@ -127,7 +128,8 @@ def test_selection_and_maps_on_a_trained_run(tiny: Path, tmp_path: Path) -> None
     shutil.copytree(tiny, run_dir)
     run = cnnlens.load_run(run_dir)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    cfg = ExploreConfig(wrong_cap=7, correct_per_class=2, top_k=2, methods=("saliency", "gradcam", "guided_gradcam"))
+    cfg = ExploreConfig(wrong_cap=7, correct_per_class=2, top_k=2,
+                        methods=("saliency", "gradcam", "guided_gradcam"))
     rec = explore_run(run, None, cfg)
     assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
     loaded = ExploreMaps.load(run_dir)

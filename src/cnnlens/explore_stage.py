@@ -50,7 +50,8 @@ def explore_run(run: Any, result: Any = None, config: ExploreConfig | dict[str, 
         for m, a in data.maps.items():
             q, scales = quantize(a)
             qmaps[m] = q
-            methods[m] = {"file": f"{file_name(m)}.npy", "scale": scales, "family": data.families[m], "signed": data.signed[m]}
+            methods[m] = {"file": f"{file_name(m)}.npy", "scale": scales, "family": data.families[m],
+                          "signed": data.signed[m]}
         rec = ExploreMaps(split=data.split, classes=data.classes, images=data.images, entries=data.entries,
                           methods=methods, selection={**data.selection, "config": cfg.to_dict()},
                           seconds=time.perf_counter() - t0, notes=data.notes, pixels=data.pixels, maps=qmaps)

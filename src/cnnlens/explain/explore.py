@@ -87,14 +87,16 @@ class ExploreConfig:
             if v < 0:
                 raise CnnlensError(f"explore {name} ({flag}) must be >= 0; got {v}")
         if isinstance(self.methods, str):
-            object.__setattr__(self, "methods", tuple(m.strip() for m in self.methods.split(",") if m.strip()))
+            names = tuple(m.strip() for m in self.methods.split(",") if m.strip())
+            object.__setattr__(self, "methods", names)
         else:
             object.__setattr__(self, "methods", tuple(self.methods))
         if not self.methods:
             raise CnnlensError("explore methods (--explore-methods) must name at least one method, e.g. "
                                f"{','.join(DEFAULT_METHODS[:3])}")
         if len(set(self.methods)) != len(self.methods):
-            raise CnnlensError(f"explore methods (--explore-methods) lists a method twice: {list(self.methods)}")
+            raise CnnlensError(f"explore methods (--explore-methods) lists a method twice: "
+                               f"{list(self.methods)}")
         for m in self.methods:
             if m not in METHODS:
                 raise CnnlensError(f"explore methods (--explore-methods): unknown method {m!r}; the explorer "
@@ -121,7 +123,8 @@ class ExploreConfig:
             known = set(cls.__dataclass_fields__)
             bad = sorted(set(value) - known)
             if bad:
-                raise CnnlensError(f"explore: unknown setting(s) {', '.join(bad)}; settings: {', '.join(sorted(known))}")
+                raise CnnlensError(f"explore: unknown setting(s) {', '.join(bad)}; settings: "
+                                   f"{', '.join(sorted(known))}")
             return cls(**value)
         raise CnnlensTypeError(f"explore must be an ExploreConfig, a dict, True/False or None; got "
                                f"{type(value).__name__}")
@@ -286,8 +289,10 @@ def explore_maps(model: nn.Module, dataset: Any, result: Any, cfg: ExploreConfig
             for m in methods:
                 a = got[m].maps.detach().float().cpu()
                 if not torch.isfinite(a).all():  # never a silent zero: say which maps
-                    bad = sorted({int(slots[b0 + i]) for i in (~torch.isfinite(a)).flatten(1).any(1).nonzero().view(-1)})
-                    raise CnnlensError(f"explore: {m} gave non-finite maps for the images in slots {bad[:10]}")
+                    rows = (~torch.isfinite(a)).flatten(1).any(1).nonzero().view(-1)
+                    bad = sorted({int(slots[b0 + i]) for i in rows})
+                    raise CnnlensError(f"explore: {m} gave non-finite maps for the images in slots "
+                                       f"{bad[:10]}")
                 parts[m].append(a.numpy())
                 signed[m] = bool(got[m].signed)
         maps = {m: np.concatenate(parts[m]) for m in methods}
