@@ -153,6 +153,13 @@ def test_trust_scores_do_not_depend_on_how_images_are_batched():
             torch.testing.assert_close(s.values, parts.scores[m][k].values, atol=1e-5, rtol=0)
         for (la, da), (lb, db) in zip(whole.cascading[m], parts.cascading[m]):
             assert la == lb and all(abs(da[s] - db[s]) < 1e-5 for s in da)
+        # the per-image numbers kept for the report's explorer are gathered in image order too
+        pw, pp = whole.per_image["methods"][m], parts.per_image["methods"][m]
+        for kind in ("deletion", "insertion"):
+            np.testing.assert_allclose(pp["curves"][kind], pw["curves"][kind], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(pp["scores"]["deletion_auc"], whole.scores[m]["deletion_auc"].values,
+                                   atol=1e-5, rtol=0)
+    assert parts.per_image["indices"] == whole.per_image["indices"] == whole.options["images"]
     # stochastic maps are a function of (seed, dataset index): a slice explains like the whole ...
     idx = ds.indices("test")[:5]
     x, y = ds.normalize(ds.images[idx]), ds.labels[idx]

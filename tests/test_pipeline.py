@@ -21,13 +21,14 @@ def test_demo_writes_every_artifact(demo_run):
                 "checkpoints/last.ckpt", "eval/metrics.json", "eval/predictions.csv", "eval/confusion.csv",
                 "explain/saliency.npy", "explain/gradcam.npy", "explain/explanations.json", "explain/grid.png",
                 "report/index.html", "report/training_curves.png", "report/confusion_counts.png",
-                "report/explanations.png"):
+                "report/explanations.png", "explore/explore.json", "explore/pixels.npy", "explore/gradcam.npy"):
         assert (out / rel).is_file(), rel
     # the pipeline draws one confused-pairs figure per method it explained the pairs with
     confused = json.loads((out / "explain/confused/confused.json").read_text())
     assert confused["methods"] and all(
         (out / "explain/confused" / f"{e['true'].removesuffix('_true.npy')}.png").is_file()
         for e in confused["methods"].values())
+    assert "explore" in json.loads((out / "timings.json").read_text())  # the explorer's maps, timed
     # Lightning's promotional tips and banners do not reach the user
     text = proc.stdout + proc.stderr
     for noise in ("Tip", "litmodels", "GPU available", "TPU available", "LOCAL_RANK", "does not have many workers"):

@@ -165,7 +165,7 @@ def test_cnnlens_run_is_the_pipeline_as_a_python_call(tmp_path):
     # the evaluation on disk is the returned model's, recomputed here
     res = cnnlens.evaluate(run.model, run.dataset, "test", mean=run.mean, std=run.std)
     assert EvalMetrics.load(run.path).accuracy == res.accuracy
-    assert StagesRecord.load(run.path).stages == ["model summary", "data", "explain"]
+    assert StagesRecord.load(run.path).stages == ["model summary", "data", "explain", "explore"]
     assert list(Timings.load(run.path).stages)[:2] == ["train", "evaluate"]
     assert "report" in Timings.load(run.path).stages
     with pytest.raises(CnnlensError, match="bogus.*featureviz"):  # before any training

@@ -40,8 +40,10 @@ from .stages.trust import save_trust, trust_run
 
 __all__ = ["GRADIENT_CAM", "OUTPUTS", "SIZES", "STAGES", "SUBMISSION", "Progress", "ProgressFor", "StageSizes",
            "analyze", "conv_layers", "correct_per_class", "describe_data", "evaluate_run", "explain_confused",
-           "explain_lime", "explain_run", "featureviz_run", "method_settings", "record_timing", "reset_outputs",
+           "explain_lime", "explain_run", "explore_run", "ExploreConfig", "featureviz_run", "method_settings", "record_timing", "reset_outputs",
            "save_trust", "submission_run", "summarize_run", "timed", "transformer_notes", "trust_run"]
+from .explain.explore import ExploreConfig
+from .stages.explore import explore_run  # noqa: F401  (the explore stage, re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +141,12 @@ SIZES: dict[str, StageSizes] = {
 
 # ---- all of them ----------------------------------------------------------------------------------
 
-STAGES = ("explain", "confused", "lime", "featureviz", "trust")
+STAGES = ("explain", "confused", "lime", "explore", "featureviz", "trust")
 """The analysis stages :func:`analyze` runs (and can skip), in order."""
 OUTPUTS = (
     "eval",
     "explain",
+    "explore",
     "featureviz",
     "trust",
     "compare",
@@ -168,13 +171,15 @@ def analyze(
     progress_for: ProgressFor | None = None,
     skip: tuple[str, ...] = (),
     notes: list[str] | tuple[str, ...] = (),
+    explore: Any = None,
 ) -> list[str]:
     """Every stage after evaluation, in report order: model summary, data, per-class explanations,
     confused pairs, LIME, feature visualization, trust. ``progress_for(label)`` (e.g. the CLI's
     progress bar) gives each long stage a ``(done, total)`` callback; ``skip`` names stages to leave
-    out (``"explain"``, ``"confused"``, ``"lime"``, ``"featureviz"``, ``"trust"``); ``notes``: what the
-    caller left out of ``sizes`` and why (kept in ``explain/explanations.json`` and ``stages.json``, so
-    the report says it). Returns the stages run."""
+    out (``"explain"``, ``"confused"``, ``"lime"``, ``"explore"``, ``"featureviz"``, ``"trust"``);
+    ``explore``: the explorer's :class:`~cnnlens.explain.explore.ExploreConfig` (``False``: left out);
+    ``notes``: what the caller left out of ``sizes`` and why (kept in ``explain/explanations.json``
+    and ``stages.json``, so the report says it). Returns the stages run."""
     bad = [s for s in skip if s not in STAGES]
     if bad:
         raise CnnlensError(f"unknown stage {bad[0]!r} in skip; stages: {', '.join(STAGES)}")
@@ -207,6 +212,10 @@ def analyze(
         with bar("LIME") as cb:
             explain_lime(run, result, sizes.per_class, sizes.lime_samples, progress=cb)
         done.append("lime")
+    if "explore" not in skip and ExploreConfig.of(explore).enabled:  # after explain/lime: their images too
+        with bar("explore (maps for the report's explorer)") as cb:
+            explore_run(run, result, explore, progress=cb)
+        done.append("explore")
     if "featureviz" not in skip:
         with bar("feature visualization") as cb:
             featureviz_run(run, result, sizes, cb)

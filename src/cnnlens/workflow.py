@@ -122,7 +122,7 @@ def run(data: str | None = "digits", model: str | None = "compact", *,
         methods: list[str] | tuple[str, ...] | None = None, per_class: int | None = None,
         skip: tuple[str, ...] | list[str] = (), baseline: str | None = None, split: str | None = None,
         break_lock: bool = False, progress_for: ProgressFor | None = None, notify: Notify | None = None,
-        **train_options: Any) -> Run | None:
+        explore: Any = None, **train_options: Any) -> Run | None:
     """What ``cnnlens run`` does: train -> evaluate -> [baseline] -> every analysis stage ->
     [submission] -> report, holding the run's write lock (``RUN/.cnnlens.lock``) throughout.
 
@@ -138,6 +138,8 @@ def run(data: str | None = "digits", model: str | None = "compact", *,
             ``val``; :func:`cnnlens.data.splits.label_split`). An unlabeled ``test`` split gets its
             submission file ``RUN/submission.csv`` (:func:`cnnlens.pipeline.submission_run`).
         break_lock: take over a write lock left by a process on another host.
+        explore: what the report's explorer gets (:class:`cnnlens.explain.explore.ExploreConfig`, a
+            dict of its fields, or ``False`` to leave the explore stage out); default its defaults.
         progress_for: ``label -> context manager yielding a (done, total) callback`` (the CLI's bars).
         notify: ``(event, value)`` callback as each step finishes (:data:`Notify`).
         **train_options: :func:`train_run`'s keywords: ``recipe``, ``config``, ``seed``, ``epochs``,
@@ -148,6 +150,9 @@ def run(data: str | None = "digits", model: str | None = "compact", *,
         data-parallel process other than global rank 0.
     """
     sizes = stage_sizes(sizes, methods, per_class)
+    from .explain.explore import ExploreConfig
+
+    explore = ExploreConfig.of(explore)  # bad settings fail before training
     skip = tuple(skip)
     bad = [s for s in skip if s not in STAGES]
     if bad:  # before training, not after it
@@ -182,7 +187,7 @@ def run(data: str | None = "digits", model: str | None = "compact", *,
             with timed(r.path, f"baseline ({baseline}: train, evaluate, compare)"):
                 tell("compared", train_baseline(r, baseline, res.split))
         sizes, notes = _without_unsupported_guided(r, sizes, explicit=methods)
-        analyze(r, res, sizes, progress_for=progress_for, skip=skip, notes=notes)
+        analyze(r, res, sizes, progress_for=progress_for, skip=skip, notes=notes, explore=explore)
         from .pipeline import submission_run
 
         with _bar(progress_for, "predicting the unlabeled test split") as cb:

@@ -31,6 +31,7 @@ from ..console import ArgumentParser, debug_requested, err_console, print_bug, p
 from ..errors import CnnlensError
 from .analysis import _add_evaluate, _add_explain, _add_trust, _run_evaluate, _run_explain, _run_trust
 from .args import _example
+from .explore import _add_explore, _run_explore
 from .info import _add_data, _add_methods, _add_models, _run_data, _run_methods, _run_models
 from .output import _add_compare, _add_predict, _add_report, _run_compare, _run_predict, _run_report
 from .training import (_add_demo, _add_import, _add_run, _add_train, _run_demo, _run_import, _run_run,
@@ -69,7 +70,7 @@ def _written_runs(args: argparse.Namespace) -> list[Path]:
     --out-dir DIR`` locks RUN.
     """
     cmd = args.command
-    if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report"):
+    if cmd in ("evaluate", "explain", "filters", "featuremaps", "dream", "trust", "report", "explore"):
         return [Path(args.run)]
     if cmd == "compare" and not args.out:
         return [Path(args.runs[0])]
@@ -96,6 +97,7 @@ COMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[arg
     (_add_report, _run_report),
     (_add_compare, _run_compare),
     (_add_trust, _run_trust),
+    (_add_explore, _run_explore),
     (_add_methods, _run_methods),
     (_add_models, _run_models),
     (_add_data, _run_data),

@@ -8,6 +8,7 @@ from ..console import Progress, console, safe
 from .analysis import _print_eval
 from .args import (_add_lock_arg, _add_trust_code, _data_choices, _devices_arg, _finite_float, _names,
                    _model_options, _parser_for)
+from .explore import _add_explore_args, _explore_from_args
 from .output import _print_compare
 
 
@@ -168,6 +169,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--fast", action="store_true", help="a short run (under a minute) that still writes every "
                    "artifact: 2 epochs and every analysis stage at reduced size")
+    _add_explore_args(p)
     _add_lock_arg(p)
 
 
@@ -176,7 +178,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     run("digits", "compact", out=args.out, force=True, epochs=2 if args.fast else 12, seed=0,
         sizes="fast" if args.fast else "demo", progress=True, break_lock=args.break_lock,
-        progress_for=Progress, notify=_notify)
+        progress_for=Progress, notify=_notify, explore=_explore_from_args(args))
     return 0
 
 
@@ -196,9 +198,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=list(SIZES), default="run",
                    help="how much work the analysis stages do (fast: a quick look; run: the default)")
     p.add_argument("--skip", default=None, metavar="STAGES",
-                   help="comma-separated stages to leave out: explain, confused, lime, featureviz, trust")
+                   help="comma-separated stages to leave out: explain, confused, lime, explore, featureviz, trust")
     p.add_argument("--baseline", choices=["mlp"], help="also train the parameter-matched DNN into RUN/baseline "
                    "and compare (RUN/compare)")
+    _add_explore_args(p)
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -206,5 +209,5 @@ def _run_run(args: argparse.Namespace) -> int:
 
     run(**_train_kwargs(args), sizes=args.size, methods=_names(args.methods), per_class=args.per_class,
         skip=_names(args.skip) or (), baseline=args.baseline, split=args.split, progress_for=Progress,
-        notify=_notify)
+        notify=_notify, explore=_explore_from_args(args))
     return 0

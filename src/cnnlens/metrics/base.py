@@ -235,6 +235,8 @@ class TrustTest:
         words: ``(passing, failing)`` phrases of the reading.
         needs_masks: run only on data with ground-truth masks.
         curves: curve kinds :meth:`measure` may return (``scores.json``: ``<name>_<kind>``).
+        image_curves: curve kinds :meth:`measure` returns per image (``{kind: {"probability": [B, S+1]}}``),
+            kept as they are in ``scores.json``'s ``per_image`` (not averaged over images).
     """
 
     name: ClassVar[str]
@@ -246,6 +248,7 @@ class TrustTest:
     words: ClassVar[tuple[str, str]] = ("passes", "fails")
     needs_masks: ClassVar[bool] = False
     curves: ClassVar[tuple[str, ...]] = ()
+    image_curves: ClassVar[tuple[str, ...]] = ()
 
     def measure(self, b: MethodBatch) -> Measured:
         """Per-image values of every key in ``scores`` for ``b.method`` on one batch. A value must

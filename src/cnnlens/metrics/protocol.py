@@ -273,6 +273,7 @@ def aggregate_trust(
                 ]
         done.append(m)
     cfg = plan.config
+    per_image = _per_image(plan, got, scores, done)
     ev = Evidence(scores, ChanceCheck.of(got.probs, cfg.chance_margin), len(plan.images), cfg.split)
     passed = {m: decide(m, ev, plan.tests) for m in done}
     return TrustReport(
@@ -301,7 +302,28 @@ def aggregate_trust(
             "independent": cfg.independent,
             "images": plan.images.tolist(),
         },
+        per_image=per_image,
     )
+
+
+def _per_image(plan: TrustPlan, got: BatchScores, scores: dict[str, dict[str, Score]], done: list[str]
+               ) -> dict[str, Any]:
+    """Each scored method's values and per-image curves (:attr:`TrustTest.image_curves`), image by
+    image in plan order (the form of :attr:`TrustReport.per_image`); NaN where a value is missing."""
+    n = len(plan.images)
+    out: dict[str, Any] = {"split": plan.config.split, "indices": plan.images.tolist(), "methods": {}}
+    for m in done:
+        ms = got.methods[m]
+        vals = {k: [float(v) for v in s.values] if len(s.values) == n else [float("nan")] * n
+                for k, s in scores[m].items()}
+        curves = {}
+        for t in plan.tests:
+            for kind in TRUST_METRICS.get(t).image_curves:
+                c = ms.curves.get(f"{t}_{kind}", {}).get("probability")
+                if c is not None:
+                    curves[kind] = [[float(v) for v in row] for row in c.double().tolist()]
+        out["methods"][m] = {"scores": vals, "curves": curves}
+    return out
 
 
 def run_trust(

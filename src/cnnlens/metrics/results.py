@@ -40,6 +40,9 @@ class TrustReport:
         notes: sentences the tests ask the table and the report to show (e.g. why a test cannot be judged).
         classes: test name -> its :class:`TrustTest` class, whose declarations the table and
             ``scores.json`` render (taken from the registry when the run is aggregated).
+        per_image: ``{"split", "indices": [dataset index per image], "methods": {method: {"scores":
+            {key: [one float per image]}, "curves": {"deletion": [[S+1 floats] per image],
+            "insertion": [...]}}}}`` (the report's explorer); ``None`` when not kept.
     """
 
     methods: list[str]
@@ -56,6 +59,7 @@ class TrustReport:
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     classes: dict[str, type[TrustTest]] = field(default_factory=dict)
+    per_image: dict[str, Any] | None = None
 
     def _cls(self, test: str) -> type[TrustTest]:
         return self.classes[test] if test in self.classes else TRUST_METRICS.get(test)
@@ -107,6 +111,7 @@ class TrustReport:
             "skipped": [{"method": m, "reason": r} for m, r in self.skipped],
             "chance": self.chance.to_dict(),
             "notes": self.notes,
+            **({"per_image": self.per_image} if self.per_image is not None else {}),
         }
 
 

@@ -16,7 +16,10 @@ from .base import JsonRecord, file_field
 class TrustScores(JsonRecord):
     """``trust/scores.json``: per method, every score (mean, sem, values), pass/fail per test and its
     one-line reading; the tests run (headline keys, direction, rule), the options and the controls.
-    ``table``: ``(header, rows)`` of ``trust/table.csv`` (what ``cnnlens trust`` prints)."""
+    ``table``: ``(header, rows)`` of ``trust/table.csv`` (what ``cnnlens trust`` prints).
+    ``per_image`` (optional; the report's explorer): ``{"split", "indices": [dataset index per scored
+    image], "methods": {method: {"scores": {score_key: [one float per image, NaN where not computed]},
+    "curves": {"deletion": [[S+1 floats] per image], "insertion": [...]}}}}``."""
 
     PATH = "trust/scores.json"
     MAKER = "cnnlens trust RUN"
@@ -29,6 +32,7 @@ class TrustScores(JsonRecord):
     controls: list[str]
     methods: dict[str, dict[str, Any]]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    per_image: dict[str, Any] | None = None
     table: tuple[list[str], list[list[str]]] | None = file_field(default=None)
 
     @classmethod

@@ -32,13 +32,15 @@ class Faithfulness(TrustTest):
     rule = "beat_controls"
     words = ("faithful", "no more faithful than a control")
     min_effect = 0.01  # an ins-del that prints as 0.00 is never called faithful
+    image_curves = ("deletion", "insertion")  # kept per image for the report's explorer
 
     def measure(self, b: MethodBatch) -> Measured:
-        sc, _ = deletion_insertion(
+        sc, curves = deletion_insertion(
             b.model, b.x, b.maps, b.targets, method=b.method, steps=b.config.steps,
             substrate=b.config.substrate, stats=b.stats, blur_sigma=b.config.blur_sigma,
         )
-        return Measured({k: s.values for k, s in sc.items()})
+        return Measured({k: s.values for k, s in sc.items()},
+                        {kind: {"probability": curves[kind]} for kind in self.image_curves})
 
     def decide(self, method: str, ev: Evidence) -> bool | None:
         if ev.chance.at_chance:
