@@ -104,8 +104,9 @@
       else { s[k] = String(changes[k]); }
     });
     var h = "#" + new URLSearchParams(s).toString();
-    if (replace) { history.replaceState(null, "", h); render(); }
-    else if (h !== location.hash) { location.hash = h; } else { render(); }
+    // pushState (not location.hash): the view renders at once, and Back (popstate) steps back
+    if (replace) { history.replaceState(null, "", h); } else if (h !== location.hash) { history.pushState(null, "", h); }
+    render();
   }
   function intOr(v, d) { var n = parseInt(v, 10); return isNaN(n) ? d : n; }
 
@@ -490,8 +491,10 @@
     if (list[k] && String(list[k].index) !== s.image) { go({ view: "detail", image: list[k].index, target: null, vs: null }); }
   }
 
+  var rendered = null;
   function render() {
     var t = performance.now(), s = state();
+    rendered = location.hash;
     var detail = s.view === "detail";
     ui.gallery.hidden = detail; ui.confusion.hidden = detail; ui.detail.hidden = !detail;
     if (detail) { renderDetail(s); } else { renderGallery(s); }
@@ -506,7 +509,9 @@
     if (ev.key === "ArrowLeft") { step(-1); ev.preventDefault(); }
     if (ev.key === "ArrowRight") { step(1); ev.preventDefault(); }
   });
-  window.addEventListener("hashchange", render);
+  function rerender() { if (ui.gallery && location.hash !== rendered) { render(); } }
+  window.addEventListener("popstate", rerender);    // Back / Forward
+  window.addEventListener("hashchange", rerender);  // a hash typed or a link followed
 
   var jobs = [loadAtlas(D.pixels.atlas).then(function (a) { atlases.pixels = a; })];
   methodNames.forEach(function (m) {
