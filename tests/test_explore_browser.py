@@ -377,6 +377,15 @@ def test_without_javascript_the_report_reads_as_before(explore_run, plain_run):
     assert "<noscript>" in html and "needs JavaScript" in html
 
 
+def test_show_frames_a_real_runs_report(explore_run, monkeypatch):
+    from cnnlens import load_run
+
+    monkeypatch.chdir(explore_run.parent)
+    html = load_run(explore_run).show()._repr_html_()
+    assert f'<iframe src="{explore_run.name}/report/index.html"' in html
+    assert (explore_run / "report" / "index.html").resolve().as_uri() in html
+
+
 def test_missing_explore_record_names_the_command(plain_run):
     html = (plain_run / "report" / "index.html").read_text()
     assert f"<code>explore/explore.json</code>; <code>cnnlens explore {plain_run}</code> makes it" in html
