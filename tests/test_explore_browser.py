@@ -32,10 +32,11 @@ METHODS = ("saliency", "gradcam", "gradient_x_input")
 
 
 def build_explore_maps_for_test(run_dir: Path, methods=METHODS, correct_per_class: int = 2,
-                                classes: list[str] | None = None) -> None:
+                                classes: list[str] | None = None, also: tuple[int, ...] = ()) -> None:
     """A stand-in for the explore stage: every misclassified test image plus ``correct_per_class``
-    correct ones per class, each explained for its true class, its predicted class and its top 3
-    classes; saved as ``RUN/explore/`` (``classes``: rename the classes in the record)."""
+    correct ones per class (and the dataset indices ``also``), each explained for its true class, its
+    predicted class and its top 3 classes; saved as ``RUN/explore/`` (``classes``: rename the classes
+    in the record)."""
     from cnnlens import load_run
     from cnnlens.explain.batch import explain_images
     from cnnlens.rundir import ExploreMaps, Predictions, quantize
@@ -50,6 +51,8 @@ def build_explore_maps_for_test(run_dir: Path, methods=METHODS, correct_per_clas
         elif per_class.get(lb, 0) < correct_per_class:
             per_class[lb] = per_class.get(lb, 0) + 1
             chosen.append((i, "correct"))
+        elif p.indices[i] in also:
+            chosen.append((i, "explained"))
     images, entries = [], []
     for slot, (i, why) in enumerate(chosen):
         probs = p.probs[i]
@@ -89,9 +92,25 @@ def explore_run(demo_run, tmp_path_factory):
     src, _ = demo_run
     run = tmp_path_factory.mktemp("explore") / "run"
     shutil.copytree(src, run)
-    build_explore_maps_for_test(run)
+    lime = json.loads((run / "explain" / "lime" / "lime.json").read_text())
+    build_explore_maps_for_test(run, also=tuple(lime["indices"]))
+    plant_per_image_trust(run)
     cli("report", str(run))
     return run
+
+
+def plant_per_image_trust(run: Path) -> None:
+    """Hand-set per-image trust numbers (the optional ``TrustScores.per_image`` that the trust stage
+    will write) for the first two explored images, in the run's trust/scores.json."""
+    rec = json.loads((run / "explore" / "explore.json").read_text())
+    a, b = rec["images"][0]["index"], rec["images"][1]["index"]
+    p = run / "trust" / "scores.json"
+    scores = json.loads(p.read_text())
+    scores["per_image"] = {"split": "test", "indices": [a, b], "methods": {"gradcam": {
+        "scores": {"deletion_auc": [0.25, float("nan")], "insertion_auc": [0.75, 0.5]},
+        "curves": {"deletion": [[1.0, 0.5, 0.25, 0.0], [0.9, 0.9, 0.1, 0.0]],
+                   "insertion": [[0.0, 0.5, 0.75, 1.0], [0.1, 0.2, 0.3, 0.4]]}}}}
+    p.write_text(json.dumps(scores))
 
 
 @pytest.fixture(scope="module")
@@ -375,6 +394,41 @@ def test_without_javascript_the_report_reads_as_before(explore_run, plain_run):
     assert all(i["complete"] and i["naturalWidth"] > 0 for i in info["images"])
     html = (explore_run / "report" / "index.html").read_text()
     assert "<noscript>" in html and "needs JavaScript" in html
+
+
+def test_trust_numbers_curves_and_lime_weight_on_hover(explore_run):
+    rec = json.loads((explore_run / "explore" / "explore.json").read_text())
+    a, b, c = (im["index"] for im in rec["images"][:3])
+    lime = json.loads((explore_run / "explain" / "lime" / "lime.json").read_text())
+    seg = np.load(explore_run / "explain" / "lime" / "segments.npy", allow_pickle=False)
+    with Browser() as br:
+        tab = br.open(_url(explore_run, f"#image={a}&method=gradcam"))
+        _ready(tab)
+        cells = tab.evaluate("Array.from(document.querySelectorAll('#ex-trust td')).map(e => e.textContent)")
+        assert cells == ["deletion_auc", "0.250", "insertion_auc", "0.750"]
+        pts = tab.evaluate("Array.from(document.querySelectorAll('#ex-trust svg .ex-line'))"
+                           ".map(e => e.getAttribute('points').split(' ').length)")
+        assert pts == [4, 4]  # one point per step of the deletion and the insertion curve
+        _set(tab, "#ex-method", "saliency")  # no numbers for this method
+        assert "Not computed for this image" in tab.evaluate("document.getElementById('ex-trust').textContent")
+        tab = br.open(_url(explore_run, f"#image={b}&method=gradcam"))
+        _ready(tab)
+        cells = tab.evaluate("Array.from(document.querySelectorAll('#ex-trust td')).map(e => e.textContent)")
+        assert cells == ["deletion_auc", "not computed", "insertion_auc", "0.500"]  # NaN: not computed
+        tab = br.open(_url(explore_run, f"#image={c}&method=gradcam"))
+        _ready(tab)
+        assert "Not computed for this image" in tab.evaluate("document.getElementById('ex-trust').textContent")
+        # LIME: the weight of the superpixel under the mouse
+        n = next(k for k, i in enumerate(lime["indices"]) if str(i) in {str(im["index"]) for im in rec["images"]})
+        tab = br.open(_url(explore_run, f"#image={lime['indices'][n]}&method=gradcam"))
+        _ready(tab)
+        h, w = seg.shape[1:]
+        for y, x in ((1, 1), (h // 2, w // 2), (h - 2, w - 3)):
+            tab.hover("#ex-main", (x + 0.5) / w, (y + 0.5) / h)
+            s = int(seg[n, y, x])
+            want = f"LIME superpixel {s}: weight {lime['weights'][n][s]:.3f} for class "
+            assert tab.evaluate("document.getElementById('ex-lime').textContent").startswith(want), (y, x)
+        assert tab.console_errors == []
 
 
 def test_show_frames_a_real_runs_report(explore_run, monkeypatch):

@@ -287,6 +287,18 @@ class Page:
             self.browser.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1],
                                                            "button": "left", "clickCount": 1}, self.session)
 
+    def hover(self, selector: str, fx: float = 0.5, fy: float = 0.5) -> None:
+        """Move the mouse over the first element matching ``selector``, at the fractions ``fx``, ``fy``
+        of its width and height."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            f" return [r.left + {float(fx)} * r.width, r.top + {float(fy)} * r.height]; }})()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        self.browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0], "y": box[1]},
+                          self.session)
+
     _KEYS = {"ArrowLeft": 37, "ArrowUp": 38, "ArrowRight": 39, "ArrowDown": 40, "Enter": 13, "Escape": 27}
 
     def press(self, key: str) -> None:
