@@ -259,12 +259,13 @@ def test_method_switch_draws_the_stored_map(explore_run):
         _set(tab, "#ex-mode", "signed")
         _set(tab, "#ex-cmap", "cividis")
         tab.wait_for("location.hash.includes('cmap=cividis')")
-        _check_drawn(tab, "#ex-main", _expected(explore_run, "gradient_x_input", e_pred, None, True, "cividis"))
+        gxi = "gradient_x_input"
+        _check_drawn(tab, "#ex-main", _expected(explore_run, gxi, e_pred, None, True, "cividis"))
         _set(tab, "#ex-vs", str(im["true"]))
         tab.wait_for("!!document.getElementById('ex-main-b')")
         sc = rec["methods"]["gradient_x_input"]["scale"]
         shared = max(sc[e_pred], sc[e_true])
-        _check_drawn(tab, "#ex-main", _expected(explore_run, "gradient_x_input", e_pred, shared, True, "cividis"))
+        _check_drawn(tab, "#ex-main", _expected(explore_run, gxi, e_pred, shared, True, "cividis"))
         _check_drawn(tab, "#ex-main-b", _expected(explore_run, "gradient_x_input", e_true, shared, True,
                                                   "cividis"))
         assert tab.console_errors == []
@@ -287,7 +288,8 @@ def test_hash_round_trip_back_button_and_arrow_keys(explore_run):
         # a control writes the hash (round trip), and the new hash reproduces the view in a new tab
         tab.click('.ex-thumb[data-method="saliency"]')
         _wait_hash(tab, method="saliency")
-        assert _hash(tab) == {"image": str(k), "method": "saliency", "target": str(im["true"]), "view": "detail"}
+        assert _hash(tab) == {"image": str(k), "method": "saliency", "target": str(im["true"]),
+                              "view": "detail"}
         tab2 = b.open(_url(explore_run, tab.evaluate("location.hash")))
         _ready(tab2)
         assert tab2.canvas_pixels("#ex-main") == tab.canvas_pixels("#ex-main")
@@ -352,7 +354,8 @@ def test_clean_page_self_contained_and_fast(explore_run):
             loads.append(tab.evaluate("window.CNNLENS_EXPLORE_TIMES.interactive"))
     size = sum(f.stat().st_size for f in report.rglob("*") if f.is_file())
     measured = {"interactive_ms": loads, "switch_ms": renders[1:],
-                "report_bytes": size, "explore_bytes": sum(f.stat().st_size for f in (report / "explore").iterdir())}
+                "report_bytes": size,
+                "explore_bytes": sum(f.stat().st_size for f in (report / "explore").iterdir())}
     out = ARTIFACTS / "test-report" / "explore_timing.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(measured, indent=1))
@@ -402,6 +405,10 @@ def test_without_javascript_the_report_reads_as_before(explore_run, plain_run):
     assert "<noscript>" in html and "needs JavaScript" in html
 
 
+TRUST_TEXT = "document.getElementById('ex-trust').textContent"
+TRUST_CELLS = "Array.from(document.querySelectorAll('#ex-trust td')).map(e => e.textContent)"
+
+
 def test_trust_numbers_curves_and_lime_weight_on_hover(explore_run):
     rec = json.loads((explore_run / "explore" / "explore.json").read_text())
     a, b, c = (im["index"] for im in rec["images"][:3])
@@ -410,22 +417,23 @@ def test_trust_numbers_curves_and_lime_weight_on_hover(explore_run):
     with Browser() as br:
         tab = br.open(_url(explore_run, f"#image={a}&method=gradcam"))
         _ready(tab)
-        cells = tab.evaluate("Array.from(document.querySelectorAll('#ex-trust td')).map(e => e.textContent)")
+        cells = tab.evaluate(TRUST_CELLS)
         assert cells == ["deletion_auc", "0.250", "insertion_auc", "0.750"]
         pts = tab.evaluate("Array.from(document.querySelectorAll('#ex-trust svg .ex-line'))"
                            ".map(e => e.getAttribute('points').split(' ').length)")
         assert pts == [4, 4]  # one point per step of the deletion and the insertion curve
         _set(tab, "#ex-method", "saliency")  # no numbers for this method
-        assert "Not computed for this image" in tab.evaluate("document.getElementById('ex-trust').textContent")
+        assert "Not computed for this image" in tab.evaluate(TRUST_TEXT)
         tab = br.open(_url(explore_run, f"#image={b}&method=gradcam"))
         _ready(tab)
-        cells = tab.evaluate("Array.from(document.querySelectorAll('#ex-trust td')).map(e => e.textContent)")
+        cells = tab.evaluate(TRUST_CELLS)
         assert cells == ["deletion_auc", "not computed", "insertion_auc", "0.500"]  # NaN: not computed
         tab = br.open(_url(explore_run, f"#image={c}&method=gradcam"))
         _ready(tab)
-        assert "Not computed for this image" in tab.evaluate("document.getElementById('ex-trust').textContent")
+        assert "Not computed for this image" in tab.evaluate(TRUST_TEXT)
         # LIME: the weight of the superpixel under the mouse
-        n = next(k for k, i in enumerate(lime["indices"]) if str(i) in {str(im["index"]) for im in rec["images"]})
+        explored = {im["index"] for im in rec["images"]}
+        n = next(k for k, i in enumerate(lime["indices"]) if i in explored)
         tab = br.open(_url(explore_run, f"#image={lime['indices'][n]}&method=gradcam"))
         _ready(tab)
         h, w = seg.shape[1:]

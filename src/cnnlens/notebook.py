@@ -36,16 +36,18 @@ class ReportFrame:
 
     def _repr_html_(self) -> str:
         src, uri = html.escape(self.src, quote=True), html.escape(self.uri, quote=True)
-        return (f'<iframe src="{src}" width="{html.escape(str(self.width), quote=True)}" '
-                f'height="{int(self.height)}" style="border: 1px solid #ddd"></iframe>'
-                f'<p style="font-size: .8em">cnnlens report: <a href="{src}" target="_blank">{html.escape(self.src)}</a> '
-                f'(or open <code>{html.escape(self.uri)}</code> in a browser)</p>')
+        width = html.escape(str(self.width), quote=True)
+        return (f'<iframe src="{src}" width="{width}" height="{int(self.height)}" '
+                'style="border: 1px solid #ddd"></iframe>'
+                f'<p style="font-size: .8em">cnnlens report: <a href="{src}" target="_blank">{src}</a> '
+                f'(or open <code>{uri}</code> in a browser)</p>')
 
     def __repr__(self) -> str:
         return f"ReportFrame({str(self.page)!r})"
 
 
-def report_frame(run_dir: str | os.PathLike[str], width: str | int = "100%", height: int = 800) -> ReportFrame:
+def report_frame(run_dir: str | os.PathLike[str], width: str | int = "100%", height: int = 800
+                 ) -> ReportFrame:
     """The frame of ``run_dir``'s report; a run without one is a :class:`CnnlensError` naming the command."""
     page = Path(run_dir) / "report" / "index.html"
     if not page.is_file():

@@ -314,7 +314,8 @@ class Page:
         got = self.evaluate(
             f"(() => {{ const c = document.querySelector({json.dumps(selector)}); if (!c) return null;"
             " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let s = '';"
-            " for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));"
+            " for (let i = 0; i < d.length; i += 8192)"
+            " s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));"
             " return [c.width, c.height, btoa(s)]; })()")
         if got is None:
             raise BrowserError(f"no canvas matches {selector!r}")

@@ -79,7 +79,8 @@ class Run:
 
     def show(self, width: str | int = "100%", height: int = 800) -> Any:
         """The run's report (``RUN/report/index.html``) inline in Jupyter, as an iframe of the file
-        (:class:`cnnlens.notebook.ReportFrame`); no report yet is a CnnlensError naming ``cnnlens report RUN``."""
+        (:class:`cnnlens.notebook.ReportFrame`); no report yet is a CnnlensError naming
+        ``cnnlens report RUN``."""
         from ..notebook import report_frame
 
         return report_frame(self.path, width, height)
