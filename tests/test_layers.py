@@ -25,7 +25,7 @@ PKG = SRC / "cnnlens"
 # itself (``cnnlens``, its __init__) covers only itself, so a new top-level module must be placed.
 LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["cnnlens.io", "cnnlens.errors", "cnnlens.registry", "cnnlens.config", "cnnlens.fill",
-              "cnnlens.runlock", "cnnlens.device"]),
+              "cnnlens.runlock", "cnnlens.device", "cnnlens.notebook"]),
     ("data, models, nn helpers", ["cnnlens.data", "cnnlens.models", "cnnlens.nn"]),
     ("compute", ["cnnlens.train", "cnnlens.evaluate", "cnnlens.explain", "cnnlens.featureviz",
                  "cnnlens.metrics"]),

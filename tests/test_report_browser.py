@@ -33,8 +33,10 @@ def test_demo_report_in_chromium(demo_run):
         errors = tab.console_errors
         urls = tab.requested_urls
     print(f"\nscreenshot of the demo report: {shot}")  # noqa: T201  (where the artifact is)
-    assert info["sections"] == EXPECTED
-    for key in EXPECTED:  # each section has its heading and opens with findings
+    # the Explore section is there when the run has explore/explore.json (issue #21)
+    explore = ["explore"] if (out / "explore" / "explore.json").exists() else []
+    assert info["sections"] == EXPECTED[:-1] + explore + EXPECTED[-1:]
+    for key in EXPECTED + explore:  # each section has its heading and opens with findings
         assert re.search(rf'<section id="{key}">\s*<h2>[^<]+</h2>\s*<div class="findings">', html), key
     # every image loads: as many as the page names, each decoded with a real size
     assert len(info["images"]) == len(re.findall(r"<img ", html)) >= 15
@@ -42,8 +44,10 @@ def test_demo_report_in_chromium(demo_run):
     assert bad == []
     assert errors == []
     # self-contained: the page asked only for files beside it, nothing from a network
-    assert urls and all(u.startswith("file://") for u in urls)
-    assert {u.rsplit("/", 1)[1] for u in urls[1:]} == {i["src"] for i in info["images"]}
+    assert urls and all(u.startswith(("file://", "data:")) for u in urls)  # data: the explorer's atlases
+    files = {u.rsplit("/report/", 1)[1] for u in urls[1:] if u.startswith("file://")}
+    assert files == {i["src"] for i in info["images"] if not i["src"].startswith("data:")} | (
+        {"explore/data.js", "explore/explore.js", "explore/explore.css"} if explore else set())
     # the screenshot is a PNG as tall as the page
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

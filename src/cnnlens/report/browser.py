@@ -199,8 +199,9 @@ class Browser:
         return json.loads(raw)
 
     # -- pages ---------------------------------------------------------------------------------
-    def open(self, url: str, width: int = 1200, height: int = 900) -> Page:
-        """A new tab at ``url`` (``file://`` paths are fine), after its load event."""
+    def open(self, url: str, width: int = 1200, height: int = 900, *, javascript: bool = True) -> Page:
+        """A new tab at ``url`` (``file://`` paths are fine), after its load event (``javascript=False``:
+        with scripts disabled, as a reader who turned JavaScript off)."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session)
@@ -211,6 +212,8 @@ class Browser:
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
             session,
         )
+        if not javascript:
+            self.send("Emulation.setScriptExecutionDisabled", {"value": True}, session)
         self.send("Page.navigate", {"url": url}, session)
         self.wait_event("Page.loadEventFired", session)
         return page
@@ -259,6 +262,73 @@ class Page:
             raise BrowserError(f"script failed: {r['exceptionDetails'].get('text')}")
         return r["result"].get("value")
 
+    def wait_for(self, expression: str, timeout_s: float = 20.0) -> Any:
+        """Poll ``expression`` in the page until it is truthy; its value (a :class:`BrowserError` after
+        ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            v = self.evaluate(expression)
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{expression!r} stayed false for {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed + released) at the centre of the first element matching
+        ``selector``, scrolled into view first."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.browser.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1],
+                                                           "button": "left", "clickCount": 1}, self.session)
+
+    def hover(self, selector: str, fx: float = 0.5, fy: float = 0.5) -> None:
+        """Move the mouse over the first element matching ``selector``, at the fractions ``fx``, ``fy``
+        of its width and height."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            f" return [r.left + {float(fx)} * r.width, r.top + {float(fy)} * r.height]; }})()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        self.browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0], "y": box[1]},
+                          self.session)
+
+    _KEYS = {"ArrowLeft": 37, "ArrowUp": 38, "ArrowRight": 39, "ArrowDown": 40, "Enter": 13, "Escape": 27}
+
+    def press(self, key: str) -> None:
+        """Press and release a key (``ArrowLeft``, ``ArrowRight``, ...) as the keyboard would."""
+        code = self._KEYS.get(key, 0)
+        for kind in ("rawKeyDown", "keyUp"):
+            self.browser.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
+                                                         "windowsVirtualKeyCode": code,
+                                                         "nativeVirtualKeyCode": code}, self.session)
+
+    def canvas_pixels(self, selector: str) -> tuple[int, int, bytes]:
+        """``(width, height, RGBA bytes)`` of the canvas matching ``selector``, as drawn."""
+        got = self.evaluate(
+            f"(() => {{ const c = document.querySelector({json.dumps(selector)}); if (!c) return null;"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let s = '';"
+            " for (let i = 0; i < d.length; i += 8192)"
+            " s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));"
+            " return [c.width, c.height, btoa(s)]; })()")
+        if got is None:
+            raise BrowserError(f"no canvas matches {selector!r}")
+        return int(got[0]), int(got[1]), base64.b64decode(got[2])
+
+    def back(self) -> None:
+        """The browser's Back button (the previous entry of this tab's history)."""
+        h = self.browser.send("Page.getNavigationHistory", session=self.session)
+        if h["currentIndex"] < 1:
+            raise BrowserError("no earlier page in this tab's history")
+        entry = h["entries"][h["currentIndex"] - 1]["id"]
+        self.browser.send("Page.navigateToHistoryEntry", {"entryId": entry}, self.session)
+
     def inspect(self) -> dict[str, Any]:
         """``{title, sections: [id], images: [{src, complete, naturalWidth, naturalHeight}], width,
         height}``."""
@@ -292,10 +362,20 @@ class Page:
             if e["method"] == "Network.requestWillBeSent"
         ]
 
-    def screenshot(self, path: str | os.PathLike[str], full_page: bool = True) -> Path:
-        """PNG of the page (the whole scrollable page by default)."""
+    def screenshot(self, path: str | os.PathLike[str], full_page: bool = True, selector: str | None = None
+                   ) -> Path:
+        """PNG of the page (the whole scrollable page by default; ``selector``: just that element)."""
         params: dict[str, Any] = {"format": "png"}
-        if full_page:
+        if selector is not None:
+            r = self.evaluate(
+                f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+                " const r = e.getBoundingClientRect();"
+                " return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })()")
+            if r is None:
+                raise BrowserError(f"no element matches {selector!r}")
+            params.update(captureBeyondViewport=True,
+                          clip={"x": r[0], "y": r[1], "width": r[2], "height": r[3], "scale": 1})
+        elif full_page:
             m = self.browser.send("Page.getLayoutMetrics", session=self.session)
             size = m.get("cssContentSize") or m["contentSize"]
             params.update(

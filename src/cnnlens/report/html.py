@@ -46,6 +46,7 @@ SECTIONS = (
     ("looks", "Where it looks"),
     ("trust", "Which map to believe"),
     ("filters", "What the filters learned"),
+    ("explore", "Explore"),
     ("timings", "How long each stage took"),
 )
 
@@ -111,6 +112,9 @@ def build_report(run_dir: str | os.PathLike[str], split: str | None = None, *,
     ctx["trust"] = _trust(r, out)
     ctx["filters"] = _filters(r, out)
     ctx["timings"] = _timings(r)
+    from .explore import explore_section  # issue #21: report/explore/ (data.js, explore.js, explore.css)
+
+    ctx["explore"] = explore_section(r, out)
     ctx["present"] = [(k, t) for k, t in SECTIONS if ctx.get(k)]
     ctx["missing"] = r.missing
     Findings({k: ctx[k].get("findings", []) for k, _ in SECTIONS if ctx.get(k)}).save(run)

@@ -74,6 +74,14 @@ class Run:
                              "training. Restore it, or train a new run on it")
         return run_view(ds, self)
 
+    def show(self, width: str | int = "100%", height: int = 800) -> Any:
+        """The run's report (``RUN/report/index.html``) inline in Jupyter, as an iframe of the file
+        (:class:`cnnlens.notebook.ReportFrame`); no report yet is a CnnlensError naming
+        ``cnnlens report RUN``."""
+        from ..notebook import report_frame
+
+        return report_frame(self.path, width, height)
+
 
 def run_view(ds: ImageDataset, run: Run) -> ImageDataset:
     """``ds`` as the run's model sees it: its classes (``model.json`` ``dataset_classes`` -> ``classes``)
