@@ -42,10 +42,12 @@ def reduce_channels(a: torch.Tensor, how: str) -> torch.Tensor:
     return REDUCTIONS[how](a)
 
 
-def row_budget(x: torch.Tensor, batch_size: int | None) -> int:
-    """Rows per forward pass for methods that evaluate many copies of the input."""
+def row_budget(x: torch.Tensor, batch_size: int | None, model: torch.nn.Module | None = None) -> int:
+    """Rows per forward pass for methods that evaluate many copies of the input: ``batch_size``, or
+    the chunk's images and at least :func:`~cnnlens.explain.core.pass_rows` (sized by ``model``'s
+    weight too, when given; call it inside the model guard)."""
     if batch_size is None:
-        return max(x.shape[0], pass_rows(x))
+        return max(x.shape[0], pass_rows(x, model=model))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CnnlensError(f"batch_size must be a positive int (rows per forward pass); got {batch_size!r}")
     return batch_size
@@ -130,7 +132,7 @@ class GradientMethod(Explainer):
         self._check_opts(opts)
         how = reduce or self.default_reduce
         reduce_channels(ctx.x[:1, :, :1, :1], how)  # validate early
-        rows = row_budget(ctx.x, batch_size)
+        rows = row_budget(ctx.x, batch_size, ctx.model)
         if nt_samples:
             a = self.noise_tunnel(ctx, rows, nt_samples, nt_stdev, nt_type, seed, **opts)
             extra: dict[str, Any] = {"nt_samples": nt_samples, "nt_stdev": nt_stdev, "nt_type": nt_type}
