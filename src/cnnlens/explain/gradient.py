@@ -338,10 +338,16 @@ class IntegratedGradients(GradientMethod):
     def channel_attr(self, ctx, x, t, rows, baseline=Fill.DATASET_MEAN, steps=64,  # type: ignore[override]
                      quadrature="gausslegendre", blur_sigma=None, mean=None, std=None):
         clean = t is None
-        if clean:
-            t = ctx.targets
         alphas, weights = quadrature_rule(quadrature, steps)
         base = make_baseline(x, baseline, blur_sigma, None if mean is None or std is None else (mean, std))
+        fb = None
+        if clean:
+            if ctx.logits is None:  # the clean and the baseline logits in one no-grad pass, not two
+                with torch.no_grad():
+                    both = ctx.forward(torch.cat([x, base.expand_as(x)]))
+                ctx.targets_from(both[:x.shape[0]])
+                fb = both[x.shape[0]:]
+            t = ctx.targets
         diff = x - base
         b = x.shape[0]
         total = torch.zeros_like(x)
@@ -357,8 +363,10 @@ class IntegratedGradients(GradientMethod):
         attr = total * diff
         if not clean:
             return attr, {}
-        with torch.no_grad():
-            fb = ctx.forward(base).gather(1, t.view(-1, 1)).squeeze(1)
+        if fb is None:
+            with torch.no_grad():
+                fb = ctx.forward(base.expand_as(x))
+        fb = fb.gather(1, t.view(-1, 1)).squeeze(1)
         fx = ctx.logits.gather(1, t.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
         delta = fx - fb
         err = (attr.flatten(1).sum(1) - delta).abs()
