@@ -153,6 +153,9 @@ def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int, reshape: C
         ("integrated_gradients", "cnnlens", ours("integrated_gradients", steps=ig_steps)),
         ("integrated_gradients", "captum", lambda x, t: ca.IntegratedGradients(model).attribute(
             x, baselines=0.0, target=t, n_steps=ig_steps)),
+        # cnnlens always reports IG's completeness gap (extras['delta']); Captum's same output
+        ("integrated_gradients", "captum + convergence delta", lambda x, t: ca.IntegratedGradients(model).attribute(
+            x, baselines=0.0, target=t, n_steps=ig_steps, return_convergence_delta=True)),
         ("guided_backprop", "cnnlens", ours("guided_backprop")),
         ("guided_backprop", "captum", lambda x, t: ca.GuidedBackprop(model).attribute(x, target=t)),
         ("deconvnet", "cnnlens", ours("deconvnet")),

@@ -65,13 +65,14 @@ def test_weight_reuse_is_multiply_adds_over_weights_by_hand():
     assert weight_reuse(pn, torch.zeros(1, 3, 64, 64)) == pytest.approx(macs / (16 * 768 + 256 + 64))
 
 
-def test_weight_rows_is_the_nearest_power_of_two_to_512_uses():
-    # 512 / 12 = 42.7 -> 32 (log2 5.4); 512 / 10 = 51.2 -> 64 (log2 5.7); 512 / 5 = 102 -> capped at 64
-    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 12)) == 32
-    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 10)) == 64
+def test_weight_rows_is_the_largest_power_of_two_within_1024_uses():
+    # 1024 / 20 = 51.2 -> 32; 1024 / 40 = 25.6 -> 16; 1024 / 16 = 64 -> 64; 1024 / 5 = 205 -> capped at 64
+    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 20)) == 32
+    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 40)) == 16
+    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 16)) == 64
     assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 5)) == 64
-    # 512 / 256 = 2; a weight used more often than 512 times per image: 1 row
-    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 256)) == 2
+    # 1024 / 256 = 4; a weight used more than 1024 times per image: 1 row
+    assert weight_rows(Tokens(8).eval(), torch.zeros(1, 8, 1, 256)) == 4
     assert weight_rows(WideConv().eval(), torch.zeros(1, 3, 64, 64)) == 1
 
 
@@ -84,15 +85,15 @@ def test_a_model_whose_forward_fails_gets_no_weight_rule():
 
 def test_pass_rows_on_the_cpu_is_the_wider_of_the_input_and_the_weight_rule():
     x = torch.zeros(4, 3, 64, 64)  # 12288 values an image: 8 rows by the input rule (2^17 values)
-    for model, expected in ((PatchNet(), 32), (WideConv(), 8)):
+    for model, expected in ((PatchNet(), 64), (WideConv(), 8)):
         with model_guard(model):
             assert pass_rows(x) == 8
             assert pass_rows(x, model=model) == expected
 
 
 @pytest.mark.parametrize("method, options", [
-    ("integrated_gradients", {"steps": 16}),
-    ("smoothgrad", {"n_samples": 12}),
+    ("integrated_gradients", {"steps": 32}),
+    ("smoothgrad", {"n_samples": 24}),
     ("scorecam", {}),
 ])
 def test_the_wider_passes_give_the_same_maps_and_leave_the_model_untouched(method, options):
@@ -107,7 +108,7 @@ def test_the_wider_passes_give_the_same_maps_and_leave_the_model_untouched(metho
     # one chunk of 4 images (Score-CAM's own chunking would take one image, 16 masked rows, at a time)
     wide = cnnlens.explain(model, x, method, target=[0, 1, 2, 3], layer=layer, chunk_size=4, **options)
     assert_untouched(model, snap_hooked)
-    assert max(rows) == 32  # the weight rule's rows (the input rule alone: 8)
+    assert max(rows) == 64  # the weight rule's rows (1024 / 15.9 uses -> 64; the input rule alone: 8)
     rows.clear()
     narrow = cnnlens.explain(model, x, method, target=[0, 1, 2, 3], layer=layer, chunk_size=4, batch_size=8,
                              **options)

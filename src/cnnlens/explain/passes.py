@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-#: on the CPU, a pass should use each weight about this many times (rows x the weight's uses per
-#: image): below it the pass streams the weights from memory for little arithmetic. vit_tiny,
-#: swin_tiny, convnext_atto and resnet18 at 64x64 use a weight 13-17 times per image and ran
-#: fastest per image at 16-64 rows, small CNNs (48-640 uses) at 8-32 (docs/benchmarks.md "explain")
-CPU_WEIGHT_USES = 512
+#: on the CPU, a pass should use each weight between half this and this many times (rows x the
+#: weight's uses per image): below it the pass streams the weights from memory for little arithmetic.
+#: vit_tiny, swin_tiny, convnext_atto and resnet18 at 64x64 use a weight 13-17 times per image and ran
+#: fastest per image at 32-128 rows; vgg at 3x128x128 (32 uses) at 16 (of 8, 16, 32); the small CNNs
+#: (49-640 uses) at 8-32 (docs/benchmarks.md "explain")
+CPU_WEIGHT_USES = 1024
 
 _REUSE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], float | None]] = weakref.WeakKeyDictionary()
 
@@ -63,10 +64,11 @@ def weight_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
 
 
 def weight_rows(model: nn.Module, x: torch.Tensor) -> int:
-    """Rows per CPU pass by the model's weight: the power of two nearest ``CPU_WEIGHT_USES /``
-    :func:`weight_reuse` (32 for vit_tiny, swin_tiny, convnext_atto and resnet18 at 64x64), at most
-    64; 1 when the reuse is unknown."""
+    """Rows per CPU pass by the model's weight: the largest power of two ``r`` with
+    ``r *`` :func:`weight_reuse` ``<= CPU_WEIGHT_USES``, clamped to 1..64 (64 for swin_tiny,
+    convnext_atto and resnet18 at 64x64, 32 for vit_tiny, 16 for vgg at 3x128x128); 1 when the reuse
+    is unknown."""
     reuse = weight_reuse(model, x)
     if not reuse:
         return 1
-    return int(min(64, 2 ** max(0, round(math.log2(max(CPU_WEIGHT_USES / reuse, 1.0))))))
+    return int(min(64, 2 ** max(0, math.floor(math.log2(max(CPU_WEIGHT_USES / reuse, 1.0))))))
