@@ -132,7 +132,9 @@ class GradientMethod(Explainer):
         self._check_opts(opts)
         how = reduce or self.default_reduce
         reduce_channels(ctx.x[:1, :, :1, :1], how)  # validate early
-        rows = row_budget(ctx.x, batch_size, ctx.model)
+        # the weight rule (one probe forward per model) only where a call runs many rows per image
+        many = bool(nt_samples) or self.passes_per_image(**opts) > 1
+        rows = row_budget(ctx.x, batch_size, ctx.model if many else None)
         if nt_samples:
             a = self.noise_tunnel(ctx, rows, nt_samples, nt_stdev, nt_type, seed, **opts)
             extra: dict[str, Any] = {"nt_samples": nt_samples, "nt_stdev": nt_stdev, "nt_type": nt_type}
