@@ -154,8 +154,8 @@ def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int, reshape: C
         ("integrated_gradients", "captum", lambda x, t: ca.IntegratedGradients(model).attribute(
             x, baselines=0.0, target=t, n_steps=ig_steps)),
         # cnnlens always reports IG's completeness gap (extras['delta']); Captum's same output
-        ("integrated_gradients", "captum + convergence delta", lambda x, t: ca.IntegratedGradients(model).attribute(
-            x, baselines=0.0, target=t, n_steps=ig_steps, return_convergence_delta=True)),
+        ("integrated_gradients", "captum + convergence delta", lambda x, t: ca.IntegratedGradients(
+            model).attribute(x, baselines=0.0, target=t, n_steps=ig_steps, return_convergence_delta=True)),
         ("guided_backprop", "cnnlens", ours("guided_backprop")),
         ("guided_backprop", "captum", lambda x, t: ca.GuidedBackprop(model).attribute(x, target=t)),
         ("deconvnet", "cnnlens", ours("deconvnet")),
@@ -240,8 +240,8 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     floor = med[("forward+backward", "raw")]
     clock_name = next(k for k, v in CLOCKS.items() if v is clock)
-    print(f"\n### {label}, batch {batch} (scorecam: {score_batch}), {device}, median of {repeats} interleaved repeats, "
-          f"{clock_name} clock")
+    print(f"\n### {label}, batch {batch} (scorecam: {score_batch}), {device}, median of {repeats} "
+          f"interleaved repeats, {clock_name} clock")
     print(f"layer: {default_layer(model, x)[0]}"
           + (" (pytorch-grad-cam: with reshape_transform)" if reshape else ""))
     print(f"raw forward+backward: {floor:.3f} ms/image\n")
@@ -279,7 +279,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", default="", help="only these (comma-separated; 'many' = the explain_many trio)")
     ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
-                    help="wall time, or this process's CPU time (fairer on a shared, loaded CPU; 1 torch thread)")
+                    help="wall time, or this process's CPU time (fairer on a loaded, shared CPU; 1 thread)")
     a = ap.parse_args()
     global clock
     clock = CLOCKS[a.clock]

@@ -26,7 +26,8 @@ from torch import nn
 #: (49-640 uses) at 8-32 (docs/benchmarks.md "explain")
 CPU_WEIGHT_USES = 1024
 
-_REUSE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], float | None]] = weakref.WeakKeyDictionary()
+_REUSE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], float | None]] = (
+    weakref.WeakKeyDictionary())
 
 
 def weight_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
@@ -35,8 +36,8 @@ def weight_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
     weight is used at every output position, a linear weight once per token; a transformer on few
     tokens or a CNN at a coarse grid uses each weight few times. Measured with one no-grad forward on
     one image, the first time per model and image shape (remembered); ``None`` when that forward
-    fails or the model has no such layers. Call it inside :func:`~cnnlens.explain.core.model_guard`, with no hooks on the
-    model's layers."""
+    fails or the model has no such layers. Call it inside :func:`~cnnlens.explain.core.model_guard`,
+    with no hooks on the model's layers."""
     key = tuple(x.shape[1:])
     known = _REUSE.setdefault(model, {})
     if key in known:
@@ -45,8 +46,9 @@ def weight_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
     layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
     def count(mod: nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):  # out.numel() outputs, each a dot product of w[0].numel() terms
-            macs[0] += out.numel() * (mod.weight[0].numel() if isinstance(mod, nn.Conv2d) else mod.weight.shape[1])
+        if isinstance(out, torch.Tensor):  # out.numel() outputs, each a dot product of this many terms
+            terms = mod.weight[0].numel() if isinstance(mod, nn.Conv2d) else mod.weight.shape[1]
+            macs[0] += out.numel() * terms
 
     hooks = [m.register_forward_hook(count) for m in layers]
     try:
