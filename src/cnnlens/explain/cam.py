@@ -153,11 +153,6 @@ class EigenCAM(CAMMethod):
         return proj, {"projection": proj}
 
 
-#: Score-CAM's least rows per pass on a transformer layer (wider passes ran faster there; the
-#: measurement is in docs/benchmarks.md "explain")
-TOKEN_LAYER_ROWS = 32
-
-
 @register_method
 class ScoreCAM(CAMMethod):
     """Score-CAM (Wang et al. 2020), as pytorch-grad-cam computes it:
@@ -166,8 +161,8 @@ class ScoreCAM(CAMMethod):
     min-max normalized to a mask ``M_k = (U_k - min U_k) / (max U_k - min U_k + 1e-8)``; the score
     ``s_k = y_t(x * M_k)`` (logit); ``w = softmax_k(s)``; map ``ReLU(sum_k w_k A_k)``. No gradients.
     The ``B*K`` masked images run in batches of ``batch_size`` rows (memory bound); by default as
-    many as the other methods use, and at least :data:`TOKEN_LAYER_ROWS` on a transformer layer (token
-    or channels-last output): its images carry few activations, and wider passes ran faster.
+    many as the other methods use (:func:`~cnnlens.explain.gradient.row_budget`: on the CPU sized by
+    the input and by the model's weight, so a transformer or a weight-heavy CNN gets wide passes).
 
     ``max_channels=N`` (default: all): on a layer with more than ``N`` channels (a ViT-B block has
     768), only the ``N`` channels whose activation varies most over the grid (per image) are scored,
@@ -200,9 +195,7 @@ class ScoreCAM(CAMMethod):
             chosen = full.flatten(2).var(2).topk(max_channels, dim=1).indices.sort(1).values  # [B, N]
             act = full.gather(1, chosen[:, :, None, None].expand(-1, -1, *full.shape[2:]))
         k = act.shape[1]
-        rows = row_budget(x, batch_size)
-        if batch_size is None and ctx.view is not None and ctx.view.kind != "nchw":
-            rows = max(rows, TOKEN_LAYER_ROWS)
+        rows = row_budget(x, batch_size, ctx.model)
         flat = act.reshape(b * k, 1, *act.shape[2:])
         img = torch.arange(b, device=x.device).repeat_interleave(k)
         scores = torch.empty(b * k, device=x.device, dtype=x.dtype)

@@ -22,6 +22,7 @@ from ..nn import check_input, forward_logits, model_device, model_guard, resolve
 from ..registry import Registry
 from ..errors import CnnlensError, CnnlensTypeError
 from .checks import check_model_device, check_target
+from .passes import weight_rows
 
 TargetSpec = None | int | str | Sequence[int] | torch.Tensor
 
@@ -273,16 +274,20 @@ def pow2_rows(per_row: int, budget: int, lo: int, hi: int) -> int:
     return int(min(hi, max(lo, 1 << (n.bit_length() - 1))))
 
 
-def pass_rows(x: torch.Tensor, device: torch.device | str | None = None) -> int:
+def pass_rows(x: torch.Tensor, device: torch.device | str | None = None, model: nn.Module | None = None
+              ) -> int:
     """Rows (images) per forward(+backward) pass that the methods use when not told otherwise.
 
     On the CPU: the largest power of two whose input stays within :data:`CPU_PASS_ELEMENTS`,
-    clamped to 8..64. Elsewhere (GPU): up to 2^22 input elements, at most 256 rows.
+    clamped to 8..64; with ``model`` (call it inside :func:`model_guard`), at least
+    :func:`~cnnlens.explain.passes.weight_rows` (the pass size by the model's weight). Elsewhere (GPU): up to 2^22 input
+    elements, at most 256 rows.
     """
     dev = torch.device(device) if device is not None else x.device
     per_image = max(int(x[0].numel()), 1)
     if dev.type == "cpu":
-        return pow2_rows(per_image, CPU_PASS_ELEMENTS, 8, 64)
+        rows = pow2_rows(per_image, CPU_PASS_ELEMENTS, 8, 64)
+        return rows if model is None else max(rows, weight_rows(model, x))
     return int(max(1, min(256, (1 << 22) // per_image)))
 
 

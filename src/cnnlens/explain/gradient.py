@@ -42,10 +42,12 @@ def reduce_channels(a: torch.Tensor, how: str) -> torch.Tensor:
     return REDUCTIONS[how](a)
 
 
-def row_budget(x: torch.Tensor, batch_size: int | None) -> int:
-    """Rows per forward pass for methods that evaluate many copies of the input."""
+def row_budget(x: torch.Tensor, batch_size: int | None, model: torch.nn.Module | None = None) -> int:
+    """Rows per forward pass for methods that evaluate many copies of the input: ``batch_size``, or
+    the chunk's images and at least :func:`~cnnlens.explain.core.pass_rows` (sized by ``model``'s
+    weight too, when given; call it inside the model guard)."""
     if batch_size is None:
-        return max(x.shape[0], pass_rows(x))
+        return max(x.shape[0], pass_rows(x, model=model))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise CnnlensError(f"batch_size must be a positive int (rows per forward pass); got {batch_size!r}")
     return batch_size
@@ -130,7 +132,9 @@ class GradientMethod(Explainer):
         self._check_opts(opts)
         how = reduce or self.default_reduce
         reduce_channels(ctx.x[:1, :, :1, :1], how)  # validate early
-        rows = row_budget(ctx.x, batch_size)
+        # the weight rule (one probe forward per model) only where a call runs many rows per image
+        many = bool(nt_samples) or self.passes_per_image(**opts) > 1
+        rows = row_budget(ctx.x, batch_size, ctx.model if many else None)
         if nt_samples:
             a = self.noise_tunnel(ctx, rows, nt_samples, nt_stdev, nt_type, seed, **opts)
             extra: dict[str, Any] = {"nt_samples": nt_samples, "nt_stdev": nt_stdev, "nt_type": nt_type}
@@ -336,10 +340,16 @@ class IntegratedGradients(GradientMethod):
     def channel_attr(self, ctx, x, t, rows, baseline=Fill.DATASET_MEAN, steps=64,  # type: ignore[override]
                      quadrature="gausslegendre", blur_sigma=None, mean=None, std=None):
         clean = t is None
-        if clean:
-            t = ctx.targets
         alphas, weights = quadrature_rule(quadrature, steps)
         base = make_baseline(x, baseline, blur_sigma, None if mean is None or std is None else (mean, std))
+        fb = None
+        if clean:
+            if ctx.logits is None:  # the clean and the baseline logits in one no-grad pass, not two
+                with torch.no_grad():
+                    both = ctx.forward(torch.cat([x, base.expand_as(x)]))
+                ctx.targets_from(both[:x.shape[0]])
+                fb = both[x.shape[0]:]
+            t = ctx.targets
         diff = x - base
         b = x.shape[0]
         total = torch.zeros_like(x)
@@ -355,8 +365,10 @@ class IntegratedGradients(GradientMethod):
         attr = total * diff
         if not clean:
             return attr, {}
-        with torch.no_grad():
-            fb = ctx.forward(base).gather(1, t.view(-1, 1)).squeeze(1)
+        if fb is None:
+            with torch.no_grad():
+                fb = ctx.forward(base.expand_as(x))
+        fb = fb.gather(1, t.view(-1, 1)).squeeze(1)
         fx = ctx.logits.gather(1, t.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
         delta = fx - fb
         err = (attr.flatten(1).sum(1) - delta).abs()
