@@ -65,7 +65,7 @@ def _run_explore(args: argparse.Namespace) -> int:
     sel = rec.selection
     console.print(f"{sel['n_images']:,} {safe(rec.split)} images ({sel['n_wrong_shown']:,} of {sel['n_wrong']:,} "
                   f"misclassified, {sel['n_wrong_left_out']:,} left out by --explore-wrong), "
-                  f"{sel['n_entries']:,} (image, class) pairs x {len(rec.methods)} methods")
+                  f"{sel['n_entries']:,} (image, class) pairs x {len(rec.methods):d} methods")
     for note in rec.notes:
         console.print(f"[yellow]{safe(note)}[/yellow]")
     console.print(f"wrote {safe(Path(args.run) / 'explore' / 'explore.json')} ({rec.seconds:.1f} s)")
