@@ -89,6 +89,7 @@ def methods() -> list[str]:
 
 # ---- context passed to methods -------------------------------------------------------------------
 
+
 @dataclass
 class Context:
     model: nn.Module
@@ -117,12 +118,18 @@ class Context:
             _check_range(self.target, self.logits.shape[1])
         return self.target
 
+    def forward_clean(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` with no graph, for logits only (the clean input's, IG's baseline's). In the
+        passes' layout: the default layout, and ``inference_mode``, were measured no faster here
+        (docs/benchmarks.md, #20)."""
+        with torch.no_grad():
+            return self.forward(x)
+
     @property
     def targets(self) -> torch.Tensor:
         """Targets; runs a no-grad forward pass if none has been run yet."""
         if self.logits is None:
-            with torch.no_grad():
-                self.targets_from(self.forward(self.x))
+            self.targets_from(self.forward_clean(self.x))
         return self.targets_from(self.logits)  # type: ignore[arg-type]
 
     # hooks ------------------------------------------------------------------------------------
