@@ -17,8 +17,8 @@ from torch import nn
 from .errors import CnnlensError, CnnlensTypeError
 from .registry import did_you_mean
 
-__all__ = ["ModelState", "check_input", "forward_logits", "leaf_layers", "model_device", "model_guard", "model_state",
-           "resolve_layer"]
+__all__ = ["ModelState", "check_input", "forward_logits", "leaf_layers", "model_device", "model_guard",
+           "model_state", "resolve_layer"]
 
 
 def model_device(model: nn.Module) -> torch.device:
