@@ -2,7 +2,12 @@
 
 Same model, same batch, same targets, one process; every (method, implementation) is timed in
 interleaved repeats (a fresh random order each repeat); the median per-image time is reported with
-the ratio to the peer and to one raw forward+backward pass.
+the ratio to the peer and to one raw forward+backward pass. The targets are the model's predicted
+classes, computed once outside the timing and handed to every tool as class indices (cnnlens too:
+``target=t``, not ``"pred"``), so no row pays a forward to find the predicted class. cnnlens always
+returns ``probs`` (the softmax on the clean input) and, for IG, the completeness gap: the peer rows
+``captum + clean forward`` (SmoothGrad) and ``captum + convergence delta`` (IG) add what Captum needs
+for the same output; the plain ``captum`` rows compute the maps only.
 
     python benchmarks/explain.py [--repeats 5] [--batch 32] [--models compact,resnet] [--device cpu]
                                  [--methods saliency,gradcam,many,...] [--clock wall|cpu]
@@ -142,14 +147,23 @@ def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int, reshape: C
         a = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
         return ca.LayerAttribution.interpolate(a, tuple(x.shape[-2:]), interpolate_mode="bilinear")
 
+    def cap_nt(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x, target=t, nt_type="smoothgrad", nt_samples=nt, stdevs=0.15 * float(x.max() - x.min()))
+
+    def clean_probs(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x).softmax(1)
+
     out = [
         ("saliency", "cnnlens", ours("saliency")),
         ("saliency", "captum", lambda x, t: ca.Saliency(model).attribute(x, target=t, abs=True)),
         ("gradient_x_input", "cnnlens", ours("gradient_x_input")),
         ("gradient_x_input", "captum", lambda x, t: ca.InputXGradient(model).attribute(x, target=t)),
         ("smoothgrad", "cnnlens", ours("smoothgrad", n_samples=nt)),
-        ("smoothgrad", "captum", lambda x, t: ca.NoiseTunnel(ca.Saliency(model)).attribute(
-            x, target=t, nt_type="smoothgrad", nt_samples=nt, stdevs=0.15 * float(x.max() - x.min()))),
+        ("smoothgrad", "captum", lambda x, t: cap_nt(x, t)),
+        # cnnlens also returns probs (the softmax on the clean input): Captum's maps plus that forward
+        ("smoothgrad", "captum + clean forward", lambda x, t: (cap_nt(x, t), clean_probs(x))),
         ("integrated_gradients", "cnnlens", ours("integrated_gradients", steps=ig_steps)),
         ("integrated_gradients", "captum", lambda x, t: ca.IntegratedGradients(model).attribute(
             x, baselines=0.0, target=t, n_steps=ig_steps)),

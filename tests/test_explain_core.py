@@ -164,3 +164,50 @@ def test_layer_by_leaf_index_is_the_layer_by_name():
     n = len(names)
     with pytest.raises(ValueError, match=rf"layer index {n} is out of range: .* has {n} leaf"):
         cnnlens.explain(m, x, "gradcam", layer=len(names))
+
+
+class _Tied(nn.Module):
+    """A tied weight (one Parameter in two modules), a frozen bias, a buffer, one submodule in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight  # tied
+        self.b.bias.requires_grad_(False)
+        self.register_buffer("scale", torch.tensor(2.0))
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        h = self.conv(x).relu().mean((2, 3)) * self.scale
+        return self.b(self.drop(self.a(h)))
+
+
+@pytest.mark.parametrize("how", ["explain", "explain_many", "error"])
+def test_one_walk_guard_restores_tied_frozen_grads_and_modes(how):
+    from cnnlens.explain import explain_many
+    from cnnlens.nn import model_state
+
+    torch.manual_seed(0)
+    m = _Tied().train()
+    m.drop.eval()  # a caller's mixed modes
+    m(torch.randn(2, 1, 8, 8)).sum().backward()  # the caller's own .grad on every trainable parameter
+    grads = {n: p.grad for n, p in m.named_parameters()}
+    st = model_state(m)
+    # the tied weight counted once; the frozen bias not at all; devices from parameters and the buffer
+    assert len(st.params) == len([p for p in m.parameters() if p.requires_grad]) == 4
+    assert st.devices == {torch.device("cpu")}
+    assert set(st.training) == {mod for mod in m.modules() if mod.training} and m.drop not in st.training
+    x = torch.randn(3, 1, 8, 8)
+    if how == "explain":
+        cnnlens.explain(m, x, "smoothgrad", n_samples=2)
+    elif how == "explain_many":
+        explain_many(m, x, ["saliency", "gradient_x_input"])
+    else:
+        with pytest.raises(ValueError, match="out of range"):
+            cnnlens.explain(m, x, "integrated_gradients", target=7, steps=2)
+    assert [mod.training for mod in m.modules()] == [True, True, True, True, False]
+    assert [n for n, p in m.named_parameters() if not p.requires_grad] == ["b.bias"]
+    assert all(p.grad is grads[n] for n, p in m.named_parameters())  # the same tensors, not copies
+    assert m.b.bias.grad is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,7 +17,8 @@ from torch import nn
 from .errors import CnnlensError, CnnlensTypeError
 from .registry import did_you_mean
 
-__all__ = ["check_input", "forward_logits", "leaf_layers", "model_device", "model_guard", "resolve_layer"]
+__all__ = ["ModelState", "check_input", "forward_logits", "leaf_layers", "model_device", "model_guard",
+           "model_state", "resolve_layer"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -28,21 +30,56 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass
+class ModelState:
+    """What :func:`model_guard` changes and puts back, and where the model lives, from one walk of
+    its modules (:func:`model_state`): the modules in training mode, the parameters that require
+    grad (each once) and their ``.grad``, and the devices of all parameters and buffers."""
+
+    training: list[nn.Module]
+    params: list[nn.Parameter]
+    grads: list[torch.Tensor | None]
+    devices: set[torch.device]
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """One walk over ``model``'s modules collecting a :class:`ModelState` (what
+    :func:`model_guard` and :func:`cnnlens.explain.checks.check_model_device` need; one walk instead
+    of one per ``modules()``/``parameters()``/``buffers()`` scan)."""
+    training: list[nn.Module] = []
+    params: dict[int, nn.Parameter] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    for m in model.modules():
+        if m.training:
+            training.append(m)
+        for p in m._parameters.values():
+            if p is not None:
+                tensors[id(p)] = p
+                if p.requires_grad:
+                    params[id(p)] = p
+        for b in m._buffers.values():
+            if b is not None:
+                tensors[id(b)] = b
+    plist = list(params.values())
+    return ModelState(training=training, params=plist, grads=[p.grad for p in plist],
+                      devices={t.device for t in tensors.values()})
+
+
 @contextlib.contextmanager
-def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
+def model_guard(model: nn.Module, state: ModelState | None = None
+                ) -> Iterator[list[torch.utils.hooks.RemovableHandle]]:
     """Put ``model`` in eval mode with frozen parameters; restore everything on exit, also on error.
 
     Only what differs is changed and put back: the modules in training mode, the parameters that
     require grad, and their ``.grad`` (kept as they were). Yields a list; hook handles appended to
-    it are removed on exit.
+    it are removed on exit. ``state``: the model's :func:`model_state`, when the caller has just
+    taken it (saves a walk; it must be taken right before, with nothing changed in between).
     """
-    training = [m for m in model.modules() if m.training]
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad for p in params]
+    st = state if state is not None else model_state(model)
     handles: list[torch.utils.hooks.RemovableHandle] = []
-    for m in training:
+    for m in st.training:
         object.__setattr__(m, "training", False)  # what model.eval() does, without its walk per module
-    for p in params:
+    for p in st.params:
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
@@ -50,11 +87,12 @@ def model_guard(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHa
     finally:
         for h in handles:
             h.remove()
-        for m in training:
+        for m in st.training:
             object.__setattr__(m, "training", True)
-        for p, g in zip(params, grads):
+        for p, g in zip(st.params, st.grads):
             p.requires_grad_(True)
-            p.grad = g
+            if p.grad is not g:
+                p.grad = g
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlensError, CnnlensTypeError
+from ..nn import ModelState, model_state
 
 _TARGET_FORMS = ("None, 'pred', 'label' (with labels=...), a class index (an int) or one class index per "
                  "image (a sequence of ints, an integer tensor or array)")
@@ -66,13 +67,14 @@ def check_target(target: Any, n: int) -> None | int | str | torch.Tensor:
     return int(t[0]) if t.numel() == 1 else t  # one class: the same for every image
 
 
-def check_model_device(model: nn.Module) -> torch.device:
+def check_model_device(model: nn.Module, state: ModelState | None = None) -> torch.device:
     """The one device holding ``model``'s parameters and buffers (CPU for a model without any).
 
     Raises a ``CnnlensError`` for a model on the meta device (no weights: nothing to explain) or
-    spread over several devices.
+    spread over several devices. ``state``: the model's :func:`~cnnlens.nn.model_state` (its
+    devices), when the caller has it for :func:`~cnnlens.nn.model_guard` too: one walk for both.
     """
-    devs = {t.device for t in (*model.parameters(), *model.buffers())}
+    devs = (state if state is not None else model_state(model)).devices
     if any(d.type == "meta" for d in devs):
         raise CnnlensError("the model has parameters on the meta device, which hold no values (a model "
                            "built without weights); load its weights first, e.g. "

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import LayerView, default_layer, default_layer_view, hookable_layer, layer_view  # noqa: F401 (re-exported)
-from ..nn import check_input, forward_logits, model_device, model_guard, resolve_layer  # noqa: F401 (re-exported)
+from ..nn import check_input, forward_logits, model_device, model_guard, model_state, resolve_layer  # noqa: F401 (re-exported)
 from ..registry import Registry
 from ..errors import CnnlensError, CnnlensTypeError
 from .checks import check_model_device, check_target
@@ -89,6 +89,7 @@ def methods() -> list[str]:
 
 # ---- context passed to methods -------------------------------------------------------------------
 
+
 @dataclass
 class Context:
     model: nn.Module
@@ -117,12 +118,18 @@ class Context:
             _check_range(self.target, self.logits.shape[1])
         return self.target
 
+    def forward_clean(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` with no graph, for logits only (the clean input's, IG's baseline's). In the
+        passes' layout: the default layout, and ``inference_mode``, were measured no faster here
+        (docs/benchmarks.md, #20)."""
+        with torch.no_grad():
+            return self.forward(x)
+
     @property
     def targets(self) -> torch.Tensor:
         """Targets; runs a no-grad forward pass if none has been run yet."""
         if self.logits is None:
-            with torch.no_grad():
-                self.targets_from(self.forward(self.x))
+            self.targets_from(self.forward_clean(self.x))
         return self.targets_from(self.logits)  # type: ignore[arg-type]
 
     # hooks ------------------------------------------------------------------------------------
@@ -320,7 +327,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     check_input(x)
     impl = METHODS.get(method)
     explainer: Explainer = impl() if isinstance(impl, type) else impl
-    dev = check_model_device(model)
+    state = model_state(model)  # one walk for the device check and the guard
+    dev = check_model_device(model, state)
     out_dev = x.device
     lab = None if labels is None else torch.as_tensor(labels).long().view(-1)
     if lab is not None and lab.numel() != x.shape[0]:
@@ -331,7 +339,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     if step < 1:
         raise CnnlensError(f"chunk_size must be >= 1; got {chunk_size}")
     maps, targets, probs, extras_list = [], [], [], []
-    with model_guard(model) as handles:
+    with model_guard(model, state) as handles:
         layer_name, layer_mod, view, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer,
                                                      explainer.uses_layer, explainer.channels_last_passes)
         for i in range(0, n, step):

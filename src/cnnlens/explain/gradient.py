@@ -345,8 +345,7 @@ class IntegratedGradients(GradientMethod):
         fb = None
         if clean:
             if ctx.logits is None:  # the clean and the baseline logits in one no-grad pass, not two
-                with torch.no_grad():
-                    both = ctx.forward(torch.cat([x, base.expand_as(x)]))
+                both = ctx.forward_clean(torch.cat([x, base.expand_as(x)]))
                 ctx.targets_from(both[:x.shape[0]])
                 fb = both[x.shape[0]:]
             t = ctx.targets
@@ -366,8 +365,7 @@ class IntegratedGradients(GradientMethod):
         if not clean:
             return attr, {}
         if fb is None:
-            with torch.no_grad():
-                fb = ctx.forward(base.expand_as(x))
+            fb = ctx.forward_clean(base.expand_as(x))
         fb = fb.gather(1, t.view(-1, 1)).squeeze(1)
         fx = ctx.logits.gather(1, t.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
         delta = fx - fb

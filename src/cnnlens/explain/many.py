@@ -29,7 +29,7 @@ from .core import (
 )
 from .checks import check_model_device, check_target
 from .gradient import run_pass
-from ..nn import check_input, model_guard
+from ..nn import check_input, model_guard, model_state
 from ..errors import CnnlensError, CnnlensTypeError
 
 
@@ -111,7 +111,8 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     if lab is not None and lab.numel() != n:
         raise CnnlensError(f"labels must have one entry per image ({n}); got {lab.numel()}")
     tgt: TargetSpec = check_target(target, n)
-    dev = check_model_device(model)
+    state = model_state(model)  # one walk for the device check and the guard
+    dev = check_model_device(model, state)
     out_dev = x.device
     cost = max(getattr(e, "cost", 1) for e in explainers.values())
     step = chunk_size or auto_chunk(x, cost, dev)
@@ -120,7 +121,7 @@ def explain_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str], targ
     parts: dict[str, list[tuple[torch.Tensor, dict[str, Any]]]] = {m: [] for m in methods}
     targets: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
-    with model_guard(model) as handles:
+    with model_guard(model, state) as handles:
         layer_name, layer_mod, view, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer, needs_layer,
                                                      any(e.channels_last_passes for e in explainers.values()))
         for i in range(0, n, step):
