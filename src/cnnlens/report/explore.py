@@ -36,7 +36,7 @@ from . import findings as F
 
 CMAP_NAMES = ("viridis", "cividis", "RdBu_r", "gray")
 ASSETS = ("explore.js", "explore.css")
-MAKER_HINT = "cnnlens explore RUN --wrong-cap N"
+MAKER_HINT = "cnnlens explore RUN --explore-wrong N --explore-correct N"
 
 
 @cache

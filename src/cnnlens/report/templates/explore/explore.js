@@ -169,7 +169,7 @@
     clear(ui.nomaps);
     ui.nomapsBox.hidden = without.length === 0;
     ui.nomapsNote.textContent = without.length + " image(s) here have no maps computed (the explorer " +
-      "chose others); `" + D.maker + "` computes maps for more misclassified images.";
+      "chose others); `" + D.maker + "` computes maps for more images (mistakes, correct ones per class).";
     without.slice(0, 5 * LIMIT).forEach(function (r) {
       var tr = el("tr");
       tr.setAttribute("data-index", String(r.index));
