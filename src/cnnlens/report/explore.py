@@ -121,8 +121,7 @@ def _gallery_rows(r: Any, split: str, classes: list[str]) -> tuple[dict[str, Any
 
 def _trust(r: Any, split: str) -> dict[str, Any] | None:
     rec = TrustScores.load_or_none(r.path)
-    # the optional field TrustScores.per_image (issue #21); a record from before it keeps it in ``extra``
-    per = (getattr(rec, "per_image", None) or rec.extra.get("per_image")) if rec is not None else None
+    per = rec.per_image if rec is not None else None  # absent in runs scored before #21
     if not per or per.get("split") != split:
         return None
     methods = {}
