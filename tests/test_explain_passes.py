@@ -10,7 +10,7 @@ from torch import nn
 
 import cnnlens
 from cnnlens.explain.core import model_guard, pass_rows
-from cnnlens.explain.passes import weight_reuse, weight_rows
+from cnnlens.explain.passes import channels_last_pays, conv_reuse, weight_reuse, weight_rows
 
 
 class Tokens(nn.Module):
@@ -63,6 +63,28 @@ def test_weight_reuse_is_multiply_adds_over_weights_by_hand():
     pn = PatchNet().eval()
     macs = 16 * 768 * 16 + 16 * 256 + 64
     assert weight_reuse(pn, torch.zeros(1, 3, 64, 64)) == pytest.approx(macs / (16 * 768 + 256 + 64))
+
+
+def test_conv_reuse_counts_the_convs_alone_and_decides_the_cpu_layout():
+    from cnnlens.explain.core import use_channels_last
+
+    # the conv of the hand-counted model above: 288 multiply-adds over 18 weights = 16 positions
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 3)).eval()
+    assert conv_reuse(model, torch.zeros(2, 1, 4, 4)) == pytest.approx(16.0)
+    assert channels_last_pays(model, torch.zeros(2, 1, 4, 4))  # 16 >= 16
+    # a full-resolution conv uses each weight at all 64x64 positions: channels-last passes
+    wide = WideConv().eval()
+    assert conv_reuse(wide, torch.zeros(1, 3, 64, 64)) == pytest.approx(4096.0)
+    with model_guard(wide):
+        assert use_channels_last(wide, torch.zeros(1, 3, 64, 64)) is True
+    # PatchNet's patch embedding at 32x32 input: a 2x2 grid, 4 positions: the default layout
+    pn = PatchNet().eval()
+    assert conv_reuse(pn, torch.zeros(1, 3, 32, 32)) == pytest.approx(4.0)
+    with model_guard(pn):
+        assert use_channels_last(pn, torch.zeros(1, 3, 32, 32)) is False
+    # no conv at all: no conv rule, the default layout
+    assert conv_reuse(Tokens(8).eval(), torch.zeros(1, 8, 1, 12)) is None
+    assert not channels_last_pays(Tokens(8).eval(), torch.zeros(1, 8, 1, 12))
 
 
 def test_weight_rows_is_the_largest_power_of_two_within_1024_uses():

@@ -22,7 +22,7 @@ from ..nn import check_input, forward_logits, model_device, model_guard, model_s
 from ..registry import Registry
 from ..errors import CnnlensError, CnnlensTypeError
 from .checks import check_model_device, check_target
-from .passes import weight_rows
+from .passes import channels_last_pays, weight_rows
 
 TargetSpec = None | int | str | Sequence[int] | torch.Tensor
 
@@ -250,13 +250,16 @@ _LAYOUT_OK: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictiona
 def use_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether to run the method's passes on channels-last inputs.
 
-    On the CPU, convolutions (forward and backward) run faster on channels-last inputs (figures in
-    docs/benchmarks.md "explain"); on other devices the model's own layout is kept. A model whose
-    ``forward`` cannot take a channels-last input (``x.view(B, -1)`` after a conv, ...) is detected
-    with one no-grad forward on one image, the first time only (remembered per model), and keeps
-    the default layout. Call it with no hooks on the model.
+    On the CPU, convolutions (forward and backward) run faster on channels-last inputs where a conv
+    weight is used at many output positions (:func:`~cnnlens.explain.passes.channels_last_pays`:
+    the course CNNs, ResNets at 128x128 and up); a network whose conv weights sit at a coarse grid
+    (resnet18 at 64x64) ran slower and keeps the default layout (figures in docs/benchmarks.md
+    "explain"); on other devices the model's own layout is kept. A model whose ``forward`` cannot
+    take a channels-last input (``x.view(B, -1)`` after a conv, ...) is detected with one no-grad
+    forward on one image, the first time only (remembered per model), and keeps the default layout.
+    Call it inside :func:`model_guard`, with no hooks on the model.
     """
-    if x.device.type != "cpu" or x.ndim != 4:
+    if x.device.type != "cpu" or x.ndim != 4 or not channels_last_pays(model, x):
         return False
     ok = _LAYOUT_OK.get(model)
     if ok is None:

@@ -26,8 +26,52 @@ from torch import nn
 #: (49-640 uses) at 8-32 (docs/benchmarks.md "explain")
 CPU_WEIGHT_USES = 1024
 
-_REUSE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], float | None]] = (
+#: on the CPU, channels-last passes pay off where a conv weight is used at many output positions
+#: (``conv_reuse`` >= this): forward+backward of saliency, CPU time per image, channels-last vs the
+#: default layout: compact 1x48x48 (conv reuse 114) 5.1-5.4 vs 5.9-6.9 ms, the ResNet-ish 3x64x64
+#: (642) 29-42 vs 33-44, resnet18 at 128x128 (53) 88 vs 94, at 224x224 (162) 246 vs 262, vgg11 at
+#: 128x128 (265) 332 vs 358, mobilenet_v3_small at 128x128 (20) 10.7 vs 11.6; but resnet18 at 64x64
+#: (13: most weights sit at the 2x2 last stage) 30-40 vs 28-32, and convnext_atto at 64x64 (13) equal
+#: (docs/benchmarks.md "explain", #20 session 5)
+CPU_CHANNELS_LAST_CONV_REUSE = 16
+
+_REUSE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[float | None, float | None]]] = (
     weakref.WeakKeyDictionary())
+
+
+def _reuse(model: nn.Module, x: torch.Tensor) -> tuple[float | None, float | None]:
+    """``(weight reuse of Conv2d + Linear, weight reuse of Conv2d only)`` from one no-grad forward on
+    one image of ``x``'s shape (remembered per model and shape); ``None`` where not known."""
+    key = tuple(x.shape[1:])
+    known = _REUSE.setdefault(model, {})
+    if key in known:
+        return known[key]
+    macs = {"conv": 0, "linear": 0}
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+    def count(mod: nn.Module, _inp: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):  # out.numel() outputs, each a dot product of this many terms
+            if isinstance(mod, nn.Conv2d):
+                macs["conv"] += out.numel() * mod.weight[0].numel()
+            else:
+                macs["linear"] += out.numel() * mod.weight.shape[1]
+
+    hooks = [m.register_forward_hook(count) for m in layers]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+        weights = sum(m.weight.numel() for m in layers)
+        conv_weights = sum(m.weight.numel() for m in layers if isinstance(m, nn.Conv2d))
+        total = macs["conv"] + macs["linear"]
+        found = (total / weights if weights and total else None,
+                 macs["conv"] / conv_weights if conv_weights and macs["conv"] else None)
+    except Exception:  # noqa: BLE001 - any failure: no weight rule (real errors surface in the passes)
+        found = (None, None)
+    finally:
+        for h in hooks:
+            h.remove()
+    known[key] = found
+    return found
 
 
 def weight_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
@@ -38,31 +82,20 @@ def weight_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
     one image, the first time per model and image shape (remembered); ``None`` when that forward
     fails or the model has no such layers. Call it inside :func:`~cnnlens.explain.core.model_guard`,
     with no hooks on the model's layers."""
-    key = tuple(x.shape[1:])
-    known = _REUSE.setdefault(model, {})
-    if key in known:
-        return known[key]
-    macs = [0]
-    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    return _reuse(model, x)[0]
 
-    def count(mod: nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):  # out.numel() outputs, each a dot product of this many terms
-            terms = mod.weight[0].numel() if isinstance(mod, nn.Conv2d) else mod.weight.shape[1]
-            macs[0] += out.numel() * terms
 
-    hooks = [m.register_forward_hook(count) for m in layers]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-        weights = sum(m.weight.numel() for m in layers)
-        reuse = macs[0] / weights if weights and macs[0] else None
-    except Exception:  # noqa: BLE001 - any failure: no weight rule (real errors surface in the passes)
-        reuse = None
-    finally:
-        for h in hooks:
-            h.remove()
-    known[key] = reuse
-    return reuse
+def conv_reuse(model: nn.Module, x: torch.Tensor) -> float | None:
+    """:func:`weight_reuse` of the ``Conv2d`` layers alone: the mean number of output positions a
+    conv weight is used at (weighted by the weights); from the same remembered probe forward."""
+    return _reuse(model, x)[1]
+
+
+def channels_last_pays(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether channels-last passes are expected to run faster on the CPU for this model and image
+    shape: its convs use a weight at :data:`CPU_CHANNELS_LAST_CONV_REUSE` or more positions."""
+    r = conv_reuse(model, x)
+    return r is not None and r >= CPU_CHANNELS_LAST_CONV_REUSE
 
 
 def weight_rows(model: nn.Module, x: torch.Tensor) -> int:
