@@ -4,10 +4,11 @@ Same model, same batch, same targets, one process; every (method, implementation
 interleaved repeats (a fresh random order each repeat); the median per-image time is reported with
 the ratio to the peer and to one raw forward+backward pass. The targets are the model's predicted
 classes, computed once outside the timing and handed to every tool as class indices (cnnlens too:
-``target=t``, not ``"pred"``), so no row pays a forward to find the predicted class. cnnlens always
+``target=t``, not ``"pred"``), so no row pays a forward to find the predicted class. cnnlens by default
 returns ``probs`` (the softmax on the clean input) and, for IG, the completeness gap: the peer rows
 ``captum + clean forward`` (SmoothGrad) and ``captum + convergence delta`` (IG) add what Captum needs
-for the same output; the plain ``captum`` rows compute the maps only.
+for the same output; the plain ``captum`` rows compute the maps only, and are also set against
+``cnnlens probs=False`` (no probs, no IG delta: no forward on the clean input).
 
     python benchmarks/explain.py [--repeats 5] [--batch 32] [--models compact,resnet] [--device cpu]
                                  [--methods saliency,gradcam,many,...] [--clock wall|cpu]
@@ -164,12 +165,16 @@ def cases(model: nn.Module, layer: nn.Module, ig_steps: int, nt: int, reshape: C
         ("smoothgrad", "captum", lambda x, t: cap_nt(x, t)),
         # cnnlens also returns probs (the softmax on the clean input): Captum's maps plus that forward
         ("smoothgrad", "captum + clean forward", lambda x, t: (cap_nt(x, t), clean_probs(x))),
+        # asked for no probs, cnnlens runs no clean forward either: the same output as plain Captum
+        ("smoothgrad", "cnnlens probs=False", ours("smoothgrad", n_samples=nt, probs=False)),
         ("integrated_gradients", "cnnlens", ours("integrated_gradients", steps=ig_steps)),
         ("integrated_gradients", "captum", lambda x, t: ca.IntegratedGradients(model).attribute(
             x, baselines=0.0, target=t, n_steps=ig_steps)),
         # cnnlens always reports IG's completeness gap (extras['delta']); Captum's same output
         ("integrated_gradients", "captum + convergence delta", lambda x, t: ca.IntegratedGradients(
             model).attribute(x, baselines=0.0, target=t, n_steps=ig_steps, return_convergence_delta=True)),
+        ("integrated_gradients", "cnnlens probs=False",
+         ours("integrated_gradients", steps=ig_steps, probs=False)),
         ("guided_backprop", "cnnlens", ours("guided_backprop")),
         ("guided_backprop", "captum", lambda x, t: ca.GuidedBackprop(model).attribute(x, target=t)),
         ("deconvnet", "cnnlens", ours("deconvnet")),
@@ -266,11 +271,17 @@ def bench_model(label: str, model: nn.Module, shape: tuple[int, int, int], batch
     out: dict[str, object] = {"model": label, "batch": batch, "score_batch": score_batch, "floor_ms": floor,
                               "rows": rows}
     for m in methods:
-        ours = med[(m, "cnnlens")]
-        peers = [(i, v) for (mm, i), v in med.items() if mm == m and i != "cnnlens"]
-        for i, v in peers:
-            print(f"| {m} | {ours:.3f} | {ours / floor:.2f} | {i} | {v:.3f} | {ours / v:.2f} |")
-            rows.append({"method": m, "cnnlens_ms": ours, "peer": i, "peer_ms": v})
+        # cnnlens at its defaults against every peer; "cnnlens probs=False" (no clean forward, no
+        # probs, no IG delta) against plain Captum, which returns the maps only
+        mine = [(i, v) for (mm, i), v in med.items() if mm == m and i.startswith("cnnlens")]
+        peers = [(i, v) for (mm, i), v in med.items() if mm == m and not i.startswith("cnnlens")]
+        for variant, ours in mine:
+            name = m if variant == "cnnlens" else f"{m} ({variant.removeprefix('cnnlens ')})"
+            for i, v in peers:
+                if variant != "cnnlens" and i != "captum":
+                    continue
+                print(f"| {name} | {ours:.3f} | {ours / floor:.2f} | {i} | {v:.3f} | {ours / v:.2f} |")
+                rows.append({"method": name, "cnnlens_ms": ours, "peer": i, "peer_ms": v})
     if ("saliency+gradcam+gradient_x_input", "explain_many") not in med:
         return out
     many = med[("saliency+gradcam+gradient_x_input", "explain_many")]

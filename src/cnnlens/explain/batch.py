@@ -134,7 +134,8 @@ def explain_confused_pairs(model: nn.Module, images_uint8: torch.Tensor, mean: S
 def _to_cpu(e: Explanation) -> Explanation:
     from dataclasses import replace
 
-    return replace(e, maps=e.maps.cpu(), targets=e.targets.cpu(), probs=e.probs.cpu(),
+    probs = None if e.probs is None else e.probs.cpu()
+    return replace(e, maps=e.maps.cpu(), targets=e.targets.cpu(), probs=probs,
                    extras={k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in e.extras.items()})
 
 

@@ -36,7 +36,8 @@ class Explanation:
             where the method is signed). Use :func:`cnnlens.explain.display.normalize_maps` to display.
         method: registered method name.
         targets: ``int64 [B]`` class explained for each image.
-        probs: ``float32 [B, K]`` softmax of the model's logits on the unmodified input.
+        probs: ``float32 [B, K]`` softmax of the model's logits on the unmodified input; ``None``
+            when the call asked for none (``explain(..., probs=False)``).
         layer: dotted name of the layer used (layer-based methods), else ``None``.
         signed: whether the maps carry sign (positive = evidence for the target).
         extras: method-specific results (IG's completeness gap, LIME's superpixel weights, ...).
@@ -48,7 +49,7 @@ class Explanation:
     maps: torch.Tensor
     method: str
     targets: torch.Tensor
-    probs: torch.Tensor
+    probs: torch.Tensor | None
     layer: str | None = None
     signed: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +103,7 @@ class Context:
     logits: torch.Tensor | None = None  # logits on the unmodified input (set on first forward)
     channels_last: bool = False  # run the passes on channels-last copies of the input (CPU)
     view: LayerView | None = None  # how the layer's output is read as [B, D, h, w] (None: as it is)
+    want_probs: bool = True  # False: the call returns no probs; given targets need no clean forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``model(x)`` checked to be logits, in the chosen memory layout."""
@@ -131,6 +133,24 @@ class Context:
         if self.logits is None:
             self.targets_from(self.forward_clean(self.x))
         return self.targets_from(self.logits)  # type: ignore[arg-type]
+
+    def pass_targets(self) -> torch.Tensor:
+        """Targets for the gradient passes. Like :attr:`targets`, but when the call wants no probs
+        and the caller gave the classes (an int, one per image, or ``"label"`` with labels), no clean
+        forward is run for them (:meth:`given_targets`)."""
+        given = self.given_targets()
+        return given if given is not None else self.targets
+
+    def given_targets(self) -> torch.Tensor | None:
+        """The caller's classes without a clean forward, when the call wants no probs and none has run
+        yet; their range is then checked against each pass's logits (:meth:`forward_grad`). ``None``
+        when the classes come from the prediction or the clean forward is wanted anyway."""
+        if self.logits is not None or self.want_probs:
+            return None
+        given = given_targets(self.target, self.x.shape[0], self.x.device, self.labels)
+        if given is not None:
+            self.target = given
+        return given
 
     # hooks ------------------------------------------------------------------------------------
     def capture(self, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
@@ -171,6 +191,8 @@ class Context:
         x = x.detach().requires_grad_(True)
         logits = self.forward(x)
         t = targets if targets is not None else self.targets_from(logits)
+        if targets is not None and self.logits is None:  # given classes, no clean forward (probs=False)
+            _check_range(targets, logits.shape[1])
         score = logits.gather(1, t.view(-1, 1)).sum()
         wrt: list[torch.Tensor] = []
         if wrt_input:
@@ -211,6 +233,24 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tens
         raise CnnlensError(f"target must give one class per image ({b}); got {t.numel()}")
     _check_range(t, k)
     return t
+
+
+def given_targets(target: TargetSpec, b: int, device: torch.device, labels: torch.Tensor | None
+                  ) -> torch.Tensor | None:
+    """``target`` as ``int64 [b]`` when it names the classes itself (an int, one per image, ``"label"``
+    with labels), without the logits (their range is not checked here); ``None`` when the classes
+    come from the prediction (``None``, ``"pred"``) or cannot be resolved here."""
+    if target is None or isinstance(target, str) and target == "pred":
+        return None
+    if isinstance(target, str):
+        if target != "label" or labels is None:
+            return None
+        return torch.as_tensor(labels, device=device).long().view(-1)
+    if isinstance(target, int):
+        return torch.full((b,), target, dtype=torch.long, device=device)
+    t = torch.as_tensor(target, device=device).long().view(-1)
+    t = t.expand(b).clone() if t.numel() == 1 else t
+    return t if t.shape == (b,) else None
 
 
 def _check_range(t: torch.Tensor, k: int) -> None:
@@ -309,7 +349,7 @@ def auto_chunk(x: torch.Tensor, cost: int, device: torch.device | str | None = N
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec = None,
             layer: str | int | nn.Module | None = None, *, labels: torch.Tensor | Sequence[int] | None = None,
             chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-            **options: Any) -> Explanation:
+            probs: bool = True, **options: Any) -> Explanation:
     """Explain the model's decision for each image of ``x``.
 
     Args:
@@ -323,6 +363,11 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             head reads the class token). Token and channels-last outputs are read as ``[B, D, h, w]``.
         chunk_size: images per pass (bounds memory); auto when ``None``.
         progress: optional callback ``(done, total)`` after each chunk.
+        probs: ``False``: return no ``probs`` (``None``). With targets given as classes (an int, one
+            per image, ``"label"``), SmoothGrad and Integrated Gradients then run no forward pass on
+            the clean input, the one pass their maps do not need; IG then returns no
+            ``delta``/``completeness_gap`` (they come from that pass and the baseline's). The other
+            methods take the logits from their own passes and cost the same either way.
 
     Returns:
         :class:`Explanation` with ``maps`` ``float32 [B, H, W]`` on ``x``'s device.
@@ -341,7 +386,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
     step = chunk_size or auto_chunk(x, explainer.cost, dev)
     if step < 1:
         raise CnnlensError(f"chunk_size must be >= 1; got {chunk_size}")
-    maps, targets, probs, extras_list = [], [], [], []
+    maps, targets, soft, extras_list = [], [], [], []
     with model_guard(model, state) as handles:
         layer_name, layer_mod, view, cl = pass_setup(model, x[:1].to(dev, torch.float32), layer,
                                                      explainer.uses_layer, explainer.channels_last_passes)
@@ -353,23 +398,24 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             ctx = Context(model=model, x=xc, target=tc, layer_name=layer_name,
                           layer=layer_mod, handles=handles,
                           labels=None if lab is None else lab[i:i + step].to(dev), channels_last=cl,
-                          view=view)
+                          view=view, want_probs=probs)
             m, extra = explainer.attribute(ctx, **chunk_options(options, n, i, step))
             for h in handles:
                 h.remove()
             handles.clear()
-            t = ctx.targets
+            t = ctx.targets if probs else ctx.pass_targets()
             if tuple(m.shape) != (xc.shape[0], *xc.shape[-2:]):
                 raise RuntimeError(f"method {method!r} returned maps {tuple(m.shape)}; expected "
                                    f"{(xc.shape[0], *xc.shape[-2:])}")
             maps.append(m.detach().float().to(out_dev))
             targets.append(t.detach().to(out_dev))
-            probs.append(ctx.logits.float().softmax(1).to(out_dev))  # type: ignore[union-attr]
+            if probs:
+                soft.append(ctx.logits.float().softmax(1).to(out_dev))  # type: ignore[union-attr]
             extras_list.append(extra)
             if progress is not None:
                 progress(min(i + step, n), n)
     return Explanation(maps=torch.cat(maps), method=method, targets=torch.cat(targets),
-                       probs=torch.cat(probs), layer=layer_name, signed=explainer.signed,
+                       probs=torch.cat(soft) if probs else None, layer=layer_name, signed=explainer.signed,
                        extras=merge_extras(extras_list),
                        layer_transform=None if view is None else view.describe())
 

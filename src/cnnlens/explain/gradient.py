@@ -179,7 +179,7 @@ class GradientMethod(Explainer):
             raise CnnlensError(f"nt_type must be one of {', '.join(NT_TYPES)}; got {kind!r}")
         x = ctx.x
         b = x.shape[0]
-        t = ctx.targets
+        t = ctx.pass_targets()
         sigma = stdev * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
         gen = self.generator(seed, x.device)
         per = max(1, rows // (b * max(1, self.passes_per_image(**opts))))
@@ -339,6 +339,8 @@ class IntegratedGradients(GradientMethod):
 
     def channel_attr(self, ctx, x, t, rows, baseline=Fill.DATASET_MEAN, steps=64,  # type: ignore[override]
                      quadrature="gausslegendre", blur_sigma=None, mean=None, std=None):
+        if t is None:
+            t = ctx.given_targets()  # given classes and no probs wanted: no clean pass, so no delta
         clean = t is None
         alphas, weights = quadrature_rule(quadrature, steps)
         base = make_baseline(x, baseline, blur_sigma, None if mean is None or std is None else (mean, std))
