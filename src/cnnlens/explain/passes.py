@@ -1,4 +1,4 @@
-"""Pass sizes by the model's weight, on the CPU.
+"""Pass sizes and layout by the model's weight, on the CPU.
 
 The methods that run many copies of the input (SmoothGrad, Integrated Gradients, Score-CAM) evaluate
 them in passes of :func:`~cnnlens.explain.core.pass_rows` rows. The input-size rule there (about 2^17
@@ -7,7 +7,8 @@ A transformer on few tokens, or a CNN whose weights sit at a coarse grid, uses e
 dozen times per image: there a pass of 8 rows streams the weights from memory for little arithmetic,
 and wider passes ran faster (docs/benchmarks.md "explain"). :func:`weight_rows` gives those models
 wider passes; the others keep the input rule. The rows per pass change only how the same sums are
-grouped, not what is computed.
+grouped, not what is computed. The same probe decides the memory layout of the passes
+(:func:`channels_last_pays`): channels-last only where the convs use each weight at many positions.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from torch import nn
 CPU_WEIGHT_USES = 1024
 
 #: on the CPU, channels-last passes pay off where a conv weight is used at many output positions
-#: (``conv_reuse`` >= this): forward+backward of saliency, CPU time per image, channels-last vs the
-#: default layout: compact 1x48x48 (conv reuse 114) 5.1-5.4 vs 5.9-6.9 ms, the ResNet-ish 3x64x64
-#: (642) 29-42 vs 33-44, resnet18 at 128x128 (53) 88 vs 94, at 224x224 (162) 246 vs 262, vgg11 at
-#: 128x128 (265) 332 vs 358, mobilenet_v3_small at 128x128 (20) 10.7 vs 11.6; but resnet18 at 64x64
-#: (13: most weights sit at the 2x2 last stage) 30-40 vs 28-32, and convnext_atto at 64x64 (13) equal
-#: (docs/benchmarks.md "explain", #20 session 5)
+#: (``conv_reuse`` >= this). Saliency, CPU time per image, channels-last / default layout
+#: (``benchmarks/layout.py``, docs/benchmarks.md "explain", #20 session 5): compact at 48x48 (conv
+#: reuse 114) 0.79, the small ResNet at 64x64 (642) 0.90, resnet18 at 128x128 (53) 0.93, vgg11 at
+#: 128x128 (265) 0.93, mobilenet_v3_small at 128x128 (20) 0.94; but resnet18 at 64x64 (13: most of its
+#: weights sit at the 2x2 last stage) 1.07 (1.25 at 4 images), convnext_atto at 64x64 (13) 1.02
 CPU_CHANNELS_LAST_CONV_REUSE = 16
 
 _REUSE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[float | None, float | None]]] = (
