@@ -104,3 +104,24 @@ def test_a_class_out_of_range_is_still_a_clear_error_and_the_model_comes_back(me
         cnnlens.explain(m, x, method, target=7, probs=False, **opts)
     assert m.training and all(p.requires_grad and p.grad is None for p in m.parameters())
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_figures_leave_the_probability_out_and_the_run_record_asks_for_probs(tmp_path):
+    from cnnlens.report.fig_explain import _label, confused_pairs_figure, overlay_figure
+    from cnnlens.rundir import ExplainMaps
+
+    m = _model()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    imgs = (torch.rand(2, 1, 32, 32) * 255).to(torch.uint8)
+    lean = cnnlens.explain(m, x, "saliency", target=[1, 2], probs=False)
+    full = cnnlens.explain(m, x, "saliency", target=[1, 2])
+    assert _label(lean, 0, list("abcde")) == "b"
+    assert _label(full, 0, list("abcde")) == f"b ({float(full.probs[0, 1]):.2f})"
+    assert overlay_figure(imgs, lean, tmp_path / "o.png", classes=list("abcde")).stat().st_size > 0
+    out = confused_pairs_figure(imgs, lean, full, list("abcde"), tmp_path / "c.png")
+    assert out.stat().st_size > 0
+    with pytest.raises(CnnlensError, match="computed with probs=False; explain without probs=False"):
+        ExplainMaps.from_explanations({"saliency": lean}, [0, 1], None, None)
+    rec = ExplainMaps.from_explanations({"saliency": lean, "gradcam": cnnlens.explain(m, x, "gradcam")},
+                                        [0, 1], None, None)
+    torch.testing.assert_close(torch.tensor(rec.probs), full.probs)

@@ -87,7 +87,11 @@ class ExplainMaps(_MethodMaps):
                           **keys: Any) -> ExplainMaps:
         """``keys``: ``notes`` (:func:`cnnlens.explain.notes.map_notes`), ``selection`` (``"correct"``
         or ``"given"``), ``splits`` (each image's split) and ``target``."""
-        first = next(iter(results.values()))
+        first = next((e for e in results.values() if e.probs is not None), None)
+        if first is None:
+            raise CnnlensError("ExplainMaps records each image's class probabilities, and these "
+                               "explanations were computed with probs=False; explain without "
+                               "probs=False (the default) to save them")
         methods, maps = {}, {}
         for m, e in results.items():
             name = file_name(m)
