@@ -72,7 +72,6 @@ def main() -> None:
         pick = "channels-last" if channels_last_pays(model, x) else "default"
 
         def run(cl: bool, model: nn.Module = model, x: torch.Tensor = x, t: torch.Tensor = t) -> None:
-            core._LAYOUT_OK[model] = cl  # force the layout (the model accepts both)
             with cl_forced(cl):
                 cnnlens.explain(model, x, "saliency", target=t)
 
@@ -88,7 +87,6 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"| {name} | {reuse:.1f} | {pick} | {med[True]:.2f} | {med[False]:.2f} | {med[True] / med[False]:.2f} |",
               flush=True)
-        core._LAYOUT_OK.pop(model, None)
 
 
 class cl_forced:  # noqa: N801 - used as a context manager

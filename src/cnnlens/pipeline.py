@@ -37,13 +37,14 @@ from .stages.explain import correct_per_class, explain_confused, explain_lime, e
 from .stages.featureviz import conv_layers, featureviz_run, transformer_notes
 from .stages.timing import Progress, record_timing, timed
 from .stages.trust import save_trust, trust_run
+from .explain.explore import ExploreConfig
+from .stages.explore import explore_run
 
 __all__ = ["GRADIENT_CAM", "OUTPUTS", "SIZES", "STAGES", "SUBMISSION", "Progress", "ProgressFor", "StageSizes",
            "analyze", "conv_layers", "correct_per_class", "describe_data", "evaluate_run", "explain_confused",
-           "explain_lime", "explain_run", "explore_run", "ExploreConfig", "featureviz_run", "method_settings", "record_timing", "reset_outputs",
-           "save_trust", "submission_run", "summarize_run", "timed", "transformer_notes", "trust_run"]
-from .explain.explore import ExploreConfig
-from .stages.explore import explore_run  # noqa: F401  (the explore stage, re-exported)
+           "explain_lime", "explain_run", "explore_run", "ExploreConfig", "featureviz_run", "method_settings",
+           "record_timing", "reset_outputs", "save_trust", "submission_run", "summarize_run", "timed",
+           "transformer_notes", "trust_run"]
 
 log = logging.getLogger(__name__)
 

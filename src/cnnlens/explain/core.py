@@ -210,47 +210,37 @@ class Context:
 def resolve_targets(target: TargetSpec, logits: torch.Tensor, labels: torch.Tensor | None = None
                     ) -> torch.Tensor:
     """``None`` -> predicted class; int -> that class for all; sequence/tensor -> per image;
-    ``"label"`` -> ``labels``; ``"pred"`` -> predicted."""
-    b, k = logits.shape
-    dev = logits.device
+    ``"label"`` -> ``labels``; ``"pred"`` -> predicted. Checked against the logits' classes."""
+    t = given_targets(target, logits.shape[0], logits.device, labels)
+    if t is None:
+        return logits.argmax(1)
+    _check_range(t, logits.shape[1])
+    return t
+
+
+def given_targets(target: TargetSpec, b: int, device: torch.device, labels: torch.Tensor | None = None
+                  ) -> torch.Tensor | None:
+    """``target`` as ``int64 [b]`` when it names the classes itself (an int, one per image, ``"label"``
+    with labels), without the logits (their range is not checked here: :func:`resolve_targets`);
+    ``None`` when the classes come from the prediction (``None``, ``"pred"``)."""
     target = check_target(target, b)
     if target is None or (isinstance(target, str) and target == "pred"):
-        return logits.argmax(1)
+        return None
     if isinstance(target, str):
-        if target == "label":
-            if labels is None:
-                raise CnnlensError("target='label' needs labels=...; pass the images' labels")
-            t = torch.as_tensor(labels, device=dev).long().view(-1)
-        else:
+        if target != "label":
             raise CnnlensError(f"target must be None, 'pred', 'label', an int or one per image; got {target!r}")
+        if labels is None:
+            raise CnnlensError("target='label' needs labels=...; pass the images' labels")
+        t = torch.as_tensor(labels, device=device).long().view(-1)
     elif isinstance(target, int):
-        t = torch.full((b,), target, dtype=torch.long, device=dev)
+        t = torch.full((b,), target, dtype=torch.long, device=device)
     else:
-        t = torch.as_tensor(target, device=dev).long().view(-1)
+        t = torch.as_tensor(target, device=device).long().view(-1)
         if t.numel() == 1:
             t = t.expand(b).clone()
     if t.shape != (b,):
         raise CnnlensError(f"target must give one class per image ({b}); got {t.numel()}")
-    _check_range(t, k)
     return t
-
-
-def given_targets(target: TargetSpec, b: int, device: torch.device, labels: torch.Tensor | None
-                  ) -> torch.Tensor | None:
-    """``target`` as ``int64 [b]`` when it names the classes itself (an int, one per image, ``"label"``
-    with labels), without the logits (their range is not checked here); ``None`` when the classes
-    come from the prediction (``None``, ``"pred"``) or cannot be resolved here."""
-    if target is None or isinstance(target, str) and target == "pred":
-        return None
-    if isinstance(target, str):
-        if target != "label" or labels is None:
-            return None
-        return torch.as_tensor(labels, device=device).long().view(-1)
-    if isinstance(target, int):
-        return torch.full((b,), target, dtype=torch.long, device=device)
-    t = torch.as_tensor(target, device=device).long().view(-1)
-    t = t.expand(b).clone() if t.numel() == 1 else t
-    return t if t.shape == (b,) else None
 
 
 def _check_range(t: torch.Tensor, k: int) -> None:
@@ -403,7 +393,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: TargetSpec =
             for h in handles:
                 h.remove()
             handles.clear()
-            t = ctx.targets if probs else ctx.pass_targets()
+            t = ctx.pass_targets()  # ctx.targets, unless no probs are wanted and the classes were given
             if tuple(m.shape) != (xc.shape[0], *xc.shape[-2:]):
                 raise RuntimeError(f"method {method!r} returned maps {tuple(m.shape)}; expected "
                                    f"{(xc.shape[0], *xc.shape[-2:])}")

@@ -45,12 +45,12 @@ def show_signed(ax: plt.Axes, heat: torch.Tensor, title: str | None = None) -> N
 def _label(exp: Explanation, i: int, classes: Sequence[str] | None) -> str:
     """The explained class of image ``i``, with its probability when the explanation has probs."""
     t = int(exp.targets[i])
-    name = classes[t] if classes is not None and t < len(classes) else str(t)
-    return name if exp.probs is None else f"{name} ({float(exp.probs[i, t]):.2f})"
+    return _with_prob(exp, i, t, classes[t] if classes is not None and t < len(classes) else str(t))
 
 
-def _for(exp: Explanation, i: int, c: int, name: str) -> str:
-    return f"for {name}" if exp.probs is None else f"for {name} ({float(exp.probs[i, c]):.2f})"
+def _with_prob(exp: Explanation, i: int, c: int, name: str) -> str:
+    """``name`` of class ``c``, followed by image ``i``'s probability of it when ``exp`` has probs."""
+    return name if exp.probs is None else f"{name} ({float(exp.probs[i, c]):.2f})"
 
 
 def overlay_figure(images_uint8: torch.Tensor, exp: Explanation, path: str | os.PathLike[str],
@@ -161,8 +161,8 @@ def confused_pairs_figure(images_uint8: torch.Tensor, exp_true: Explanation, exp
         title = row_titles[i] if row_titles is not None else f"{classes[a]} → {classes[b]}"
         show_image(axes[i, 0], images_uint8[i], title=title)
         show_overlay(axes[i, 1], images_uint8[i], heat[i, 0], signed=exp_true.signed,
-                     title=_for(exp_true, i, a, classes[a]))
+                     title=f"for {_with_prob(exp_true, i, a, classes[a])}")
         show_overlay(axes[i, 2], images_uint8[i], heat[i, 1], signed=exp_pred.signed,
-                     title=_for(exp_pred, i, b, classes[b]))
+                     title=f"for {_with_prob(exp_pred, i, b, classes[b])}")
     fig.suptitle(f"{exp_true.method}: why A was taken for B", fontsize=9)
     return save_figure(fig, path)
